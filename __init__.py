@@ -1,0 +1,17 @@
+"""luabpf: kernel Lua compiled to eBPF.
+
+The public Python interface (DESIGN §4): `compile`, `run_function`, and the
+errors a caller can catch. The work is done in `luabpf.compiler` (pure, no
+kernel access) and `luabpf.runtime` (everything that touches the kernel).
+Names are imported on first use, so `import luabpf.compiler` stays free of
+the runtime.
+"""
+_PUBLIC = ("CompileError", "LoadError", "LuaRuntimeError", "Program", "compile", "run_function")
+__all__ = list(_PUBLIC)
+
+
+def __getattr__(name):
+    if name in _PUBLIC:
+        from luabpf import api
+        return getattr(api, name)
+    raise AttributeError(f"module 'luabpf' has no attribute {name!r}")
