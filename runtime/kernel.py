@@ -1,0 +1,940 @@
+"""The bpf(2) boundary: every BPF system call luabpf makes goes through here.
+
+Owns: the `bpf(2)` syscall via ctypes, the layout of `union bpf_attr` for each
+command we use, the UAPI enums (`ProgType`, `MapType`, `AttachType`) and flag
+constants, file-descriptor ownership (`Fd`), and the convention for verifier
+logs. Does not own: attaching programs to hooks and ring buffers (bcc, in
+`runtime/attach/` and `runtime/events.py`), mapping verifier logs to Lua lines
+(`runtime/load.py`), or feature probes (`runtime/features.py`).
+
+Decision: program loading, BPF_PROG_TEST_RUN, map create/lookup/update/delete/
+get_next_key, object pin/get, prog/map info and BPF_ENABLE_STATS call bpf(2)
+directly through ctypes (`syscall(__NR_bpf, cmd, &attr, sizeof attr)`),
+because bcc's Python API cannot load a raw instruction array with program
+flags (BPF_F_SLEEPABLE), BTF func/line info or fd_array, cannot return the
+verifier log of a failed load, and cannot run BPF_PROG_TEST_RUN with a context.
+bcc stays the tool for attaching and for ring buffers.
+
+Each `*Attr` structure below is the anonymous struct of `union bpf_attr` for
+that command, field for field as in include/uapi/linux/bpf.h (Linux 6.18),
+with `__aligned_u64` as `c_uint64` (8-byte aligned on every arch we support).
+A kernel older than the structure sees zeros in the fields it does not know,
+which bpf(2) accepts (it checks that unknown tail bytes are zero).
+
+Verifier-log convention: `prog_load` loads without a log (the fast path; a
+log costs the verifier time). `load_with_log` does the same, and only when
+that load fails loads again with log_level=1 into a 16 MiB buffer (grown to
+the kernel's `log_true_size` when that is larger) and raises `BpfError` whose
+`.log` is the verifier's text. `btf_load` follows the same convention.
+
+No ctypes object leaves this module: callers pass and get `bytes`, `int`
+(`Fd` is an `int`), dicts and small dataclasses.
+"""
+from __future__ import annotations
+
+import ctypes
+import enum
+import errno
+import os
+import platform
+import re
+from dataclasses import dataclass
+from functools import cache
+from typing import Iterator, Sequence
+
+from luabpf.runtime.errors import BpfError, PermissionProblem, missing_privilege
+
+__all__ = [
+    "BpfError", "PermissionProblem", "Fd", "ProgType", "MapType", "AttachType", "Cmd",
+    "TestRunResult", "prog_load", "load_with_log", "load_verbose", "prog_test_run",
+    "map_create", "map_lookup", "map_update", "map_delete", "map_next_key", "map_keys",
+    "obj_pin", "obj_get", "prog_info", "map_info", "prog_ids", "map_ids",
+    "prog_get_fd_by_id", "map_get_fd_by_id", "enable_stats", "btf_load",
+    "possible_cpus", "percpu_value_size", "split_percpu",
+]
+
+# ---------------------------------------------------------------------------
+# UAPI enums and flags (include/uapi/linux/bpf.h)
+
+
+class Cmd(enum.IntEnum):
+    MAP_CREATE = 0
+    MAP_LOOKUP_ELEM = 1
+    MAP_UPDATE_ELEM = 2
+    MAP_DELETE_ELEM = 3
+    MAP_GET_NEXT_KEY = 4
+    PROG_LOAD = 5
+    OBJ_PIN = 6
+    OBJ_GET = 7
+    PROG_ATTACH = 8
+    PROG_DETACH = 9
+    PROG_TEST_RUN = 10
+    PROG_GET_NEXT_ID = 11
+    MAP_GET_NEXT_ID = 12
+    PROG_GET_FD_BY_ID = 13
+    MAP_GET_FD_BY_ID = 14
+    OBJ_GET_INFO_BY_FD = 15
+    PROG_QUERY = 16
+    RAW_TRACEPOINT_OPEN = 17
+    BTF_LOAD = 18
+    BTF_GET_FD_BY_ID = 19
+    TASK_FD_QUERY = 20
+    MAP_LOOKUP_AND_DELETE_ELEM = 21
+    MAP_FREEZE = 22
+    BTF_GET_NEXT_ID = 23
+    MAP_LOOKUP_BATCH = 24
+    MAP_LOOKUP_AND_DELETE_BATCH = 25
+    MAP_UPDATE_BATCH = 26
+    MAP_DELETE_BATCH = 27
+    LINK_CREATE = 28
+    LINK_UPDATE = 29
+    LINK_GET_FD_BY_ID = 30
+    LINK_GET_NEXT_ID = 31
+    ENABLE_STATS = 32
+    ITER_CREATE = 33
+    LINK_DETACH = 34
+    PROG_BIND_MAP = 35
+    TOKEN_CREATE = 36
+
+
+class ProgType(enum.IntEnum):
+    UNSPEC = 0
+    SOCKET_FILTER = 1
+    KPROBE = 2
+    SCHED_CLS = 3
+    SCHED_ACT = 4
+    TRACEPOINT = 5
+    XDP = 6
+    PERF_EVENT = 7
+    CGROUP_SKB = 8
+    CGROUP_SOCK = 9
+    LWT_IN = 10
+    LWT_OUT = 11
+    LWT_XMIT = 12
+    SOCK_OPS = 13
+    SK_SKB = 14
+    CGROUP_DEVICE = 15
+    SK_MSG = 16
+    RAW_TRACEPOINT = 17
+    CGROUP_SOCK_ADDR = 18
+    LWT_SEG6LOCAL = 19
+    LIRC_MODE2 = 20
+    SK_REUSEPORT = 21
+    FLOW_DISSECTOR = 22
+    CGROUP_SYSCTL = 23
+    RAW_TRACEPOINT_WRITABLE = 24
+    CGROUP_SOCKOPT = 25
+    TRACING = 26
+    STRUCT_OPS = 27
+    EXT = 28
+    LSM = 29
+    SK_LOOKUP = 30
+    SYSCALL = 31
+    NETFILTER = 32
+
+
+class MapType(enum.IntEnum):
+    UNSPEC = 0
+    HASH = 1
+    ARRAY = 2
+    PROG_ARRAY = 3
+    PERF_EVENT_ARRAY = 4
+    PERCPU_HASH = 5
+    PERCPU_ARRAY = 6
+    STACK_TRACE = 7
+    CGROUP_ARRAY = 8
+    LRU_HASH = 9
+    LRU_PERCPU_HASH = 10
+    LPM_TRIE = 11
+    ARRAY_OF_MAPS = 12
+    HASH_OF_MAPS = 13
+    DEVMAP = 14
+    SOCKMAP = 15
+    CPUMAP = 16
+    XSKMAP = 17
+    SOCKHASH = 18
+    CGROUP_STORAGE = 19
+    REUSEPORT_SOCKARRAY = 20
+    PERCPU_CGROUP_STORAGE = 21
+    QUEUE = 22
+    STACK = 23
+    SK_STORAGE = 24
+    DEVMAP_HASH = 25
+    STRUCT_OPS = 26
+    RINGBUF = 27
+    INODE_STORAGE = 28
+    TASK_STORAGE = 29
+    BLOOM_FILTER = 30
+    USER_RINGBUF = 31
+    CGRP_STORAGE = 32
+    ARENA = 33
+
+
+class AttachType(enum.IntEnum):
+    CGROUP_INET_INGRESS = 0
+    CGROUP_INET_EGRESS = 1
+    CGROUP_INET_SOCK_CREATE = 2
+    CGROUP_SOCK_OPS = 3
+    SK_SKB_STREAM_PARSER = 4
+    SK_SKB_STREAM_VERDICT = 5
+    CGROUP_DEVICE = 6
+    SK_MSG_VERDICT = 7
+    CGROUP_INET4_BIND = 8
+    CGROUP_INET6_BIND = 9
+    CGROUP_INET4_CONNECT = 10
+    CGROUP_INET6_CONNECT = 11
+    CGROUP_INET4_POST_BIND = 12
+    CGROUP_INET6_POST_BIND = 13
+    CGROUP_UDP4_SENDMSG = 14
+    CGROUP_UDP6_SENDMSG = 15
+    LIRC_MODE2 = 16
+    FLOW_DISSECTOR = 17
+    CGROUP_SYSCTL = 18
+    CGROUP_UDP4_RECVMSG = 19
+    CGROUP_UDP6_RECVMSG = 20
+    CGROUP_GETSOCKOPT = 21
+    CGROUP_SETSOCKOPT = 22
+    TRACE_RAW_TP = 23
+    TRACE_FENTRY = 24
+    TRACE_FEXIT = 25
+    MODIFY_RETURN = 26
+    LSM_MAC = 27
+    TRACE_ITER = 28
+    CGROUP_INET4_GETPEERNAME = 29
+    CGROUP_INET6_GETPEERNAME = 30
+    CGROUP_INET4_GETSOCKNAME = 31
+    CGROUP_INET6_GETSOCKNAME = 32
+    XDP_DEVMAP = 33
+    CGROUP_INET_SOCK_RELEASE = 34
+    XDP_CPUMAP = 35
+    SK_LOOKUP = 36
+    XDP = 37
+    SK_SKB_VERDICT = 38
+    SK_REUSEPORT_SELECT = 39
+    SK_REUSEPORT_SELECT_OR_MIGRATE = 40
+    PERF_EVENT = 41
+    TRACE_KPROBE_MULTI = 42
+    LSM_CGROUP = 43
+    STRUCT_OPS = 44
+    NETFILTER = 45
+    TCX_INGRESS = 46
+    TCX_EGRESS = 47
+    TRACE_UPROBE_MULTI = 48
+    CGROUP_UNIX_CONNECT = 49
+    CGROUP_UNIX_SENDMSG = 50
+    CGROUP_UNIX_RECVMSG = 51
+    CGROUP_UNIX_GETPEERNAME = 52
+    CGROUP_UNIX_GETSOCKNAME = 53
+    NETKIT_PRIMARY = 54
+    NETKIT_PEER = 55
+    TRACE_KPROBE_SESSION = 56
+
+
+# BPF_MAP_UPDATE_ELEM flags
+BPF_ANY = 0
+BPF_NOEXIST = 1
+BPF_EXIST = 2
+BPF_F_LOCK = 4
+
+# BPF_PROG_LOAD prog_flags
+BPF_F_STRICT_ALIGNMENT = 1 << 0
+BPF_F_ANY_ALIGNMENT = 1 << 1
+BPF_F_TEST_RND_HI32 = 1 << 2
+BPF_F_TEST_STATE_FREQ = 1 << 3
+BPF_F_SLEEPABLE = 1 << 4
+BPF_F_XDP_HAS_FRAGS = 1 << 5
+BPF_F_XDP_DEV_BOUND_ONLY = 1 << 6
+
+# BPF_MAP_CREATE map_flags
+BPF_F_NO_PREALLOC = 1 << 0
+BPF_F_NO_COMMON_LRU = 1 << 1
+BPF_F_NUMA_NODE = 1 << 2
+BPF_F_RDONLY = 1 << 3
+BPF_F_WRONLY = 1 << 4
+BPF_F_ZERO_SEED = 1 << 6
+BPF_F_RDONLY_PROG = 1 << 7
+BPF_F_WRONLY_PROG = 1 << 8
+BPF_F_MMAPABLE = 1 << 10
+BPF_F_INNER_MAP = 1 << 12
+
+# BPF_PROG_TEST_RUN flags
+BPF_F_TEST_RUN_ON_CPU = 1 << 0
+BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
+
+# BPF_ENABLE_STATS type
+BPF_STATS_RUN_TIME = 0
+
+BPF_OBJ_NAME_LEN = 16
+BPF_INSN_SIZE = 8
+BPF_FUNC_INFO_SIZE = 8     # struct bpf_func_info {insn_off, type_id}
+BPF_LINE_INFO_SIZE = 16    # struct bpf_line_info {insn_off, file_name_off, line_off, line_col}
+
+LOG_SIZE = 16 << 20        # first verifier-log buffer on a failed load
+LOG_SIZE_MAX = 1 << 30     # the kernel's limit is UINT_MAX >> 2
+
+# ---------------------------------------------------------------------------
+# union bpf_attr, one structure per command
+
+_u32, _s32, _u64 = ctypes.c_uint32, ctypes.c_int32, ctypes.c_uint64
+
+
+class _MapCreateAttr(ctypes.Structure):          # BPF_MAP_CREATE
+    _fields_ = [
+        ("map_type", _u32), ("key_size", _u32), ("value_size", _u32), ("max_entries", _u32),
+        ("map_flags", _u32), ("inner_map_fd", _u32), ("numa_node", _u32),
+        ("map_name", ctypes.c_char * BPF_OBJ_NAME_LEN), ("map_ifindex", _u32),
+        ("btf_fd", _u32), ("btf_key_type_id", _u32), ("btf_value_type_id", _u32),
+        ("btf_vmlinux_value_type_id", _u32), ("map_extra", _u64),
+        ("value_type_btf_obj_fd", _s32), ("map_token_fd", _s32),
+    ]
+
+
+class _MapElemAttr(ctypes.Structure):            # BPF_MAP_*_ELEM, BPF_MAP_GET_NEXT_KEY
+    _fields_ = [("map_fd", _u32), ("key", _u64), ("value", _u64), ("flags", _u64)]
+    # `value` is a union with `next_key`
+
+
+class _ProgLoadAttr(ctypes.Structure):           # BPF_PROG_LOAD
+    _fields_ = [
+        ("prog_type", _u32), ("insn_cnt", _u32), ("insns", _u64), ("license", _u64),
+        ("log_level", _u32), ("log_size", _u32), ("log_buf", _u64),
+        ("kern_version", _u32), ("prog_flags", _u32),
+        ("prog_name", ctypes.c_char * BPF_OBJ_NAME_LEN), ("prog_ifindex", _u32),
+        ("expected_attach_type", _u32), ("prog_btf_fd", _u32), ("func_info_rec_size", _u32),
+        ("func_info", _u64), ("func_info_cnt", _u32), ("line_info_rec_size", _u32),
+        ("line_info", _u64), ("line_info_cnt", _u32), ("attach_btf_id", _u32),
+        ("attach_prog_fd", _u32),                # union with attach_btf_obj_fd
+        ("core_relo_cnt", _u32), ("fd_array", _u64), ("core_relos", _u64),
+        ("core_relo_rec_size", _u32), ("log_true_size", _u32), ("prog_token_fd", _s32),
+        ("fd_array_cnt", _u32), ("signature", _u64), ("signature_size", _u32),
+        ("keyring_id", _s32),
+    ]
+
+
+class _ObjAttr(ctypes.Structure):                # BPF_OBJ_PIN, BPF_OBJ_GET
+    _fields_ = [("pathname", _u64), ("bpf_fd", _u32), ("file_flags", _u32), ("path_fd", _s32)]
+
+
+class _TestRunAttr(ctypes.Structure):            # BPF_PROG_TEST_RUN (`test`)
+    _fields_ = [
+        ("prog_fd", _u32), ("retval", _u32), ("data_size_in", _u32), ("data_size_out", _u32),
+        ("data_in", _u64), ("data_out", _u64), ("repeat", _u32), ("duration", _u32),
+        ("ctx_size_in", _u32), ("ctx_size_out", _u32), ("ctx_in", _u64), ("ctx_out", _u64),
+        ("flags", _u32), ("cpu", _u32), ("batch_size", _u32),
+    ]
+
+
+class _GetIdAttr(ctypes.Structure):              # BPF_*_GET_NEXT_ID, BPF_*_GET_FD_BY_ID
+    _fields_ = [("start_id", _u32), ("next_id", _u32), ("open_flags", _u32),
+                ("fd_by_id_token_fd", _s32)]
+
+
+class _InfoAttr(ctypes.Structure):               # BPF_OBJ_GET_INFO_BY_FD (`info`)
+    _fields_ = [("bpf_fd", _u32), ("info_len", _u32), ("info", _u64)]
+
+
+class _BtfLoadAttr(ctypes.Structure):            # BPF_BTF_LOAD
+    _fields_ = [
+        ("btf", _u64), ("btf_log_buf", _u64), ("btf_size", _u32), ("btf_log_size", _u32),
+        ("btf_log_level", _u32), ("btf_log_true_size", _u32), ("btf_flags", _u32),
+        ("btf_token_fd", _s32),
+    ]
+
+
+class _EnableStatsAttr(ctypes.Structure):        # BPF_ENABLE_STATS
+    _fields_ = [("type", _u32)]
+
+
+class _ProgInfo(ctypes.Structure):               # struct bpf_prog_info
+    _fields_ = [
+        ("type", _u32), ("id", _u32), ("tag", ctypes.c_uint8 * 8),
+        ("jited_prog_len", _u32), ("xlated_prog_len", _u32),
+        ("jited_prog_insns", _u64), ("xlated_prog_insns", _u64), ("load_time", _u64),
+        ("created_by_uid", _u32), ("nr_map_ids", _u32), ("map_ids", _u64),
+        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN), ("ifindex", _u32),
+        ("gpl_compatible", _u32),               # bit 0 of a bitfield word
+        ("netns_dev", _u64), ("netns_ino", _u64),
+        ("nr_jited_ksyms", _u32), ("nr_jited_func_lens", _u32),
+        ("jited_ksyms", _u64), ("jited_func_lens", _u64),
+        ("btf_id", _u32), ("func_info_rec_size", _u32), ("func_info", _u64),
+        ("nr_func_info", _u32), ("nr_line_info", _u32), ("line_info", _u64),
+        ("jited_line_info", _u64), ("nr_jited_line_info", _u32),
+        ("line_info_rec_size", _u32), ("jited_line_info_rec_size", _u32),
+        ("nr_prog_tags", _u32), ("prog_tags", _u64),
+        ("run_time_ns", _u64), ("run_cnt", _u64), ("recursion_misses", _u64),
+        ("verified_insns", _u32), ("attach_btf_obj_id", _u32), ("attach_btf_id", _u32),
+    ]
+
+
+class _MapInfo(ctypes.Structure):                # struct bpf_map_info
+    _fields_ = [
+        ("type", _u32), ("id", _u32), ("key_size", _u32), ("value_size", _u32),
+        ("max_entries", _u32), ("map_flags", _u32),
+        ("name", ctypes.c_char * BPF_OBJ_NAME_LEN), ("ifindex", _u32),
+        ("btf_vmlinux_value_type_id", _u32), ("netns_dev", _u64), ("netns_ino", _u64),
+        ("btf_id", _u32), ("btf_key_type_id", _u32), ("btf_value_type_id", _u32),
+        ("btf_vmlinux_id", _u32), ("map_extra", _u64),
+    ]
+
+
+# ---------------------------------------------------------------------------
+# The system call
+
+# __NR_bpf per machine (arch/*/include/uapi/asm/unistd*.h); the generic table
+# (arm64, riscv64, loongarch64) numbers it 280.
+_NR_BPF = {
+    "x86_64": 321, "amd64": 321, "aarch64": 280, "arm64": 280, "riscv64": 280,
+    "loongarch64": 280, "i386": 357, "i686": 357, "armv7l": 386, "armv6l": 386,
+    "s390x": 351, "ppc64le": 361, "ppc64": 361,
+}
+
+
+@cache
+def _syscall():
+    machine = platform.machine()
+    try:
+        nr = _NR_BPF[machine]
+    except KeyError:
+        raise OSError(errno.ENOSYS, f"luabpf does not know the bpf(2) syscall number on {machine}") from None
+    libc = ctypes.CDLL(None, use_errno=True)
+    fn = libc.syscall
+    fn.restype = ctypes.c_long
+    fn.argtypes = [ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_uint]
+    return nr, fn
+
+
+def _bpf(cmd: Cmd, attr: ctypes.Structure) -> int:
+    """bpf(cmd, &attr, sizeof attr): the result, or -errno. Retries EINTR, and
+    EAGAIN for program loads (as libbpf does: the verifier can be interrupted)."""
+    nr, fn = _syscall()
+    tries = 0
+    while True:
+        ret = fn(nr, int(cmd), ctypes.addressof(attr), ctypes.sizeof(attr))
+        if ret >= 0:
+            return ret
+        err = ctypes.get_errno()
+        if err == errno.EINTR or (err == errno.EAGAIN and cmd == Cmd.PROG_LOAD and tries < 5):
+            tries += 1
+            continue
+        return -err
+
+
+def _fail(err: int, cmd: Cmd, log: str = "", *, may_be_permission: bool = True) -> BpfError:
+    """The exception for a failed command. EPERM (and EACCES outside the
+    verifier) becomes `PermissionProblem` when this process lacks CAP_BPF."""
+    name = f"BPF_{cmd.name}"
+    if may_be_permission and err in (errno.EPERM, errno.EACCES):
+        missing = missing_privilege()
+        if missing and (err == errno.EPERM or cmd != Cmd.PROG_LOAD):
+            return PermissionProblem(err, name, missing)
+        if err == errno.EPERM and not log:
+            return BpfError(err, name, log, "the process has CAP_BPF; kernel lockdown, "
+                            "an LSM or a sysctl may forbid this")
+    return BpfError(err, name, log)
+
+
+def _buf(data: bytes):
+    """A C copy of `data` (kept alive by the caller while the syscall runs)."""
+    return ctypes.create_string_buffer(bytes(data), max(len(data), 1))
+
+
+def _obj_name(name: str) -> bytes:
+    """A program or map name as the kernel accepts it: [A-Za-z0-9_.], 15 chars."""
+    return re.sub(r"[^A-Za-z0-9_.]", "_", name).encode()[:BPF_OBJ_NAME_LEN - 1]
+
+
+# ---------------------------------------------------------------------------
+# File descriptors
+
+
+class Fd(int):
+    """A file descriptor this process owns: an `int` (pass it wherever an fd
+    goes), closed by `close()` or by leaving a `with` block. Closing twice is
+    harmless. There is no finaliser: copies made with `int(fd)` must not
+    outlive `close()`."""
+
+    def __new__(cls, fd: int):
+        self = super().__new__(cls, fd)
+        self.closed = False
+        return self
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            os.close(int(self))
+
+    def __enter__(self) -> "Fd":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Fd({int(self)}{', closed' if self.closed else ''})"
+
+
+# ---------------------------------------------------------------------------
+# Programs
+
+
+def _prog_load_raw(prog_type, insns, *, license, name, log_level, log_size, prog_flags,
+                   expected_attach_type, btf_fd, func_info, func_info_cnt, line_info,
+                   line_info_cnt, attach_btf_id, attach_prog_fd, fd_array, kern_version):
+    """One BPF_PROG_LOAD. Returns (fd or -errno, log text, log_true_size)."""
+    if len(insns) % BPF_INSN_SIZE:
+        raise ValueError(f"instruction bytes not a multiple of {BPF_INSN_SIZE}: {len(insns)}")
+    attr = _ProgLoadAttr()
+    c_insns = _buf(insns)
+    c_license = ctypes.create_string_buffer(license.encode())
+    attr.prog_type = int(prog_type)
+    attr.insn_cnt = len(insns) // BPF_INSN_SIZE
+    attr.insns = ctypes.addressof(c_insns)
+    attr.license = ctypes.addressof(c_license)
+    attr.kern_version = kern_version
+    attr.prog_flags = prog_flags
+    attr.prog_name = _obj_name(name)
+    attr.expected_attach_type = int(expected_attach_type)
+    attr.prog_btf_fd = btf_fd
+    attr.attach_btf_id = attach_btf_id
+    attr.attach_prog_fd = attach_prog_fd
+    keep = []
+    if func_info_cnt:
+        c_fi = _buf(func_info)
+        keep.append(c_fi)
+        attr.func_info = ctypes.addressof(c_fi)
+        attr.func_info_cnt = func_info_cnt
+        attr.func_info_rec_size = len(func_info) // func_info_cnt
+    if line_info_cnt:
+        c_li = _buf(line_info)
+        keep.append(c_li)
+        attr.line_info = ctypes.addressof(c_li)
+        attr.line_info_cnt = line_info_cnt
+        attr.line_info_rec_size = len(line_info) // line_info_cnt
+    if fd_array:
+        c_fds = (ctypes.c_int32 * len(fd_array))(*fd_array)
+        keep.append(c_fds)
+        attr.fd_array = ctypes.addressof(c_fds)
+    log_buf = None
+    if log_level and log_size:
+        log_buf = ctypes.create_string_buffer(log_size)
+        attr.log_level = log_level
+        attr.log_size = log_size
+        attr.log_buf = ctypes.addressof(log_buf)
+    ret = _bpf(Cmd.PROG_LOAD, attr)
+    log = log_buf.value.decode("utf-8", "replace") if log_buf is not None else ""
+    return ret, log, attr.log_true_size
+
+
+def prog_load(prog_type: int, insns: bytes, *, license: str = "GPL", name: str = "",
+              log_level: int = 0, log_size: int = 0, prog_flags: int = 0,
+              expected_attach_type: int = 0, btf_fd: int = 0, func_info: bytes = b"",
+              func_info_cnt: int = 0, line_info: bytes = b"", line_info_cnt: int = 0,
+              attach_btf_id: int = 0, attach_prog_fd: int = 0,
+              fd_array: Sequence[int] = (), kern_version: int = 0) -> Fd:
+    """BPF_PROG_LOAD `insns` (raw `struct bpf_insn` bytes); the program's fd.
+    With log_level and log_size, a failure's BpfError carries the log."""
+    ret, log, _ = _prog_load_raw(
+        prog_type, insns, license=license, name=name, log_level=log_level, log_size=log_size,
+        prog_flags=prog_flags, expected_attach_type=expected_attach_type, btf_fd=btf_fd,
+        func_info=func_info, func_info_cnt=func_info_cnt, line_info=line_info,
+        line_info_cnt=line_info_cnt, attach_btf_id=attach_btf_id,
+        attach_prog_fd=attach_prog_fd, fd_array=fd_array, kern_version=kern_version)
+    if ret < 0:
+        raise _fail(-ret, Cmd.PROG_LOAD, log)
+    return Fd(ret)
+
+
+def load_with_log(prog_type: int, insns: bytes, **kwargs) -> Fd:
+    """`prog_load` without a log; if that fails, load again with log_level=1
+    (or the `log_level` given) and a 16 MiB buffer, grown when the kernel's
+    log_true_size says it was truncated, and raise BpfError carrying the log
+    and the first load's errno. Takes the same keywords as `prog_load`."""
+    level = kwargs.pop("log_level", 0) or 1
+    size = kwargs.pop("log_size", 0) or LOG_SIZE
+    try:
+        return prog_load(prog_type, insns, **kwargs)
+    except PermissionProblem:
+        raise
+    except BpfError as first:
+        first_errno = first.errno
+    while True:
+        kw = dict(_LOAD_DEFAULTS, **kwargs)
+        ret, log, true_size = _prog_load_raw(prog_type, insns, log_level=level, log_size=size, **kw)
+        if ret >= 0:       # verified the second time (should not happen): keep it
+            return Fd(ret)
+        if -ret == errno.ENOSPC and true_size > size and size < LOG_SIZE_MAX:
+            size = min(max(true_size, size * 2), LOG_SIZE_MAX)
+            continue
+        raise _fail(first_errno, Cmd.PROG_LOAD, log)
+
+
+def load_verbose(prog_type: int, insns: bytes, *, log_level: int = 1 | 4,
+                 **kwargs) -> tuple[Fd, str]:
+    """Load with a verifier log even on success; (fd, log). log_level is a mask:
+    1 = states at branches, 2 = every instruction, 4 = statistics only."""
+    size = kwargs.pop("log_size", 0) or LOG_SIZE
+    kw = dict(_LOAD_DEFAULTS, **kwargs)
+    while True:
+        ret, log, true_size = _prog_load_raw(prog_type, insns, log_level=log_level,
+                                             log_size=size, **kw)
+        if -ret == errno.ENOSPC and true_size > size and size < LOG_SIZE_MAX:
+            size = min(max(true_size, size * 2), LOG_SIZE_MAX)
+            continue
+        if ret < 0:
+            raise _fail(-ret, Cmd.PROG_LOAD, log)
+        return Fd(ret), log
+
+
+_LOAD_DEFAULTS = dict(
+    license="GPL", name="", prog_flags=0, expected_attach_type=0, btf_fd=0, func_info=b"",
+    func_info_cnt=0, line_info=b"", line_info_cnt=0, attach_btf_id=0, attach_prog_fd=0,
+    fd_array=(), kern_version=0)
+
+
+@dataclass(frozen=True)
+class TestRunResult:
+    """What BPF_PROG_TEST_RUN returned. `retval` is the program's r0 truncated
+    to 32 bits (the kernel's field is a __u32); `duration_ns` is the mean per
+    run (0 for SYSCALL programs, which the kernel does not time)."""
+    __test__ = False           # not a pytest test class
+    retval: int
+    data_out: bytes
+    ctx_out: bytes
+    duration_ns: int
+
+
+def prog_test_run(fd: int, *, data_in: bytes = b"", data_size_out: int = 0,
+                  ctx_in: bytes = b"", ctx_size_out: int = 0, repeat: int = 1,
+                  flags: int = 0, cpu: int = 0, batch_size: int = 0,
+                  ctx_inout: bool = False) -> TestRunResult:
+    """BPF_PROG_TEST_RUN. `data_out` holds at most `data_size_out` bytes
+    (default: len(data_in) + 4096, never unbounded; none with
+    BPF_F_TEST_XDP_LIVE_FRAMES); `ctx_out` at most `ctx_size_out` (default
+    len(ctx_in)).
+
+    `ctx_inout=True` is the mode for BPF_PROG_TYPE_SYSCALL: the kernel rejects
+    data_in/data_out/ctx_out/repeat there and instead copies the context back
+    into the ctx_in buffer; the result's `ctx_out` is that buffer after the run.
+    """
+    attr = _TestRunAttr()
+    attr.prog_fd = fd
+    attr.flags = flags
+    attr.cpu = cpu
+    attr.batch_size = batch_size
+    keep = []
+    c_data_out = c_ctx_out = None
+    if ctx_inout:
+        if data_in or data_size_out or ctx_size_out or repeat not in (0, 1):
+            raise ValueError("ctx_inout runs take only ctx_in (no data, ctx_out or repeat)")
+        c_ctx = _buf(ctx_in)
+        attr.ctx_in = ctypes.addressof(c_ctx) if ctx_in else 0
+        attr.ctx_size_in = len(ctx_in)
+    else:
+        attr.repeat = repeat
+        if data_in:
+            c_in = _buf(data_in)
+            keep.append(c_in)
+            attr.data_in = ctypes.addressof(c_in)
+            attr.data_size_in = len(data_in)
+        live = flags & BPF_F_TEST_XDP_LIVE_FRAMES      # live frames: no data copied out
+        out_size = data_size_out or (len(data_in) + 4096 if data_in and not live else 0)
+        if out_size:
+            c_data_out = ctypes.create_string_buffer(out_size)
+            attr.data_out = ctypes.addressof(c_data_out)
+            attr.data_size_out = out_size
+        if ctx_in:
+            c_ctx = _buf(ctx_in)
+            keep.append(c_ctx)
+            attr.ctx_in = ctypes.addressof(c_ctx)
+            attr.ctx_size_in = len(ctx_in)
+        ctx_out_size = ctx_size_out or len(ctx_in)
+        if ctx_out_size:
+            c_ctx_out = ctypes.create_string_buffer(ctx_out_size)
+            attr.ctx_out = ctypes.addressof(c_ctx_out)
+            attr.ctx_size_out = ctx_out_size
+    ret = _bpf(Cmd.PROG_TEST_RUN, attr)
+    if ret < 0:
+        raise _fail(-ret, Cmd.PROG_TEST_RUN)
+    if ctx_inout:
+        ctx_out = c_ctx.raw[:len(ctx_in)]
+    else:
+        ctx_out = c_ctx_out.raw[:attr.ctx_size_out] if c_ctx_out is not None else b""
+    data_out = c_data_out.raw[:attr.data_size_out] if c_data_out is not None else b""
+    return TestRunResult(attr.retval, data_out, ctx_out, attr.duration)
+
+
+# ---------------------------------------------------------------------------
+# Maps. Keys and values passed in must be exactly the map's key_size and
+# value_size (per-CPU: percpu_value_size): the kernel reads that many bytes.
+
+
+def map_create(map_type: int, key_size: int, value_size: int, max_entries: int, *,
+               flags: int = 0, name: str = "", btf_fd: int = 0, btf_key_type_id: int = 0,
+               btf_value_type_id: int = 0, inner_map_fd: int = 0, map_extra: int = 0) -> Fd:
+    """BPF_MAP_CREATE; the map's fd."""
+    attr = _MapCreateAttr()
+    attr.map_type = int(map_type)
+    attr.key_size = key_size
+    attr.value_size = value_size
+    attr.max_entries = max_entries
+    attr.map_flags = flags
+    attr.inner_map_fd = inner_map_fd
+    attr.map_name = _obj_name(name)
+    attr.btf_fd = btf_fd
+    attr.btf_key_type_id = btf_key_type_id
+    attr.btf_value_type_id = btf_value_type_id
+    attr.map_extra = map_extra
+    ret = _bpf(Cmd.MAP_CREATE, attr)
+    if ret < 0:
+        raise _fail(-ret, Cmd.MAP_CREATE)
+    return Fd(ret)
+
+
+def _elem(cmd: Cmd, fd: int, key, value=None, flags: int = 0):
+    attr = _MapElemAttr()
+    attr.map_fd = fd
+    if key is not None:
+        attr.key = ctypes.addressof(key)
+    if value is not None:
+        attr.value = ctypes.addressof(value)
+    attr.flags = flags
+    return _bpf(cmd, attr)
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes | None:
+    """The value stored under `key`, or None. For per-CPU maps `value_size` is
+    `percpu_value_size(value_size)` and the result splits with `split_percpu`."""
+    c_value = ctypes.create_string_buffer(value_size)
+    ret = _elem(Cmd.MAP_LOOKUP_ELEM, fd, _buf(key), c_value)
+    if ret == -errno.ENOENT:
+        return None
+    if ret < 0:
+        raise _fail(-ret, Cmd.MAP_LOOKUP_ELEM)
+    return c_value.raw
+
+
+def map_update(fd: int, key: bytes, value: bytes, flags: int = BPF_ANY) -> None:
+    ret = _elem(Cmd.MAP_UPDATE_ELEM, fd, _buf(key), _buf(value), flags)
+    if ret < 0:
+        raise _fail(-ret, Cmd.MAP_UPDATE_ELEM)
+
+
+def map_delete(fd: int, key: bytes) -> bool:
+    """Delete `key`; False when it was not there."""
+    ret = _elem(Cmd.MAP_DELETE_ELEM, fd, _buf(key))
+    if ret == -errno.ENOENT:
+        return False
+    if ret < 0:
+        raise _fail(-ret, Cmd.MAP_DELETE_ELEM)
+    return True
+
+
+def map_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
+    """The key after `key` (the first key when `key` is None, or when `key` is
+    no longer in a hash map); None at the end."""
+    c_next = ctypes.create_string_buffer(key_size)
+    ret = _elem(Cmd.MAP_GET_NEXT_KEY, fd, None if key is None else _buf(key), c_next)
+    if ret == -errno.ENOENT:
+        return None
+    if ret < 0:
+        raise _fail(-ret, Cmd.MAP_GET_NEXT_KEY)
+    return c_next.raw
+
+
+def map_keys(fd: int, key_size: int) -> Iterator[bytes]:
+    """Every key, by BPF_MAP_GET_NEXT_KEY (not a snapshot)."""
+    key = map_next_key(fd, None, key_size)
+    while key is not None:
+        yield key
+        key = map_next_key(fd, key, key_size)
+
+
+@cache
+def possible_cpus() -> int:
+    """How many CPUs per-CPU maps hold a value for (/sys/devices/system/cpu/possible)."""
+    with open("/sys/devices/system/cpu/possible") as f:
+        text = f.read().strip()
+    count = 0
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        count += (int(hi) if hi else int(lo)) - int(lo) + 1
+    return count
+
+
+def percpu_value_size(value_size: int) -> int:
+    """The buffer a per-CPU map's lookup and update take: each CPU's value
+    rounded up to 8 bytes, times the possible CPUs."""
+    return ((value_size + 7) // 8 * 8) * possible_cpus()
+
+
+def split_percpu(raw: bytes, value_size: int) -> list[bytes]:
+    """A per-CPU lookup's bytes as one value per possible CPU."""
+    stride = (value_size + 7) // 8 * 8
+    return [raw[i:i + value_size] for i in range(0, stride * possible_cpus(), stride)]
+
+
+# ---------------------------------------------------------------------------
+# Objects: pinning, ids, info, statistics, BTF
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """Pin a program or map at `path` in a bpffs."""
+    attr = _ObjAttr()
+    c_path = ctypes.create_string_buffer(os.fsencode(path))
+    attr.pathname = ctypes.addressof(c_path)
+    attr.bpf_fd = fd
+    ret = _bpf(Cmd.OBJ_PIN, attr)
+    if ret < 0:
+        raise _fail(-ret, Cmd.OBJ_PIN, may_be_permission=False)
+
+
+def obj_get(path: str, flags: int = 0) -> Fd:
+    """Open the object pinned at `path`; flags: BPF_F_RDONLY / BPF_F_WRONLY."""
+    attr = _ObjAttr()
+    c_path = ctypes.create_string_buffer(os.fsencode(path))
+    attr.pathname = ctypes.addressof(c_path)
+    attr.file_flags = flags
+    ret = _bpf(Cmd.OBJ_GET, attr)
+    if ret < 0:
+        raise _fail(-ret, Cmd.OBJ_GET, may_be_permission=False)
+    return Fd(ret)
+
+
+def _get_info(fd: int, info: ctypes.Structure) -> None:
+    attr = _InfoAttr()
+    attr.bpf_fd = fd
+    attr.info_len = ctypes.sizeof(info)
+    attr.info = ctypes.addressof(info)
+    ret = _bpf(Cmd.OBJ_GET_INFO_BY_FD, attr)
+    if ret < 0:
+        raise _fail(-ret, Cmd.OBJ_GET_INFO_BY_FD)
+
+
+def prog_info(fd: int, *, xlated: bool = False) -> dict:
+    """The program's id, type, name, tag, run_time_ns, run_cnt (counted while
+    `enable_stats()` is held), xlated_prog_len, jited_prog_len, verified_insns,
+    map_ids; with xlated=True also "xlated": the instructions after the
+    verifier's rewrites (bytes)."""
+    info = _ProgInfo()
+    _get_info(fd, info)
+    out = {
+        "id": info.id, "type": info.type, "name": info.name.decode(errors="replace"),
+        "tag": bytes(info.tag).hex(), "run_time_ns": info.run_time_ns, "run_cnt": info.run_cnt,
+        "recursion_misses": info.recursion_misses, "xlated_prog_len": info.xlated_prog_len,
+        "jited_prog_len": info.jited_prog_len, "verified_insns": info.verified_insns,
+        "load_time": info.load_time, "gpl_compatible": bool(info.gpl_compatible & 1),
+        "btf_id": info.btf_id,
+    }
+    nr_maps, xlated_len = info.nr_map_ids, info.xlated_prog_len
+    if nr_maps or (xlated and xlated_len):
+        info2 = _ProgInfo()
+        c_maps = (ctypes.c_uint32 * max(nr_maps, 1))()
+        info2.nr_map_ids = nr_maps
+        info2.map_ids = ctypes.addressof(c_maps) if nr_maps else 0
+        c_x = ctypes.create_string_buffer(max(xlated_len, 1))
+        if xlated:
+            info2.xlated_prog_len = xlated_len
+            info2.xlated_prog_insns = ctypes.addressof(c_x)
+        _get_info(fd, info2)
+        out["map_ids"] = list(c_maps)[:min(nr_maps, info2.nr_map_ids)]
+        if xlated:
+            out["xlated"] = c_x.raw[:min(xlated_len, info2.xlated_prog_len)]
+    else:
+        out["map_ids"] = []
+        if xlated:
+            out["xlated"] = b""
+    return out
+
+
+def map_info(fd: int) -> dict:
+    """The map's id, type, name, key_size, value_size, max_entries, map_flags."""
+    info = _MapInfo()
+    _get_info(fd, info)
+    return {
+        "id": info.id, "type": info.type, "name": info.name.decode(errors="replace"),
+        "key_size": info.key_size, "value_size": info.value_size,
+        "max_entries": info.max_entries, "map_flags": info.map_flags, "btf_id": info.btf_id,
+    }
+
+
+def _next_ids(cmd: Cmd) -> Iterator[int]:
+    attr = _GetIdAttr()
+    while True:
+        ret = _bpf(cmd, attr)
+        if ret == -errno.ENOENT:
+            return
+        if ret < 0:
+            raise _fail(-ret, cmd)
+        yield attr.next_id
+        attr.start_id = attr.next_id
+
+
+def prog_ids() -> Iterator[int]:
+    """The ids of every program loaded in the kernel."""
+    return _next_ids(Cmd.PROG_GET_NEXT_ID)
+
+
+def map_ids() -> Iterator[int]:
+    """The ids of every map in the kernel."""
+    return _next_ids(Cmd.MAP_GET_NEXT_ID)
+
+
+def _fd_by_id(cmd: Cmd, obj_id: int) -> Fd:
+    attr = _GetIdAttr()
+    attr.start_id = obj_id
+    ret = _bpf(cmd, attr)
+    if ret < 0:
+        raise _fail(-ret, cmd)
+    return Fd(ret)
+
+
+def prog_get_fd_by_id(prog_id: int) -> Fd:
+    return _fd_by_id(Cmd.PROG_GET_FD_BY_ID, prog_id)
+
+
+def map_get_fd_by_id(map_id: int) -> Fd:
+    return _fd_by_id(Cmd.MAP_GET_FD_BY_ID, map_id)
+
+
+def enable_stats(stats_type: int = BPF_STATS_RUN_TIME) -> Fd:
+    """BPF_ENABLE_STATS: programs' run_time_ns and run_cnt are counted while
+    the returned fd is open (system-wide; close it to stop)."""
+    attr = _EnableStatsAttr()
+    attr.type = stats_type
+    ret = _bpf(Cmd.ENABLE_STATS, attr)
+    if ret < 0:
+        raise _fail(-ret, Cmd.ENABLE_STATS)
+    return Fd(ret)
+
+
+def _btf_load_raw(data: bytes, log_level: int, log_size: int):
+    attr = _BtfLoadAttr()
+    c_data = _buf(data)
+    attr.btf = ctypes.addressof(c_data)
+    attr.btf_size = len(data)
+    log_buf = None
+    if log_level and log_size:
+        log_buf = ctypes.create_string_buffer(log_size)
+        attr.btf_log_buf = ctypes.addressof(log_buf)
+        attr.btf_log_size = log_size
+        attr.btf_log_level = log_level
+    ret = _bpf(Cmd.BTF_LOAD, attr)
+    log = log_buf.value.decode("utf-8", "replace") if log_buf is not None else ""
+    return ret, log, attr.btf_log_true_size
+
+
+def btf_load(data: bytes) -> Fd:
+    """BPF_BTF_LOAD the raw BTF blob `data`; on failure load again with a log
+    and raise BpfError carrying it (the `load_with_log` convention)."""
+    ret, _, _ = _btf_load_raw(data, 0, 0)
+    if ret >= 0:
+        return Fd(ret)
+    first_errno, size = -ret, LOG_SIZE
+    while True:
+        ret, log, true_size = _btf_load_raw(data, 1, size)
+        if ret >= 0:
+            return Fd(ret)
+        if -ret == errno.ENOSPC and true_size > size and size < LOG_SIZE_MAX:
+            size = min(max(true_size, size * 2), LOG_SIZE_MAX)
+            continue
+        raise _fail(first_errno, Cmd.BTF_LOAD, log)
