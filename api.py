@@ -1,0 +1,125 @@
+"""The Python interface of DESIGN §4: `compile`, `Program`, `run_function`.
+
+Owns the glue between the pure compiler and the kernel runtime, and the
+errors a caller catches: `CompileError` (with `.diagnostics`), `LoadError`
+(the verifier's words at a Lua line) and `LuaRuntimeError` (a Lua error raised
+while the program ran in the kernel, with `.line` and Lua's message).
+"""
+from __future__ import annotations
+
+import struct
+
+from luabpf.compiler.diagnostics import CompileError
+from luabpf.compiler.hooks import ARGS_OFF, NRET_OFF, SLOT, STATUS_OFF, FunctionHook
+from luabpf.compiler.lower import Options
+from luabpf.compiler.program import CompiledProgram, compile_program
+from luabpf.compiler.values import FALSE, INT, NIL, TRUE
+from luabpf.runtime.load import LoadedProgram, LoadError
+
+__all__ = ["CompileError", "LoadError", "LuaRuntimeError", "Program", "compile", "run_function"]
+
+
+class LuaRuntimeError(Exception):
+    """A Lua runtime error inside the kernel program: `.file`, `.line`, `.message`."""
+
+    def __init__(self, file: str, line: int, message: str):
+        self.file, self.line, self.message = file, line, message
+        super().__init__(f"{file}:{line}: {message}")
+
+
+class Program:
+    """A compiled kernel-Lua program, ready to load."""
+
+    def __init__(self, compiled: CompiledProgram):
+        self.compiled = compiled
+
+    def asm(self) -> str:
+        return self.compiled.asm()
+
+    def load(self) -> LoadedProgram:
+        return LoadedProgram(self.compiled)
+
+    @property
+    def insn_count(self) -> int:
+        return self.compiled.insn_count
+
+
+def _options(max_loop: int | None, loops: str | None) -> Options:
+    opts = Options()
+    if max_loop is not None:
+        opts.max_loop = max_loop
+    if loops is None:
+        from luabpf.runtime import features
+        loops = "may_goto" if features.has_may_goto() else "bounded"
+    opts.loops = loops
+    return opts
+
+
+def compile(source: str, filename: str = "<string>", hook=None, *, max_loop: int | None = None,
+            loops: str | None = None) -> Program:
+    """Compile kernel Lua; `hook` is a hook record (or a name, once hooks are registered)."""
+    if hook is None:
+        raise ValueError("compile() needs a hook")
+    return Program(compile_program(source, filename, hook, _options(max_loop, loops)))
+
+
+def _arg_kind(value) -> str:
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        if not -(1 << 63) <= value < (1 << 63):
+            raise ValueError(f"{value} does not fit a 64-bit Lua integer")
+        return "int"
+    raise TypeError(f"kernel Lua functions take integers, booleans or nil, not {type(value).__name__}")
+
+
+def _encode_arg(value) -> bytes:
+    kind = _arg_kind(value)
+    if kind == "nil":
+        return struct.pack("<qq", NIL, 0)
+    if kind == "bool":
+        return struct.pack("<qq", TRUE if value else FALSE, 0)
+    return struct.pack("<qq", INT, value)
+
+
+def _decode(tag: int, payload: int):
+    if tag == NIL:
+        return None
+    if tag in (FALSE, TRUE):
+        return tag == TRUE
+    return payload
+
+
+def compile_function(source: str, name: str, arg_kinds: tuple[str, ...], filename: str = "<string>",
+                     **kw) -> Program:
+    hook = FunctionHook(entry=name, arg_kinds=arg_kinds)
+    return compile(source, filename, hook, **kw)
+
+
+def run_function(source: str, name: str, *args, filename: str = "<string>",
+                 max_loop: int | None = None, loops: str | None = None):
+    """Call Lua function `name` with `args` in the kernel; return what Lua 5.4 would."""
+    prog = compile_function(source, name, tuple(_arg_kind(a) for a in args), filename,
+                            max_loop=max_loop, loops=loops)
+    hook = prog.compiled.hook
+    ctx = bytearray(hook.ctx_size)
+    struct.pack_into("<q", ctx, STATUS_OFF, -1)
+    for i, a in enumerate(args):
+        ctx[ARGS_OFF + SLOT * i: ARGS_OFF + SLOT * (i + 1)] = _encode_arg(a)
+    with prog.load() as loaded:
+        out = loaded.run_ctx(bytes(ctx))
+    status, nret = struct.unpack_from("<qq", out, STATUS_OFF)
+    if status > 0:
+        site = prog.compiled.sites[status - 1]
+        raise LuaRuntimeError(filename, site.line, site.message)
+    if status < 0:
+        raise RuntimeError("the kernel program did not run to its end (no status written)")
+    values = []
+    for i in range(nret):
+        tag, payload = struct.unpack_from("<qq", out, hook.results_off + SLOT * i)
+        values.append(_decode(tag, payload))
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else tuple(values)

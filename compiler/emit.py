@@ -1,0 +1,226 @@
+"""Emission: allocated IR → BPF instructions with symbolic labels.
+
+Owns the translation of each IR operation to instructions once registers are
+known: three-address operations become `dst = a; dst op= b`, spilled operands
+go through the scratch registers, helper calls get their arguments by a
+parallel move into r1–r5, and blocks are laid out so that a jump to the next
+block disappears. Labels stay symbolic; `bpf.encode.resolve` turns them into
+offsets afterwards ("no instructions are added after this point").
+"""
+from __future__ import annotations
+
+from luabpf.compiler import ir
+from luabpf.compiler.bpf import insn as I
+from luabpf.compiler.bpf.opcode import ALUOp, JumpOp, Size
+from luabpf.compiler.diagnostics import InternalError
+from luabpf.compiler.regalloc import Allocation
+
+ALU = {"add": (ALUOp.ADD, 0), "sub": (ALUOp.SUB, 0), "mul": (ALUOp.MUL, 0),
+       "udiv": (ALUOp.DIV, 0), "umod": (ALUOp.MOD, 0), "sdiv": (ALUOp.DIV, 1),
+       "smod": (ALUOp.MOD, 1), "or": (ALUOp.OR, 0), "and": (ALUOp.AND, 0),
+       "xor": (ALUOp.XOR, 0), "lsh": (ALUOp.LSH, 0), "rsh": (ALUOp.RSH, 0),
+       "arsh": (ALUOp.ARSH, 0)}
+JMP = {"eq": JumpOp.JEQ, "ne": JumpOp.JNE, "gt": JumpOp.JGT, "ge": JumpOp.JGE,
+       "lt": JumpOp.JLT, "le": JumpOp.JLE, "sgt": JumpOp.JSGT, "sge": JumpOp.JSGE,
+       "slt": JumpOp.JSLT, "sle": JumpOp.JSLE, "set": JumpOp.JSET}
+NEGATE = ir.NEGATED
+FP = 10
+
+
+def fits32(v: int) -> bool:
+    return -(1 << 31) <= v < (1 << 31)
+
+
+class Emitter:
+    def __init__(self, alloc: Allocation, cycle_slot: ir.StackSlot):
+        self.alloc = alloc
+        self.out: list = []
+        self.loc = None
+        self.cycle_slot = cycle_slot
+
+    # ---- operand access ----
+    def put(self, x) -> None:
+        self.out.append(x)
+
+    def spilled(self, v: ir.VReg) -> ir.StackSlot | None:
+        where = self.alloc.where(v)
+        return where if isinstance(where, ir.StackSlot) else None
+
+    def reg_of(self, v: ir.VReg, scratch_index: int) -> int:
+        """The register holding v, loading it into a scratch register if it is spilled."""
+        slot = self.spilled(v)
+        if slot is None:
+            return self.alloc.regs[id(v)]
+        r = self.alloc.scratch[scratch_index]
+        self.put(I.load(Size.of(8), r, FP, slot.offset, loc=self.loc))
+        return r
+
+    def dst_reg(self, v: ir.VReg) -> int:
+        slot = self.spilled(v)
+        return self.alloc.scratch[0] if slot is not None else self.alloc.regs[id(v)]
+
+    def writeback(self, v: ir.VReg, r: int) -> None:
+        slot = self.spilled(v)
+        if slot is not None:
+            self.put(I.store(Size.of(8), FP, slot.offset, r, loc=self.loc))
+
+    def mov_into(self, r: int, src) -> None:
+        if isinstance(src, ir.Phys):
+            if src.n != r:
+                self.put(I.mov(r, I.Register(src.n), loc=self.loc))
+        elif isinstance(src, int):
+            if fits32(src):
+                self.put(I.mov(r, src, loc=self.loc))
+            else:
+                self.put(I.ld_imm64(r, src, loc=self.loc))
+        else:
+            slot = self.spilled(src)
+            if slot is not None:
+                self.put(I.load(Size.of(8), r, FP, slot.offset, loc=self.loc))
+            elif self.alloc.regs[id(src)] != r:
+                self.put(I.mov(r, I.Register(self.alloc.regs[id(src)]), loc=self.loc))
+
+    # ---- operations ----
+    def op(self, op: ir.Op) -> None:
+        self.loc = op.loc
+        getattr(self, "op_" + type(op).__name__)(op)
+
+    def op_Mov(self, op: ir.Mov) -> None:
+        r = self.dst_reg(op.dst)
+        self.mov_into(r, op.src)
+        self.writeback(op.dst, r)
+
+    def op_Bin(self, op: ir.Bin) -> None:
+        alu, off = ALU[op.op]
+        r = self.dst_reg(op.dst)
+        if isinstance(op.b, ir.VReg):
+            rb = self.reg_of(op.b, 1)
+            if rb == r and op.a is not op.b:
+                raise InternalError(f"right operand shares the destination register: {op!r}")
+            self.mov_into(r, op.a)
+            self.put(alu.reg(r, rb, off=off, loc=self.loc))
+        else:
+            self.mov_into(r, op.a)
+            self.put(alu.imm(r, op.b, off=off, loc=self.loc))
+        self.writeback(op.dst, r)
+
+    def op_Neg(self, op: ir.Neg) -> None:
+        r = self.dst_reg(op.dst)
+        self.mov_into(r, op.a)
+        self.put(I.neg(r, loc=self.loc))
+        self.writeback(op.dst, r)
+
+    def base(self, base, off: int) -> tuple[int, int]:
+        if isinstance(base, ir.StackSlot):
+            return FP, base.offset + off
+        return self.reg_of(base, 1), off
+
+    def op_Load(self, op: ir.Load) -> None:
+        rb, off = self.base(op.base, op.off)
+        r = self.dst_reg(op.dst)
+        self.put(I.load(Size.of(op.size), r, rb, off, loc=self.loc))
+        self.writeback(op.dst, r)
+
+    def op_Store(self, op: ir.Store) -> None:
+        rb, off = self.base(op.base, op.off)
+        if isinstance(op.src, int):
+            if not fits32(op.src):
+                raise InternalError(f"store of a 64-bit immediate: {op!r}")
+            self.put(I.store_imm(Size.of(op.size), rb, off, op.src, loc=self.loc))
+        else:
+            self.put(I.store(Size.of(op.size), rb, off, self.reg_of(op.src, 0), loc=self.loc))
+
+    def op_AtomicAdd(self, op: ir.AtomicAdd) -> None:
+        rb = self.reg_of(op.base, 1)
+        rs = self.reg_of(op.src, 0)
+        self.put(I.atomic_add(Size.of(op.size), rb, op.off, rs, loc=self.loc))
+
+    def op_SlotAddr(self, op: ir.SlotAddr) -> None:
+        r = self.dst_reg(op.dst)
+        self.put(I.mov(r, I.Register(FP), loc=self.loc))
+        self.put(ALUOp.ADD.imm(r, op.slot.offset, loc=self.loc))
+        self.writeback(op.dst, r)
+
+    def op_LoadMap(self, op: ir.LoadMap) -> None:
+        r = self.dst_reg(op.dst)
+        self.put(I.ld_map_fd(r, op.map_name, loc=self.loc))
+        self.writeback(op.dst, r)
+
+    def op_Call(self, op: ir.Call) -> None:
+        self.call_args(op.args)
+        self.put(I.call(op.helper, loc=self.loc))
+        if op.dst is not None:
+            slot = self.spilled(op.dst)
+            if slot is not None:
+                self.put(I.store(Size.of(8), FP, slot.offset, 0, loc=self.loc))
+            elif self.alloc.regs[id(op.dst)] != 0:
+                self.put(I.mov(self.alloc.regs[id(op.dst)], I.Register(0), loc=self.loc))
+
+    def call_args(self, args: list) -> None:
+        """Parallel move of register arguments into r1.., then spilled ones and constants."""
+        pending = {}                              # destination register → source register
+        for i, a in enumerate(args):
+            if isinstance(a, ir.VReg) and self.spilled(a) is None:
+                src = self.alloc.regs[id(a)]
+                if src != i + 1:
+                    pending[i + 1] = src
+        parked = "stack"
+        while pending:
+            ready = [d for d in pending if d not in pending.values()]
+            if not ready:                         # a cycle: park one destination's value
+                d = next(iter(pending))
+                self.put(I.store(Size.of(8), FP, self.cycle_slot.offset, d, loc=self.loc))
+                for k, v in pending.items():
+                    if v == d:
+                        pending[k] = parked
+                continue
+            for d in ready:
+                src = pending.pop(d)
+                if src == parked:
+                    self.put(I.load(Size.of(8), d, FP, self.cycle_slot.offset, loc=self.loc))
+                else:
+                    self.put(I.mov(d, I.Register(src), loc=self.loc))
+        for i, a in enumerate(args):
+            if not isinstance(a, ir.VReg) or self.spilled(a) is not None:
+                self.mov_into(i + 1, a)
+
+    # ---- terminators ----
+    def term(self, t, next_block: ir.Block | None) -> None:
+        self.loc = t.loc
+        if isinstance(t, ir.Jump):
+            if t.target is not next_block:
+                self.put(I.ja(t.target.name, loc=self.loc))
+        elif isinstance(t, ir.Branch):
+            self.branch(t, next_block)
+        elif isinstance(t, ir.MayGoto):
+            self.put(I.may_goto(t.exhausted.name, loc=self.loc))
+            if t.cont is not next_block:
+                self.put(I.ja(t.cont.name, loc=self.loc))
+        elif isinstance(t, ir.Exit):
+            self.mov_into(0, t.value)
+            self.put(I.exit_(loc=self.loc))
+        else:
+            raise InternalError(f"block without terminator: {t!r}")
+
+    def branch(self, t: ir.Branch, next_block) -> None:
+        cond, then_, else_ = t.cond, t.then_, t.else_
+        if then_ is next_block and cond in NEGATE:
+            cond, then_, else_ = NEGATE[cond], else_, then_
+        ra = self.reg_of(t.a, 0)
+        jop = JMP[cond]
+        if isinstance(t.b, ir.VReg):
+            self.put(jop.reg(ra, self.reg_of(t.b, 1), then_.name, loc=self.loc))
+        else:
+            self.put(jop.imm(ra, t.b, then_.name, loc=self.loc))
+        if else_ is not next_block:
+            self.put(I.ja(else_.name, loc=self.loc))
+
+
+def emit(fn: ir.Function, alloc: Allocation, cycle_slot: ir.StackSlot) -> list:
+    e = Emitter(alloc, cycle_slot)
+    for i, b in enumerate(fn.blocks):
+        e.out.append(I.label(b.name))
+        for op in b.ops:
+            e.op(op)
+        e.term(b.term, fn.blocks[i + 1] if i + 1 < len(fn.blocks) else None)
+    return e.out

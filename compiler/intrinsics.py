@@ -1,0 +1,187 @@
+"""Built-in names of kernel Lua: `math.*`, `error`, `assert`.
+
+Owns the table from a dotted name (`("math", "abs")`) to its binding: a
+constant value, or a lowering function that takes the lowerer, the argument
+values and the call node and returns the call's values. Library modules add
+their bindings to `REGISTRY`; lowering only asks `index` and `call`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from luabpf.compiler import ast, ir, luaint
+from luabpf.compiler.values import Val
+
+
+@dataclass(frozen=True)
+class Intrinsic:
+    value: Val | None = None
+    lower: Callable | None = None        # (lowerer, args: list[Val], node, scope) -> list[Val]
+    raw: bool = False                    # lower receives the argument nodes, not values
+
+
+REGISTRY: dict[tuple[str, ...], Intrinsic] = {}
+
+
+def register(path: str, **kw) -> Callable:
+    def deco(fn):
+        REGISTRY[tuple(path.split("."))] = Intrinsic(lower=fn, **kw)
+        return fn
+    return deco
+
+
+REGISTRY[("math", "maxinteger")] = Intrinsic(value=Val.int_(luaint.MAXINT))
+REGISTRY[("math", "mininteger")] = Intrinsic(value=Val.int_(luaint.MININT))
+
+
+def dotted_path(e, scope) -> tuple[str, ...] | None:
+    """`a.b.c` as ('a', 'b', 'c') when `a` is not a local or a definition of the script."""
+    parts = []
+    while isinstance(e, ast.Index) and e.dot and isinstance(e.key, ast.String):
+        parts.append(e.key.value.decode())
+        e = e.obj
+    if not isinstance(e, ast.Name) or scope.lookup(e.name) is not None:
+        return None
+    parts.append(e.name)
+    return tuple(reversed(parts))
+
+
+def index(lw, e: ast.Index, scope) -> Val | None:
+    path = dotted_path(e, scope)
+    if path is None:
+        return None
+    found = REGISTRY.get(path)
+    if found is None:
+        if path[0] == "math" and len(path) == 2 and path[1] in ("huge", "pi"):
+            lw.error(e, f"math.{path[1]} is a floating-point number: not available in kernel Lua")
+            return Val.nil()
+        lw.error(e, f"unknown name '{'.'.join(path)}'")
+        return Val.nil()
+    if found.value is None:
+        lw.error(e, f"'{'.'.join(path)}' is a function: call it")
+        return Val.nil()
+    return found.value
+
+
+def call(lw, e, scope) -> list[Val] | None:
+    if isinstance(e, ast.MethodCall):
+        return None
+    path = dotted_path(e.func, scope)
+    if path is None:
+        return None
+    found = REGISTRY.get(path)
+    if found is None or found.lower is None:
+        lw.error(e, f"unknown function '{'.'.join(path)}'")
+        return []
+    if found.raw:
+        return found.lower(lw, e.args, e, scope)
+    args = lw.explist(e.args, scope, None)
+    return found.lower(lw, args, e, scope)
+
+
+def store_handler(lw, target, scope):
+    return None
+
+
+# ---- error and assert ---------------------------------------------------------
+
+def _message(lw, node) -> str | None:
+    """A constant message for error/assert (a string or an integer literal)."""
+    if isinstance(node, ast.String):
+        return node.value.decode("utf-8", "replace")
+    if isinstance(node, ast.Paren):
+        return _message(lw, node.expr)
+    v = lw.expr(node, lw.top) if isinstance(node, (ast.Int, ast.Nil)) else None
+    if v is not None and v.is_const:
+        return "nil" if v.python() is None else str(v.python())
+    lw.error(node, "the message of error/assert must be a constant string in kernel Lua")
+    return None
+
+
+@register("error", raw=True)
+def _error(lw, arg_nodes, node, scope):
+    message = _message(lw, arg_nodes[0]) if arg_nodes else "nil"
+    for extra in arg_nodes[1:]:
+        lw.expr(extra, scope)          # error's level argument: evaluated, not used
+    if message is not None:
+        lw.runtime_error(node.span, message)
+    return []
+
+
+@register("assert", raw=True)
+def _assert(lw, arg_nodes, node, scope):
+    if not arg_nodes:
+        lw.error(node, "bad argument #1 to 'assert' (value expected)")
+        return []
+    v = lw.expr(arg_nodes[0], scope)
+    message = _message(lw, arg_nodes[1]) if len(arg_nodes) > 1 else "assertion failed!"
+    if message is None:
+        return [v]
+    b = lw.b
+    ok, bad = b.block("assert_ok"), b.block("assert_fail")
+    lw.truth_branch(v, ok, bad)
+    b.start(bad)
+    lw.runtime_error(node.span, message)
+    b.start(ok)
+    return [v]
+
+
+# ---- math ---------------------------------------------------------------------
+
+def _ints(lw, args: list[Val], node, name: str, count: int | None = None) -> list:
+    if count is not None and len(args) < count or not args:
+        lw.error(node, f"bad argument #{len(args) + 1} to '{name}' (number expected, got no value)")
+        return []
+    return [lw.int_operand(a, node, f"bad argument #{i + 1} to '{name}' (number expected)")
+            for i, a in enumerate(args)]
+
+
+@register("math.abs")
+def _abs(lw, args, node, scope):
+    xs = _ints(lw, args, node, "abs", 1)
+    if not xs:
+        return [Val.nil()]
+    x = xs[0]
+    if isinstance(x, int):
+        return [Val.int_(luaint.wrap(abs(x)))]
+    b = lw.b
+    r = b.copy(x, "abs")
+    neg, done = b.block("abs_neg"), b.block("abs_done")
+    b.branch("slt", r, 0, neg, done)
+    b.start(neg)
+    b.emit(ir.Neg(r, r))
+    b.jump(done)
+    b.start(done)
+    return [Val.int_(r)]
+
+
+def _extreme(name: str, cond: str, pick):
+    def lower(lw, args, node, scope):
+        xs = _ints(lw, args, node, name)
+        if not xs:
+            return [Val.nil()]
+        if all(isinstance(x, int) for x in xs):
+            return [Val.int_(pick(xs))]
+        b = lw.b
+        r = b.copy(xs[0], name)
+        for x in xs[1:]:
+            take, keep = b.block(f"{name}_take"), b.block(f"{name}_keep")
+            if isinstance(x, int):
+                b.branch(_swap(cond), r, x, take, keep)
+            else:
+                b.branch(cond, x, r, take, keep)
+            b.start(take)
+            b.mov(r, x)
+            b.jump(keep)
+            b.start(keep)
+        return [Val.int_(r)]
+    return lower
+
+
+def _swap(cond: str) -> str:
+    return {"slt": "sgt", "sgt": "slt"}[cond]
+
+
+register("math.min")(_extreme("min", "slt", min))
+register("math.max")(_extreme("max", "sgt", max))

@@ -1,0 +1,125 @@
+"""Loading a compiled program into the kernel, and running it there.
+
+Owns `LoadedProgram`: creates the program's maps and fills their initial
+contents, patches map fds into the instructions, passes the kernel verifier
+(`LoadError` maps the verifier's complaint back to the Lua line it came
+from), runs the program with BPF_PROG_TEST_RUN, reads its runtime error
+counts, and closes every fd it opened.
+"""
+from __future__ import annotations
+
+import re
+import struct
+
+from luabpf.compiler.program import CompiledProgram
+from luabpf.runtime import kernel
+
+_INSN_LINE = re.compile(r"^(\d+): \(([0-9a-f]{2})\)")
+
+
+class LoadError(Exception):
+    """The kernel refused the program: the verifier's words, at the Lua line."""
+
+    def __init__(self, message: str, file: str, line: int | None, log: str = ""):
+        self.message, self.file, self.line, self.log = message, file, line, log
+        where = f"{file}:{line}: " if line else f"{file}: "
+        super().__init__(f"{where}the kernel verifier rejected the program: {message}")
+
+
+def slot_to_insn(compiled: CompiledProgram) -> dict[int, object]:
+    table, slot = {}, 0
+    for insn in compiled.insns:
+        table[slot] = insn
+        slot += insn.slots
+    return table
+
+
+def explain(compiled: CompiledProgram, log: str) -> LoadError:
+    """The verifier's last complaint and the Lua line of the instruction it was at."""
+    lines = [l for l in log.splitlines() if l.strip()]
+    last_slot = None
+    message = ""
+    for l in lines:
+        m = _INSN_LINE.match(l)
+        if m:
+            last_slot = int(m.group(1))
+    tail = [l for l in lines if not _INSN_LINE.match(l) and not l.startswith(("processed ", "from ", ";"))
+            and not re.match(r"^\d+:", l)]
+    if tail:
+        message = tail[-1].strip()
+    line = None
+    if last_slot is not None:
+        insn = slot_to_insn(compiled).get(last_slot)
+        loc = getattr(insn, "loc", None)
+        line = getattr(loc, "line", None)
+    return LoadError(message or "rejected", compiled.source.filename, line, log)
+
+
+class LoadedProgram:
+    """A program the kernel verified; a context manager that closes its fds."""
+
+    def __init__(self, compiled: CompiledProgram):
+        self.compiled = compiled
+        self.map_fds: dict[str, int] = {}
+        self.fd = -1
+        try:
+            for spec in compiled.maps:
+                fd = kernel.map_create(spec.type, spec.key_size, spec.value_size, spec.max_entries,
+                                       name=spec.name[:15])
+                self.map_fds[spec.name] = fd
+                for k, v in spec.initial.items():
+                    kernel.map_update(fd, k, v)
+            hook = compiled.hook
+            code = compiled.bytecode(self.map_fds)
+            try:
+                self.fd = kernel.load_with_log(
+                    hook.prog_type, code, license="GPL", name=_prog_name(hook),
+                    prog_flags=getattr(hook, "prog_flags", 0),
+                    expected_attach_type=getattr(hook, "expected_attach_type", 0))
+            except kernel.BpfError as e:
+                if not e.log:
+                    raise
+                raise explain(compiled, e.log) from None
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        import os
+        for fd in list(self.map_fds.values()) + ([self.fd] if self.fd >= 0 else []):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.map_fds.clear()
+        self.fd = -1
+
+    def __enter__(self) -> "LoadedProgram":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def run_ctx(self, ctx: bytes) -> bytes:
+        """BPF_PROG_TEST_RUN with a context the program reads and writes back."""
+        res = kernel.prog_test_run(self.fd, ctx_in=ctx, ctx_inout=True)
+        return res.ctx_out
+
+    def error_counts(self) -> dict[int, int]:
+        """Runtime errors counted so far, by error site."""
+        from luabpf.compiler.lower import ERRORS_MAP
+        fd = self.map_fds.get(ERRORS_MAP)
+        if fd is None:
+            return {}
+        counts = {}
+        for site in range(len(self.compiled.sites)):
+            raw = kernel.map_lookup(fd, struct.pack("<I", site), 8)
+            n = struct.unpack("<Q", raw)[0] if raw else 0
+            if n:
+                counts[site] = n
+        return counts
+
+
+def _prog_name(hook) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]", "_", getattr(hook, "entry", "lua"))
+    return name[:15]
