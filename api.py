@@ -123,3 +123,37 @@ def run_function(source: str, name: str, *args, filename: str = "<string>",
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)
+
+
+def entry_points(source: str, filename: str = "<string>") -> list[tuple[str, int]]:
+    """The script's programs: (function name, parameter count) of each top-level function."""
+    from luabpf.compiler import ast
+    from luabpf.compiler.parser import parse
+    chunk = parse(source, filename)
+    found = []
+    for st in chunk.body.stmts:
+        if isinstance(st, ast.FunctionDecl) and len(st.path) == 1 and not st.method:
+            found.append((st.path[0], len(st.func.params)))
+        elif isinstance(st, ast.LocalFunction):
+            found.append((st.name, len(st.func.params)))
+    return found
+
+
+def compile_file(source: str, filename: str, hook: str | None = None,
+                 max_loop: int | None = None) -> list[tuple[str, Program]]:
+    """Every program of a script file. With no hook entry point (such as `filter`) in the
+    script, each top-level function is a program of the function hook, called with
+    integer arguments (what `luabpf call` and `run_function` run)."""
+    from luabpf.compiler.parser import parse
+    from luabpf.compiler.check import check
+    check(parse(source, filename))
+    programs = []
+    for name, nparams in entry_points(source, filename):
+        prog = compile_function(source, name, ("int",) * nparams, filename, max_loop=max_loop)
+        programs.append((f"function/{name}", prog))
+    if not programs:
+        from luabpf.compiler.diagnostics import Diagnostic
+        from luabpf.compiler.source import Span
+        raise CompileError([Diagnostic("the script defines no function to compile",
+                                       Span(filename, 1, 1, 1, 2))])
+    return programs

@@ -14,8 +14,8 @@ from luabpf.compiler.builder import Builder
 
 SIMPLE = {"+": "add", "-": "sub", "*": "mul", "&": "and", "|": "or", "~": "xor"}
 COMPARE = {"<": "slt", "<=": "sle", ">": "sgt", ">=": "sge", "==": "eq", "~=": "ne"}
-DIV_ZERO = {"//": "attempt to perform 'n//0'", "/": "attempt to perform 'n//0'",
-            "%": "attempt to perform 'n%%0'"}
+DIV_ZERO = {"//": "attempt to divide by zero", "/": "attempt to divide by zero",
+            "%": "attempt to perform 'n%0'"}
 
 
 class IntOps:

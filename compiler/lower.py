@@ -376,8 +376,14 @@ class Lowerer:
 
     def stmt_Assign(self, st: ast.Assign, scope: Scope) -> None:
         vals = self.explist(st.values, scope, len(st.targets))
-        if len(st.targets) > 1:           # a, b = b, a: read every value before any store
-            vals = [self.snapshot(v) for v in vals]
+        if len(st.targets) > 1:           # a, b = b, a: a value must not see an earlier store
+            stored: set[int] = set()
+            for i, t in enumerate(st.targets):
+                if any(id(r) in stored for r in (vals[i].tag, vals[i].payload)):
+                    vals[i] = self.snapshot(vals[i])
+                binding = scope.lookup(t.name) if isinstance(t, ast.Name) else None
+                if isinstance(binding, Var):
+                    stored.update(id(r) for r in binding.registers())
         for i, t in enumerate(st.targets):
             v = vals[i] if i < len(vals) else Val.nil()
             self.store(t, v, scope)

@@ -28,13 +28,13 @@ def unsigned(v: int) -> int:
 
 def idiv(a: int, b: int) -> int:
     if b == 0:
-        raise LuaArithError("attempt to perform 'n//0'")
+        raise LuaArithError("attempt to divide by zero")
     return wrap(a // b)        # Python's // is floored, like Lua's
 
 
 def imod(a: int, b: int) -> int:
     if b == 0:
-        raise LuaArithError("attempt to perform 'n%%0'")
+        raise LuaArithError("attempt to perform 'n%0'")
     return wrap(a % b)         # Python's % takes the divisor's sign, like Lua's
 
 

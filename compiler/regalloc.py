@@ -118,18 +118,33 @@ def intervals(fn: ir.Function) -> tuple[list[Interval], list[int]]:
     return result, calls
 
 
+def hints(fn: ir.Function) -> dict[int, list[ir.VReg]]:
+    """Registers a value would like to share: a move's source, an operation's left
+    operand (then `dst = a; dst op= b` needs no move)."""
+    prefer: dict[int, list[ir.VReg]] = {}
+    for b in fn.blocks:
+        for op in b.ops:
+            if isinstance(op, ir.Mov) and isinstance(op.src, ir.VReg):
+                prefer.setdefault(id(op.dst), []).append(op.src)
+                prefer.setdefault(id(op.src), []).append(op.dst)
+            elif isinstance(op, (ir.Bin, ir.Neg)) and isinstance(op.a, ir.VReg):
+                prefer.setdefault(id(op.dst), []).append(op.a)
+    return prefer
+
+
 def allocate(fn: ir.Function, new_slot) -> Allocation:
     """Linear scan; retried with scratch registers reserved when anything spills."""
     ivs, _ = intervals(fn)
-    alloc = _scan(ivs, reserved=(), new_slot=None)
+    prefer = hints(fn)
+    alloc = _scan(ivs, prefer, reserved=(), new_slot=None)
     if alloc is not None:
         return alloc
-    alloc = _scan(ivs, reserved=SCRATCH, new_slot=new_slot)
+    alloc = _scan(ivs, prefer, reserved=SCRATCH, new_slot=new_slot)
     alloc.scratch = SCRATCH
     return alloc
 
 
-def _scan(ivs: list[Interval], reserved, new_slot) -> Allocation | None:
+def _scan(ivs: list[Interval], prefer, reserved, new_slot) -> Allocation | None:
     alloc = Allocation()
     active: list[Interval] = []
     free = set(range(10)) - set(reserved)
@@ -138,7 +153,10 @@ def _scan(ivs: list[Interval], reserved, new_slot) -> Allocation | None:
             active.remove(old)
             free.add(alloc.regs[id(old.vreg)])
         order = CALLEE_SAVED if iv.crosses_call else CALLER_SAVED + CALLEE_SAVED
-        choice = next((r for r in order if r in free), None)
+        wished = [alloc.regs.get(id(h)) for h in prefer.get(id(iv.vreg), ())]
+        choice = next((r for r in wished if r in free and r in order), None)
+        if choice is None:
+            choice = next((r for r in order if r in free), None)
         if choice is not None:
             free.discard(choice)
             alloc.regs[id(iv.vreg)] = choice

@@ -107,9 +107,56 @@ def layout(fn: ir.Function) -> None:
     fn.blocks = order
 
 
+def _replace_uses(op: ir.Op, old: ir.VReg, new: ir.VReg) -> None:
+    for name in ("src", "a", "b", "base", "value"):
+        if getattr(op, name, None) is old:
+            setattr(op, name, new)
+    if isinstance(op, ir.Call):
+        op.args = [new if x is old else x for x in op.args]
+
+
+def propagate_copies(fn: ir.Function) -> None:
+    """`d = s` followed, in the same block, by the only uses of d (d defined once, s not
+    redefined in between): the uses read s and the move goes."""
+    defs: dict[int, int] = {}
+    uses: dict[int, int] = {}
+    for b in fn.blocks:
+        for op in b.ops + [b.term]:
+            for v in op.defs():
+                defs[id(v)] = defs.get(id(v), 0) + 1
+            for v in op.uses():
+                uses[id(v)] = uses.get(id(v), 0) + 1
+    for b in fn.blocks:
+        i = 0
+        while i < len(b.ops):
+            op = b.ops[i]
+            if not (isinstance(op, ir.Mov) and isinstance(op.src, ir.VReg) and defs.get(id(op.dst)) == 1):
+                i += 1
+                continue
+            d, src = op.dst, op.src
+            want = uses.get(id(d), 0)
+            found, ok = 0, True
+            rest = b.ops[i + 1:] + [b.term]
+            for later in rest:
+                found += sum(1 for v in later.uses() if v is d)
+                if found == want:
+                    break
+                if any(v is src or v is d for v in later.defs()):
+                    ok = False
+                    break
+            if ok and found == want and want > 0:
+                for later in rest:
+                    _replace_uses(later, d, src)
+                del b.ops[i]
+                uses[id(src)] = uses.get(id(src), 0) + want - 1
+                continue
+            i += 1
+
+
 def optimise(fn: ir.Function) -> ir.Function:
     thread_jumps(fn)
     fn.blocks = reachable(fn)
+    propagate_copies(fn)
     remove_dead_ops(fn)
     thread_jumps(fn)
     fn.blocks = reachable(fn)

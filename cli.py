@@ -1,0 +1,188 @@
+"""The `luabpf` command line (DESIGN §4).
+
+Owns argument parsing, what each subcommand prints, and the exit codes:
+0 success, 1 a compile, verify or runtime error, 2 usage. No Python
+traceback reaches a user: every failure becomes one located message
+(set LUABPF_DEBUG=1 to see the traceback of an internal error).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from rich.console import Console
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE = 0, 1, 2
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class UsageError(Exception):
+    pass
+
+
+def read_source(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: cannot read it ({e})") from None
+
+
+def parse_value(text: str):
+    """A command-line argument as a Lua value: an integer, true, false or nil."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "nil":
+        return None
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise UsageError(f"{text!r} is not an integer, true, false or nil") from None
+
+
+def lua_repr(v) -> str:
+    if v is None:
+        return "nil"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+# ---- subcommands ---------------------------------------------------------------
+
+def cmd_compile(args) -> int:
+    from luabpf.api import compile_file
+    text = read_source(args.file)
+    programs = compile_file(text, args.file, hook=args.hook, max_loop=args.max_loop)
+    if args.output:
+        raise UsageError("-o: writing object files is not available yet")
+    if args.asm:
+        for name, prog in programs:
+            out.print(f"[bold]; program {name}[/bold] ({prog.insn_count} instructions)")
+            out.print(prog.asm(), markup=False)
+            out.print()
+    else:
+        for name, prog in programs:
+            out.print(f"{args.file}: {name}: {prog.insn_count} instructions, "
+                      f"{prog.compiled.stack_size} bytes of stack", markup=False)
+    return EXIT_OK
+
+
+def cmd_check(args) -> int:
+    from luabpf.api import compile_file
+    text = read_source(args.file)
+    programs = compile_file(text, args.file, hook=args.hook, max_loop=args.max_loop)
+    rows = []
+    for name, prog in programs:
+        with prog.load():
+            rows.append({"program": name, "instructions": prog.insn_count, "verified": True})
+    if args.json:
+        print(json.dumps(rows))
+    else:
+        for r in rows:
+            out.print(f"{args.file}: {r['program']}: verified by the kernel "
+                      f"({r['instructions']} instructions)", markup=False)
+    return EXIT_OK
+
+
+def cmd_call(args) -> int:
+    import luabpf
+    text = read_source(args.file)
+    values = [parse_value(a) for a in args.args]
+    result = luabpf.run_function(text, args.function, *values, filename=args.file,
+                                 max_loop=args.max_loop)
+    results = list(result) if isinstance(result, tuple) else [result]
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print("\t".join(lua_repr(v) for v in results))
+    return EXIT_OK
+
+
+def cmd_demo(args) -> int:
+    from luabpf.demo import demo
+    return demo(out)
+
+
+# ---- main -------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="luabpf", description="Kernel Lua: compile Lua to eBPF, "
+                                "verify it in the running kernel, run it there.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def common(sp):
+        sp.add_argument("file", metavar="FILE.lua")
+        sp.add_argument("--hook", choices=["function"], default=None,
+                        help="what the script's entry points attach to (default: found by name)")
+        sp.add_argument("--max-loop", type=int, default=None, metavar="N",
+                        help="default iteration bound of while/repeat loops without --@bound")
+
+    c = sub.add_parser("compile", help="compile to BPF; --asm prints the assembly with Lua lines")
+    common(c)
+    c.add_argument("-o", "--output", metavar="OUT.o")
+    c.add_argument("--asm", action="store_true")
+    c.set_defaults(run=cmd_compile)
+
+    k = sub.add_parser("check", help="compile and pass the kernel verifier, attach nothing")
+    common(k)
+    k.add_argument("--json", action="store_true")
+    k.set_defaults(run=cmd_check)
+
+    f = sub.add_parser("call", help="call a Lua function in the kernel: luabpf call FILE NAME ARGS…")
+    f.add_argument("file", metavar="FILE.lua")
+    f.add_argument("function")
+    f.add_argument("args", nargs="*", metavar="ARG")
+    f.add_argument("--max-loop", type=int, default=None, metavar="N")
+    f.add_argument("--json", action="store_true")
+    f.set_defaults(run=cmd_call)
+
+    d = sub.add_parser("demo", help="the built-in demonstration, in the kernel")
+    d.set_defaults(run=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except UsageError as e:
+        err.print(f"luabpf: {e}", markup=False)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_ERROR
+    except Exception as e:  # every failure a user can cause becomes one message
+        return report(e)
+
+
+def report(e: Exception) -> int:
+    from luabpf.api import LuaRuntimeError
+    from luabpf.compiler.diagnostics import CompileError
+    from luabpf.runtime.errors import BpfError, PermissionProblem
+    from luabpf.runtime.load import LoadError
+    if isinstance(e, CompileError):
+        err.print(e.render(), markup=False)
+    elif isinstance(e, (LoadError, LuaRuntimeError)):
+        err.print(f"{e}", markup=False)
+    elif isinstance(e, PermissionProblem):
+        err.print(f"luabpf: {e}", markup=False)
+    elif isinstance(e, BpfError):
+        err.print(f"luabpf: the kernel refused: {e}", markup=False)
+    else:
+        if os.environ.get("LUABPF_DEBUG"):
+            raise e
+        err.print(f"luabpf: internal error: {type(e).__name__}: {e} "
+                  "(this is a bug in luabpf; LUABPF_DEBUG=1 shows where)", markup=False)
+    return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
