@@ -20,9 +20,10 @@ BPF_F_SLEEPABLE = 1 << 4
 # The ctx of the function hook (BPF_PROG_TYPE_SYSCALL, used by run_function):
 #   0: u64 status   0 = returned, k + 1 = runtime error at error site k
 #   8: u64 nret     how many values the function returned
-#  16: arguments    (u64 tag, u64 payload) each
+#  16: u64 zero     0, written by user space: a zero the verifier cannot know (loops)
+#  24: arguments    (u64 tag, u64 payload) each
 #   …: results      (u64 tag, u64 payload) each
-STATUS_OFF, NRET_OFF, ARGS_OFF, SLOT = 0, 8, 16, 16
+STATUS_OFF, NRET_OFF, ZERO_OFF, ARGS_OFF, SLOT = 0, 8, 16, 24, 16
 
 
 @dataclass
@@ -34,6 +35,7 @@ class FunctionHook:
     prog_type: int = PROG_TYPE_SYSCALL
     prog_flags: int = BPF_F_SLEEPABLE
     default_return: int = 0
+    count_errors: bool = False            # the status word reports the error site
     nresults: int = 0                     # set by the epilogue
     ctx: ir.VReg | None = field(default=None, repr=False)
 
@@ -73,6 +75,11 @@ class FunctionHook:
         b.emit(ir.Store(8, self.ctx, NRET_OFF, nret))
         b.emit(ir.Store(8, self.ctx, STATUS_OFF, 0))
         b.terminate(ir.Exit(0))
+
+    def opaque_zero(self, lw) -> ir.VReg:
+        z = lw.b.vreg("zero")
+        lw.b.emit(ir.Load(8, z, self.ctx, ZERO_OFF))
+        return z
 
     def on_error(self, lw, site: ir.VReg) -> None:
         status = lw.b.bin("add", site, 1)

@@ -26,8 +26,9 @@ class IntOps:
         self.b = b
         self.fail = fail
 
-    def binary(self, op: str, x, y):
-        """x op y for an arithmetic or bitwise Lua operator; returns an operand."""
+    def binary(self, op: str, x, y, y_range: tuple[int, int] | None = None):
+        """x op y for an arithmetic or bitwise Lua operator; returns an operand.
+        y_range bounds y when known: it spares divisor checks and shift cases."""
         if isinstance(x, int) and isinstance(y, int):
             try:
                 return luaint.BINARY[op](x, y)
@@ -36,10 +37,13 @@ class IntOps:
                 return 0
         if op in SIMPLE:
             return self._simple(SIMPLE[op], x, y)
+        positive = y_range is not None and y_range[0] > 0
         if op in ("//", "/"):
-            return self._floor_div(x, y, DIV_ZERO[op])
+            return self._floor_div(x, y, DIV_ZERO[op], positive)
         if op == "%":
-            return self._floor_mod(x, y)
+            return self._floor_mod(x, y, positive)
+        if y_range is not None and 0 <= y_range[0] and y_range[1] <= 63 and op in ("<<", ">>"):
+            return self.b.bin("lsh" if op == "<<" else "rsh", self.b.reg(x), y)
         if op == "<<":
             return self._shift_left(x, y)
         if op == ">>":
@@ -88,7 +92,7 @@ class IntOps:
         self.fail(message)
         b.start(ok)
 
-    def _floor_div(self, x, y, message: str):
+    def _floor_div(self, x, y, message: str, positive: bool = False):
         b = self.b
         if isinstance(y, int):
             if y == 0:
@@ -98,7 +102,7 @@ class IntOps:
                 return x
             if y == -1:
                 return self.neg(x)
-        else:
+        elif not positive:
             self._divisor(y, message)
         x = b.reg(x)
         q = b.bin("sdiv", x, y, "q")
@@ -106,8 +110,8 @@ class IntOps:
         done, check_sign, adjust = b.block("div_done"), b.block("div_sign"), b.block("div_adj")
         b.branch("eq", t, x, done, check_sign)
         b.start(check_sign)
-        if isinstance(y, int):             # the sign of x ^ y is the sign of x for y > 0
-            b.branch("sge" if y > 0 else "sle", x, 0 if y > 0 else 0, done, adjust)
+        if positive or isinstance(y, int):    # the sign of x ^ y is the sign of x for y > 0
+            b.branch("sge" if positive or y > 0 else "sle", x, 0, done, adjust)
         else:
             s = b.bin("xor", x, y)
             b.branch("sge", s, 0, done, adjust)
@@ -120,7 +124,7 @@ class IntOps:
     def _sub_one(self, q):
         self.b.emit(ir.Bin("sub", q, q, 1))
 
-    def _floor_mod(self, x, y):
+    def _floor_mod(self, x, y, positive: bool = False):
         b = self.b
         message = DIV_ZERO["%"]
         if isinstance(y, int):
@@ -129,15 +133,15 @@ class IntOps:
                 return 0
             if y in (1, -1):
                 return 0
-        else:
+        elif not positive:
             self._divisor(y, message)
         x = b.reg(x)
         r = b.bin("smod", x, y, "r")
         done, check_sign, adjust = b.block("mod_done"), b.block("mod_sign"), b.block("mod_adj")
         b.branch("eq", r, 0, done, check_sign)
         b.start(check_sign)
-        if isinstance(y, int):
-            b.branch("sge" if y > 0 else "sle", r, 0, done, adjust)
+        if positive or isinstance(y, int):
+            b.branch("sge" if positive or y > 0 else "sle", r, 0, done, adjust)
         else:
             s = b.bin("xor", r, y)
             b.branch("sge", s, 0, done, adjust)

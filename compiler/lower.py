@@ -166,7 +166,8 @@ class Lowerer:
         self._finish_error_path()
         fn = ir.Function(self.b.blocks + self.site_blocks + [self.err_block], self.b.slots,
                          [])
-        return Lowered(fn, self.sites, self.globals, self._gptr is not None, bool(self.sites))
+        return Lowered(fn, self.sites, self.globals, self._gptr is not None,
+                       bool(self.sites) and getattr(self.hook, 'count_errors', True))
 
     def _diag_at_top(self, message: str):
         from luabpf.compiler.diagnostics import Diagnostic
@@ -200,6 +201,9 @@ class Lowerer:
         if not self.sites:
             return
         self.hook.on_error(self, self.errsite)
+        if not getattr(self.hook, "count_errors", True):
+            b.terminate(ir.Exit(self.hook.default_return))
+            return
         key = b.slot(4, "error_key")
         b.emit(ir.Store(4, key, 0, self.errsite))
         m, k, p = b.vreg("errors"), b.vreg("key"), b.vreg("counter")
@@ -220,6 +224,9 @@ class Lowerer:
         return self._gptr
 
     def opaque_zero(self) -> ir.VReg:
+        """A register holding 0 that the verifier cannot know is 0 (see the module doc)."""
+        if hasattr(self.hook, "opaque_zero"):
+            return self.hook.opaque_zero(self)
         z = self.b.vreg("zero")
         self.b.emit(ir.Load(8, z, self.gptr(), ZERO_OFF))
         return z
@@ -295,6 +302,7 @@ class Lowerer:
         if not v.kinds <= var.kinds:
             self.kinds[var.key] = var.kinds | v.kinds
             raise Restart()
+        var.range = None
         if var.tag is not None:
             self.b.mov(var.tag, v.tag)
         if var.payload is not None:
@@ -586,6 +594,9 @@ class Lowerer:
         self.count_iteration(counter, bound, st.span)
         var = self.new_var((self._inst_id(), id(st)), st.var, frozenset({"int"}))
         self.assign(var, Val.int_(i))
+        if not any(isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.name == st.var
+                                                     for t in n.targets) for n in ast.walk(st.body)):
+            var.range = for_range(start, stop, step)     # the body never reassigns it
         body_scope.names[st.var] = var
         step_blk = b.block("for_step")
         self.instances[-1].loops.append(done)
@@ -773,7 +784,7 @@ class Lowerer:
             x = self.int_operand(a, e.left, arith_message(op, a))
             y = self.int_operand(bv, e.right, arith_message(op, bv))
             self.b.loc = e.span
-            return Val.int_(self.int.binary(op, x, y))
+            return Val.int_(self.int.binary(op, x, y, bv.range if bv.is_int else None))
         if op in COMPARE:
             return self.materialize(e, scope)
         self.error(e, f"the '{op}' operator is not available in kernel Lua"
@@ -906,6 +917,18 @@ class Lowerer:
             b.branch("eq", a.payload, c.payload, yes, no)
         else:
             b.jump(yes)
+
+
+def for_range(start, stop, step) -> tuple[int, int] | None:
+    """Bounds of a numeric for's variable when its start, limit and step are constants
+    (or, for an upward loop, its start alone bounds it below)."""
+    if not isinstance(step, int):
+        return None
+    if step > 0 and isinstance(start, int):
+        return (start, stop if isinstance(stop, int) else (1 << 63) - 1)
+    if step < 0 and isinstance(start, int):
+        return (stop if isinstance(stop, int) else -(1 << 63), start)
+    return None
 
 
 def arith_message(op: str, v: Val) -> str:

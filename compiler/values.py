@@ -24,10 +24,11 @@ class Val:
     tag: int | VReg
     payload: int | VReg
     kinds: frozenset     # which of KINDS the value may be
+    range: tuple[int, int] | None = None     # bounds of an integer payload, when known
 
     @staticmethod
-    def int_(v: int | VReg) -> "Val":
-        return Val(INT, v, frozenset({"int"}))
+    def int_(v: int | VReg, range: tuple[int, int] | None = None) -> "Val":
+        return Val(INT, v, frozenset({"int"}), range)
 
     @staticmethod
     def nil() -> "Val":
@@ -84,6 +85,7 @@ class Var:
         self.name = name
         self.kinds = kinds
         self.const = const                      # a <const> or never-assigned constant
+        self.range: tuple[int, int] | None = None   # bounds of the integer, when known
         self.tag: VReg | None = None
         self.payload: VReg | None = None
         if const is None:
@@ -99,7 +101,7 @@ class Var:
             tag = self.tag
         else:
             tag = INT if "int" in self.kinds else NIL
-        return Val(tag, self.payload if self.payload is not None else 0, self.kinds)
+        return Val(tag, self.payload if self.payload is not None else 0, self.kinds, self.range)
 
     def registers(self) -> list[VReg]:
         return [r for r in (self.tag, self.payload) if r is not None]

@@ -67,43 +67,47 @@ def remove_dead_ops(fn: ir.Function) -> None:
 
 
 def layout(fn: ir.Function) -> None:
-    """Order blocks so that most jumps fall through: follow each block's preferred
-    successor (a branch's then-arm, a loop's body), and put error paths last."""
-    placed: set[int] = set()
-    order: list[ir.Block] = []
-    pending = [fn.blocks[0]]
+    """Order blocks in reverse postorder, so that a block comes after its dominators,
+    the arms of an `if` come before their join and a loop's blocks stay together (short
+    live ranges); the preferred successor (a branch's then-arm) is visited last so that
+    it lands right after its block and its jump falls through. Error paths go last."""
+    seen: set[int] = set()
+    post: list[ir.Block] = []
     cold: list[ir.Block] = []
-    while pending:
-        b = pending.pop()
-        while b is not None and id(b) not in placed:
-            if b.cold and order:
-                if all(c is not b for c in cold):
-                    cold.append(b)
-                b = None
-                break
-            placed.add(id(b))
-            order.append(b)
-            succ = b.successors()
-            nxt = None
-            for s in succ:
-                if id(s) not in placed:
-                    if nxt is None:
-                        nxt = s
-                    else:
-                        pending.append(s)
-            b = nxt
-    for c in cold:
-        if id(c) not in placed:
-            placed.add(id(c))
-            order.append(c)
-            pending = [s for s in c.successors() if id(s) not in placed]
-            while pending:
-                s = pending.pop()
-                if id(s) in placed:
-                    continue
-                placed.add(id(s))
-                order.append(s)
-                pending.extend(x for x in s.successors() if id(x) not in placed)
+
+    def preferred_last(b: ir.Block) -> list[ir.Block]:
+        t = b.term
+        if isinstance(t, ir.Branch):
+            return [t.else_, t.then_]
+        if isinstance(t, ir.MayGoto):
+            return [t.exhausted, t.cont]
+        return b.successors()
+
+    stack = [(fn.blocks[0], iter(preferred_last(fn.blocks[0])))]
+    seen.add(id(fn.blocks[0]))
+    while stack:
+        b, it = stack[-1]
+        for s in it:
+            if id(s) in seen:
+                continue
+            seen.add(id(s))
+            if s.cold:
+                cold.append(s)
+                continue
+            stack.append((s, iter(preferred_last(s))))
+            break
+        else:
+            stack.pop()
+            post.append(b)
+    order = post[::-1]
+    pending = list(cold)
+    while pending:                       # error paths, in the order they were reached
+        c = pending.pop(0)
+        order.append(c)
+        for s in c.successors():
+            if id(s) not in seen:
+                seen.add(id(s))
+                pending.append(s)
     fn.blocks = order
 
 
@@ -153,10 +157,48 @@ def propagate_copies(fn: ir.Function) -> None:
             i += 1
 
 
+COMMUTATIVE = {"add", "mul", "and", "or", "xor"}
+
+
+def retarget(fn: ir.Function) -> None:
+    """`t = a op b; v = t` with t used nowhere else becomes `v = a op b`."""
+    uses: dict[int, int] = {}
+    defs: dict[int, int] = {}
+    for b in fn.blocks:
+        for op in b.ops + [b.term]:
+            for v in op.uses():
+                uses[id(v)] = uses.get(id(v), 0) + 1
+            for v in op.defs():
+                defs[id(v)] = defs.get(id(v), 0) + 1
+    for b in fn.blocks:
+        i = 1
+        while i < len(b.ops):
+            mov, prev = b.ops[i], b.ops[i - 1]
+            if (isinstance(mov, ir.Mov) and isinstance(mov.src, ir.VReg)
+                    and isinstance(prev, (ir.Bin, ir.Neg, ir.Load, ir.Mov))
+                    and prev.dst is mov.src and uses.get(id(mov.src)) == 1
+                    and defs.get(id(mov.src)) == 1 and _can_write(prev, mov.dst)):
+                prev.dst = mov.dst
+                del b.ops[i]
+                continue
+            i += 1
+
+
+def _can_write(op: ir.Op, dst: ir.VReg) -> bool:
+    """Whether op may write dst: `dst = a op dst` would clobber its right operand."""
+    if isinstance(op, ir.Bin) and op.b is dst:
+        if op.op in COMMUTATIVE and op.a is not dst:
+            op.a, op.b = op.b, op.a
+            return True
+        return False
+    return True
+
+
 def optimise(fn: ir.Function) -> ir.Function:
     thread_jumps(fn)
     fn.blocks = reachable(fn)
     propagate_copies(fn)
+    retarget(fn)
     remove_dead_ops(fn)
     thread_jumps(fn)
     fn.blocks = reachable(fn)

@@ -227,8 +227,8 @@ def test_runtime_errors_have_luas_message_and_line(name, args):
 
 
 def test_runtime_errors_are_counted_per_site():
-    from luabpf.api import compile_function
-    prog = compile_function(ERRORS, "div", ("int", "int"), "t.lua")
+    from luabpf.compiler.hooks import FunctionHook
+    prog = luabpf.compile(ERRORS, "t.lua", FunctionHook("div", ("int", "int"), count_errors=True))
     with prog.load() as p:
         import struct
         from luabpf.compiler.hooks import ARGS_OFF
