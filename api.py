@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 
 from luabpf.compiler.diagnostics import CompileError
-from luabpf.compiler.hooks import ARGS_OFF, NRET_OFF, SLOT, STATUS_OFF, FunctionHook
+from luabpf.compiler.hooks import ARGS_OFF, SLOT, STATUS_OFF, FunctionHook
 from luabpf.compiler.lower import Options
 from luabpf.compiler.program import CompiledProgram, compile_program
 from luabpf.compiler.values import FALSE, INT, NIL, TRUE

@@ -6,7 +6,7 @@ semantics. Operators are kept as their Lua spelling ('+', '//', '..', 'and').
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from luabpf.compiler.source import Span
 

@@ -1,0 +1,71 @@
+"""What lowering keeps track of: scopes and what a name is bound to.
+
+Owns the small records shared by the lowering mixins: `Scope` (names → a
+`values.Var`, a constant `Val`, a `GlobalVar` or a `FuncDef`), `Instance` (one
+inlined call: its result variables, return count and enclosing loops),
+`ErrorSite` (a runtime error's line and Lua message), `Options`, and
+`Restart` (raised when a variable's kinds widen).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from luabpf.compiler import ast, ir
+from luabpf.compiler.values import Var
+
+
+class Restart(Exception):
+    """A variable's kinds widened: lower the program again."""
+
+
+@dataclass
+class Options:
+    max_loop: int = 1_000_000
+    loops: str = "may_goto"          # 'may_goto' | 'bounded' (plain back-edges)
+
+
+@dataclass
+class ErrorSite:
+    line: int
+    col: int
+    message: str
+
+
+@dataclass
+class GlobalVar:
+    name: str
+    offset: int
+    kind: str                # 'int' | 'bool'
+    initial: int             # the stored word
+
+
+@dataclass
+class FuncDef:
+    name: str
+    node: ast.Function
+
+
+@dataclass
+class Instance:
+    """One inlined call of a function."""
+    id: int
+    func: FuncDef
+    ret_block: ir.Block
+    results: list[Var] = field(default_factory=list)
+    nret: Var | None = None                  # None while every return gives the same count
+    counts: set = field(default_factory=set)
+    loops: list = field(default_factory=list)
+
+
+class Scope:
+    def __init__(self, parent: "Scope | None" = None):
+        self.parent = parent
+        self.names: dict[str, object] = {}
+
+    def lookup(self, name: str):
+        s = self
+        while s is not None:
+            if name in s.names:
+                return s.names[name]
+            s = s.parent
+        return None

@@ -1,0 +1,278 @@
+"""Expressions and conditions of kernel Lua.
+
+Owns (as a mixin of `lower.Lowerer`) how each expression becomes a `Val`:
+names, calls, arithmetic through `intops`, `and`/`or` returning an operand,
+comparisons as branches in conditions and as booleans in values, equality of
+values of any kind, and the runtime checks that an operand is an integer.
+"""
+from __future__ import annotations
+
+from luabpf.compiler import ast, intrinsics, ir, luaint
+from luabpf.compiler.intops import COMPARE
+from luabpf.compiler.bindings import FuncDef, GlobalVar, Scope
+from luabpf.compiler.values import FALSE, INT, TRUE, Val, Var, falsy_kinds, type_name
+
+ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
+
+
+class ExprLowering:
+    def explist(self, exprs: list, scope: Scope, want: int | None) -> list[Val]:
+        """Lua's adjustment: every expression gives one value, a final call gives all of its."""
+        vals: list[Val] = []
+        for i, e in enumerate(exprs):
+            last = i == len(exprs) - 1
+            if last and isinstance(e, (ast.Call, ast.MethodCall)):
+                vals.extend(self.call(e, scope))
+            else:
+                vals.append(self.expr(e, scope))
+        if want is not None:
+            vals = vals[:want] if len(vals) >= want else vals + [Val.nil()] * (want - len(vals))
+        return vals
+
+    def expr(self, e, scope: Scope) -> Val:
+        method = getattr(self, "expr_" + type(e).__name__, None)
+        if method is None:
+            self.error(e, f"{describe(e)} not available in kernel Lua")
+            return Val.nil()
+        saved = self.b.loc
+        self.b.loc = e.span
+        try:
+            return method(e, scope)
+        finally:
+            self.b.loc = saved
+
+    def expr_Nil(self, e, scope):
+        return Val.nil()
+
+    def expr_Bool(self, e, scope):
+        return Val.bool_(e.value)
+
+    def expr_Int(self, e, scope):
+        return Val.int_(e.value)
+
+    def expr_Paren(self, e, scope):
+        return self.expr(e.expr, scope)
+
+    def expr_Name(self, e: ast.Name, scope):
+        binding = scope.lookup(e.name)
+        if isinstance(binding, Var):
+            return binding.read()
+        if isinstance(binding, Val):
+            return binding
+        if isinstance(binding, GlobalVar):
+            v = self.b.vreg(e.name)
+            self.b.emit(ir.Load(8, v, self.gptr(), binding.offset))
+            return Val.int_(v) if binding.kind == "int" else Val.bool_(v)
+        if isinstance(binding, FuncDef):
+            self.error(e, f"function '{e.name}' is not a value in kernel Lua: call it")
+            return Val.nil()
+        self.error(e, f"unknown name '{e.name}'")
+        return Val.nil()
+
+    def expr_Index(self, e: ast.Index, scope):
+        v = intrinsics.index(self, e, scope)
+        if v is None:
+            self.error(e, "indexing is not available here in kernel Lua")
+            return Val.nil()
+        return v
+
+    def expr_Call(self, e, scope):
+        vals = self.call(e, scope)
+        return vals[0] if vals else Val.nil()
+
+    expr_MethodCall = expr_Call
+
+    def call(self, e, scope: Scope) -> list[Val]:
+        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
+            binding = scope.lookup(e.func.name)
+            if isinstance(binding, FuncDef):
+                args = self.explist(e.args, scope, None)
+                vals, _ = self.inline_call(binding, args, e.span)
+                return vals
+        handler = intrinsics.call(self, e, scope)
+        if handler is None:
+            self.error(e, f"{describe(e.func) if isinstance(e, ast.Call) else 'this method'} "
+                          "cannot be called in kernel Lua")
+            return []
+        return handler
+
+    def int_operand(self, v: Val, node, message: str):
+        """The integer payload of v; a runtime error where v is not an integer."""
+        if v.is_int:
+            return v.payload
+        if "int" not in v.kinds:
+            self.runtime_error(node.span, message)
+            return 0
+        b = self.b
+        ok, bad = b.block("is_int"), b.block("not_int")
+        b.branch("eq", v.tag, INT, ok, bad)
+        b.start(bad)
+        self.runtime_error(node.span, message)
+        b.start(ok)
+        return v.payload
+
+    def expr_BinOp(self, e: ast.BinOp, scope):
+        op = e.op
+        if op in ("and", "or"):
+            return self.logical(e, scope)
+        if op in ARITH:
+            a = self.expr(e.left, scope)
+            bv = self.expr(e.right, scope)
+            x = self.int_operand(a, e.left, arith_message(op, a))
+            y = self.int_operand(bv, e.right, arith_message(op, bv))
+            self.b.loc = e.span
+            return Val.int_(self.int.binary(op, x, y, bv.range if bv.is_int else None))
+        if op in COMPARE:
+            return self.materialize(e, scope)
+        self.error(e, f"the '{op}' operator is not available in kernel Lua"
+                      + (" (integers only)" if op in ("^",) else ""))
+        return Val.nil()
+
+    def expr_UnOp(self, e: ast.UnOp, scope):
+        if e.op == "not":
+            v = self.expr(e.operand, scope)
+            t = v.const_truth()
+            if t is not None:
+                return Val.bool_(not t)
+            return self.materialize(e, scope, v)
+        if e.op in ("-", "~"):
+            v = self.expr(e.operand, scope)
+            x = self.int_operand(v, e.operand, arith_message(e.op, v))
+            return Val.int_(self.int.neg(x) if e.op == "-" else self.int.bnot(x))
+        self.error(e, f"the '{e.op}' operator is not available here in kernel Lua")
+        return Val.nil()
+
+    def logical(self, e: ast.BinOp, scope) -> Val:
+        """`a and b` / `a or b` as values: the operand Lua would return."""
+        b = self.b
+        a = self.expr(e.left, scope)
+        truth = a.const_truth()
+        if truth is not None:
+            if (e.op == "and") == truth:
+                return self.expr(e.right, scope)
+            return a
+        # the part of a that can be the result: its falsy kinds for `and`, truthy ones for `or`
+        keep_kinds = falsy_kinds(a.kinds) if e.op == "and" else frozenset(a.kinds & {"int", "bool"})
+        other, keep, join = b.block("rhs"), b.block("keep"), b.block("logic_end")
+        self.truth_branch(a, other, keep) if e.op == "and" else self.truth_branch(a, keep, other)
+        b.start(other)
+        rhs = self.expr(e.right, scope)
+        var = self.new_var((self._inst_id(), id(e)), "logic", keep_kinds | rhs.kinds)
+        self.assign(var, rhs)
+        b.jump(join)
+        b.start(keep)
+        self.assign(var, Val(a.tag, a.payload if "int" in keep_kinds else 0, keep_kinds))
+        b.jump(join)
+        b.start(join)
+        return var.read()
+
+    def materialize(self, e, scope, v: Val | None = None) -> Val:
+        """A condition as a boolean value."""
+        b = self.b
+        t = b.copy(TRUE, "bool")
+        yes, no, join = b.block("yes"), b.block("no"), b.block("bool_end")
+        if v is not None:                      # `not v`
+            self.truth_branch(v, no, yes)
+        else:
+            self.cond(e, scope, yes, no)
+        b.start(no)
+        b.mov(t, FALSE)
+        b.jump(join)
+        b.start(yes)
+        b.jump(join)
+        b.start(join)
+        return Val.bool_(t)
+
+    # ---- conditions ----------------------------------------------------------
+
+    def cond(self, e, scope: Scope, then_: ir.Block, else_: ir.Block) -> None:
+        """Branch to then_ when e is true (in Lua's sense), else to else_."""
+        b = self.b
+        if isinstance(e, ast.Paren):
+            return self.cond(e.expr, scope, then_, else_)
+        if isinstance(e, ast.UnOp) and e.op == "not":
+            return self.cond(e.operand, scope, else_, then_)
+        if isinstance(e, ast.BinOp) and e.op in ("and", "or"):
+            mid = b.block("cond")
+            if e.op == "and":
+                self.cond(e.left, scope, mid, else_)
+            else:
+                self.cond(e.left, scope, then_, mid)
+            b.start(mid)
+            return self.cond(e.right, scope, then_, else_)
+        if isinstance(e, ast.BinOp) and e.op in COMPARE:
+            return self.compare(e, scope, then_, else_)
+        self.truth_branch(self.expr(e, scope), then_, else_)
+
+    def truth_branch(self, v: Val, then_: ir.Block, else_: ir.Block) -> None:
+        t = v.const_truth()
+        if t is not None:
+            self.b.jump(then_ if t else else_)
+        else:
+            self.b.branch("ge", v.tag, TRUE, then_, else_)
+
+    def compare(self, e: ast.BinOp, scope, then_, else_) -> None:
+        b = self.b
+        a = self.expr(e.left, scope)
+        c = self.expr(e.right, scope)
+        b.loc = e.span
+        if e.op in ("==", "~="):
+            yes, no = (then_, else_) if e.op == "==" else (else_, then_)
+            return self.equality(a, c, yes, no)
+        if not (a.is_int and c.is_int):
+            x = self.int_operand(a, e.left, compare_message(a, c))
+            y = self.int_operand(c, e.right, compare_message(a, c))
+        else:
+            x, y = a.payload, c.payload
+        cond = COMPARE[e.op]
+        if isinstance(x, int) and isinstance(y, int):
+            b.jump(then_ if luaint.COMPARE[e.op](x, y) else else_)
+            return
+        b.branch(cond, x, y, then_, else_)
+
+    def equality(self, a: Val, c: Val, yes, no) -> None:
+        b = self.b
+        if a.is_const and c.is_const:
+            b.jump(yes if (a.tag, a.payload) == (c.tag, c.payload) else no)
+            return
+        if not (a.kinds & c.kinds):
+            b.jump(no)
+            return
+        if isinstance(a.tag, int) and isinstance(c.tag, int):
+            if a.tag != c.tag:
+                b.jump(no)
+            elif a.tag == INT:
+                b.branch("eq", a.payload, c.payload, yes, no)
+            else:
+                b.jump(yes)
+            return
+        same_tag = b.block("same_tag")
+        b.branch("eq", a.tag, c.tag, same_tag, no)
+        b.start(same_tag)
+        if "int" in a.kinds and "int" in c.kinds:
+            b.branch("eq", a.payload, c.payload, yes, no)
+        else:
+            b.jump(yes)
+
+
+
+def arith_message(op: str, v: Val) -> str:
+    kind = "bitwise operation" if op in ("&", "|", "~", "<<", ">>") else "arithmetic"
+    which = type_name(v.kinds - {"int"}) if v.kinds - {"int"} else "non-number"
+    return f"attempt to perform {kind} on a {which} value"
+
+
+def compare_message(a: Val, c: Val) -> str:
+    ta, tc = type_name(a.kinds), type_name(c.kinds)
+    if ta == tc:
+        return f"attempt to compare two {ta} values"
+    return f"attempt to compare {ta} with {tc}"
+
+
+def describe(e) -> str:
+    names = {"Float": "floating-point numbers are", "String": "strings are",
+             "Vararg": "varargs ('...') are", "Function": "function values (closures) are",
+             "Table": "tables are", "Index": "indexing is", "Name": f"'{getattr(e, 'name', '')}' is"}
+    return names.get(type(e).__name__, f"this {type(e).__name__.lower()} is")
+
+
