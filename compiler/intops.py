@@ -38,6 +38,11 @@ class IntOps:
         if op in SIMPLE:
             return self._simple(SIMPLE[op], x, y)
         positive = y_range is not None and y_range[0] > 0
+        if isinstance(y, int) and y > 1 and y & (y - 1) == 0 and op in ("//", "/", "%"):
+            # floored division by 2^k is an arithmetic shift, floored modulo a mask: exact
+            if op == "%":
+                return self.b.bin("and", self.b.reg(x), y - 1)
+            return self.b.bin("arsh", self.b.reg(x), y.bit_length() - 1)
         if op in ("//", "/"):
             return self._floor_div(x, y, DIV_ZERO[op], positive)
         if op == "%":

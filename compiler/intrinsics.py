@@ -114,17 +114,29 @@ def _assert(lw, arg_nodes, node, scope):
     if not arg_nodes:
         lw.error(node, "bad argument #1 to 'assert' (value expected)")
         return []
-    v = lw.expr(arg_nodes[0], scope)
+    arg = arg_nodes[0]
     message = _message(lw, arg_nodes[1]) if len(arg_nodes) > 1 else "assertion failed!"
-    if message is None:
-        return [v]
     b = lw.b
     ok, bad = b.block("assert_ok"), b.block("assert_fail")
-    lw.truth_branch(v, ok, bad)
+    if _is_boolean(arg):                # a comparison that passed is `true`: branch on it
+        lw.cond(arg, scope, ok, bad)
+        v = Val.bool_(True)
+    else:
+        v = lw.expr(arg, scope)
+        lw.truth_branch(v, ok, bad)
+    if message is None:
+        message = "assertion failed!"
     b.start(bad)
     lw.runtime_error(node.span, message)
     b.start(ok)
     return [v]
+
+
+def _is_boolean(node) -> bool:
+    while isinstance(node, ast.Paren):
+        node = node.expr
+    return (isinstance(node, ast.BinOp) and node.op in ("==", "~=", "<", "<=", ">", ">=")
+            or isinstance(node, ast.UnOp) and node.op == "not")
 
 
 # ---- math ---------------------------------------------------------------------

@@ -10,7 +10,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # What the runtime needs, and what only the benchmark and object-file tests need.
 RUNTIME_PACKAGES=(python3-bpfcc python3-venv iproute2 bpftool libbpf1)
-BENCH_PACKAGES=(clang llvm)
+BENCH_PACKAGES=(clang-19 llvm-19)   # v4 ISA (signed division) for the C peers
 PYTHON=/usr/bin/python3           # Debian's: pyenv's or other pythons cannot import bcc
 VENV=.venv
 
