@@ -144,9 +144,8 @@ def compile_file(source: str, filename: str, hook: str | None = None,
     """Every program of a script file. With no hook entry point (such as `filter`) in the
     script, each top-level function is a program of the function hook, called with
     integer arguments (what `luabpf call` and `run_function` run)."""
-    from luabpf.compiler.parser import parse
-    from luabpf.compiler.check import check
-    check(parse(source, filename))
+    from luabpf.compiler.program import parse_and_check
+    parse_and_check(source, filename)
     programs = []
     for name, nparams in entry_points(source, filename):
         prog = compile_function(source, name, ("int",) * nparams, filename, max_loop=max_loop)
@@ -154,6 +153,7 @@ def compile_file(source: str, filename: str, hook: str | None = None,
     if not programs:
         from luabpf.compiler.diagnostics import Diagnostic
         from luabpf.compiler.source import Span
+        from luabpf.compiler.source import Source
         raise CompileError([Diagnostic("the script defines no function to compile",
-                                       Span(filename, 1, 1, 1, 2))])
+                                       Span(filename, 1, 1, 1, 2))], Source(source, filename))
     return programs

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from luabpf.compiler import ir
 from luabpf.compiler.bpf import disasm, encode
+from luabpf.compiler.check import check
 
 from luabpf.compiler.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.emit import emit
@@ -77,13 +78,23 @@ def layout_frame(fn: ir.Function, spill_slots: list[ir.StackSlot], loops: bool, 
     return offset
 
 
+def parse_and_check(text: str, filename: str):
+    """The checked syntax tree of a script; every error carries the source for rendering."""
+    try:
+        chunk = parse(text, filename)
+        check(chunk)
+    except CompileError as e:
+        if e.source is None:
+            e.source = Source(text, filename)
+        raise
+    return chunk
+
+
 def compile_program(text: str, filename: str, hook, options: Options | None = None,
                     chunk=None) -> CompiledProgram:
     source = Source(text, filename)
     if chunk is None:
-        chunk = parse(text, filename)
-        from luabpf.compiler.check import check
-        check(chunk)
+        chunk = parse_and_check(text, filename)
     options = options or Options()
     low = lower(chunk, source, hook, options)
     fn = optimise(low.function)
