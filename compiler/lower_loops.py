@@ -28,6 +28,17 @@ class LoopLowering:
                 self.b.emit(ir.Bin("add", r, r, zero))
         return self.b.copy(zero, "iterations")
 
+    def raw_loop(self, carried: list[ir.VReg]) -> ir.Block:
+        """Open a loop the compiler itself needs (pattern matching, byte scans): blind the
+        registers the loop carries, start the head (with may_goto when the kernel has it)
+        and return the head block, which the loop's back-edges jump to. Every such loop
+        must be bounded by its own logic (a length)."""
+        if self.options.loops == "may_goto":
+            zero = self.opaque_zero()
+            for r in carried:
+                self.b.emit(ir.Bin("add", r, r, zero))
+        return self.loop_head(self.budget_block(self.b.loc))
+
     def assigned_outer_vars(self, body: ast.Block, scope: Scope) -> list[Var]:
         found: dict[int, Var] = {}
         for node in ast.walk(body):
