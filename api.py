@@ -55,12 +55,23 @@ def _options(max_loop: int | None, loops: str | None) -> Options:
     return opts
 
 
-def compile(source: str, filename: str = "<string>", hook=None, *, max_loop: int | None = None,
+HOOK_NAMES = ("xdp", "tc")
+
+
+def make_hook(hook):
+    """A hook record from a name ('xdp', 'tc') or the record itself."""
+    if isinstance(hook, str):
+        from luabpf.compiler.packet import filter_hook
+        if hook not in HOOK_NAMES:
+            raise ValueError(f"unknown hook {hook!r}: choose one of {', '.join(HOOK_NAMES)}")
+        return filter_hook(hook)
+    return hook
+
+
+def compile(source: str, filename: str = "<string>", hook="xdp", *, max_loop: int | None = None,
             loops: str | None = None) -> Program:
-    """Compile kernel Lua; `hook` is a hook record (or a name, once hooks are registered)."""
-    if hook is None:
-        raise ValueError("compile() needs a hook")
-    return Program(compile_program(source, filename, hook, _options(max_loop, loops)))
+    """Compile kernel Lua for a hook: 'xdp' or 'tc' for `filter(hdr, pld)`, or a hook record."""
+    return Program(compile_program(source, filename, make_hook(hook), _options(max_loop, loops)))
 
 
 def _arg_kind(value) -> str:

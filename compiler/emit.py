@@ -110,6 +110,12 @@ class Emitter:
         self.put(I.neg(r, loc=self.loc))
         self.writeback(op.dst, r)
 
+    def op_Swap(self, op: ir.Swap) -> None:
+        r = self.dst_reg(op.dst)
+        self.mov_into(r, op.a)
+        self.put(I.to_be(r, op.bits, loc=self.loc))
+        self.writeback(op.dst, r)
+
     def base(self, base, off: int) -> tuple[int, int]:
         if isinstance(base, ir.StackSlot):
             return FP, base.offset + off

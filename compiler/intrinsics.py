@@ -197,3 +197,57 @@ def _swap(cond: str) -> str:
 
 register("math.min")(_extreme("min", "slt", min))
 register("math.max")(_extreme("max", "sgt", max))
+
+
+# ---- strings, layouts, verdicts ---------------------------------------------------------
+
+@register("tostring")
+def _tostring(lw, args, node, scope):
+    """tostring(view) is the view (kernel Lua's strings are views); constants convert."""
+    if not args:
+        lw.error(node, "bad argument #1 to 'tostring' (value expected)")
+        return [Val.nil()]
+    v = args[0]
+    if v.kinds == frozenset({"str"}):
+        return [v]
+    if v.is_const:
+        p = v.python()
+        return [Val.string(b"nil" if p is None else (b"true" if p is True else b"false" if p is False
+                                                         else str(p).encode()))]
+    lw.error(node, "tostring of a number known only at run time is not available in kernel Lua "
+                   "(there is no string building)")
+    return [Val.nil()]
+
+
+@register("data.layout", raw=True)
+def _layout(lw, arg_nodes, node, scope):
+    from luabpf.compiler.layout import LayoutError, layout_from_table
+    if len(arg_nodes) != 1 or not isinstance(arg_nodes[0], ast.Table):
+        lw.error(node, "data.layout takes a table: data.layout{ name = {bit_offset, bit_width}, … }")
+        return [Val.nil()]
+    try:
+        return [Val.object(layout_from_table(arg_nodes[0]))]
+    except LayoutError as e:
+        lw.error(e.node, e.message)
+        return [Val.nil()]
+
+
+def _register_actions() -> None:
+    from luabpf.compiler.packet import ACTIONS
+    for (module, name), value in ACTIONS.items():
+        REGISTRY[(module, name)] = Intrinsic(value=Val.int_(value))
+
+
+def _string_function(method: str):
+    def lower(lw, args, node, scope):
+        from luabpf.compiler import views
+        if not args:
+            lw.error(node, f"bad argument #1 to '{method}' (string expected, got no value)")
+            return [Val.nil()]
+        return views.call_method(lw, args[0], method, args[1:], node)
+    return lower
+
+
+for _m in ("byte", "sub", "len", "match", "find"):
+    register(f"string.{_m}")(_string_function(_m))
+_register_actions()

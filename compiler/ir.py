@@ -97,6 +97,20 @@ class Neg(Op):
 
 
 @dataclass(eq=False)
+class Swap(Op):
+    """dst = a with its low `bits` bits in big-endian order read as a number (be16/be32/be64)."""
+    dst: VReg
+    a: VReg
+    bits: int
+
+    def uses(self):
+        return [self.a]
+
+    def defs(self):
+        return [self.dst]
+
+
+@dataclass(eq=False)
 class Load(Op):
     """dst = *(size *)(base + off); base a VReg or the frame (a StackSlot)."""
     size: int

@@ -32,7 +32,7 @@ from luabpf.compiler.intops import IntOps
 from luabpf.compiler.lower_expr import ExprLowering
 from luabpf.compiler.lower_loops import LoopLowering
 from luabpf.compiler.source import Source, Span
-from luabpf.compiler.values import Val, Var, type_name
+from luabpf.compiler.values import VIEW_KINDS, Val, Var, type_name
 
 GLOBALS_MAP = "luabpf_globals"
 ERRORS_MAP = "luabpf_errors"
@@ -72,6 +72,7 @@ class Lowerer(ExprLowering, LoopLowering):
         self.prologue = self.b.cur
         self._gptr: ir.VReg | None = None
         self._zero_reads = False
+        self.packet = None                      # the packet of a filter hook (views.Packet)
 
     # ---- diagnostics and runtime errors --------------------------------------
 
@@ -121,9 +122,16 @@ class Lowerer(ExprLowering, LoopLowering):
         return Diagnostic(message, Span(self.source.filename, 1, 1, 1, 2))
 
     def _finish_prologue(self, body: ir.Block) -> None:
-        """The entry block: look up the globals map once if anything needs it."""
+        """The entry block: the hook's set-up (a packet's pointers and headers), then the
+        globals map, looked up once if anything needs it."""
         b = self.b
         b.cur = self.prologue
+        self.after_prologue = b.block("setup")
+        if hasattr(self.hook, "finish_prologue"):
+            self.hook.finish_prologue(self)
+        if not b.terminated:
+            b.jump(self.after_prologue)
+        b.cur = self.after_prologue
         if self._gptr is None:
             b.jump(body)
             return
@@ -209,6 +217,9 @@ class Lowerer(ExprLowering, LoopLowering):
         v = self.const_expr(value) if value is not None else Val.nil()
         if v is None:
             return
+        if "obj" in v.kinds or v.data is not None:   # a layout, a constant string: a constant
+            self.top.names[target.name] = v
+            return
         if v.kinds == frozenset({"nil"}):
             self.error(target, f"global '{target.name}' needs an initial value (an integer or a boolean)")
             return
@@ -250,10 +261,21 @@ class Lowerer(ExprLowering, LoopLowering):
             self.kinds[var.key] = var.kinds | v.kinds
             raise Restart()
         var.range = None
+        if v.data is not None and var.const is None:
+            self.error_at_loc("a constant string can only be held by a local that is never "
+                              "reassigned in kernel Lua")
+            return
+        if "lview" in v.kinds:
+            if var.obj is None:
+                var.obj = v.obj
+            elif var.obj is not v.obj:
+                self.error_at_loc("a variable holds views of one layout only in kernel Lua")
         if var.tag is not None:
             self.b.mov(var.tag, v.tag)
         if var.payload is not None:
-            self.b.mov(var.payload, v.payload if "int" in v.kinds else 0)
+            self.b.mov(var.payload, v.payload if v.kinds & ({"int"} | VIEW_KINDS) else 0)
+        if var.length is not None:
+            self.b.mov(var.length, v.length if v.kinds & VIEW_KINDS else 0)
 
     def inline_call(self, fd: FuncDef, args: list[Val], span: Span) -> tuple[list[Val], object]:
         if len(self.instances) >= MAX_INLINE_DEPTH:
@@ -263,6 +285,9 @@ class Lowerer(ExprLowering, LoopLowering):
         scope = Scope(self.top)
         for i, p in enumerate(fd.node.params):
             v = args[i] if i < len(args) else Val.nil()
+            if v.data is not None or "obj" in v.kinds:       # constants are bound, not stored
+                scope.names[p] = v
+                continue
             var = self.new_var((inst.id, "param", i), p, v.kinds)
             self.assign(var, v)
             scope.names[p] = var
@@ -319,9 +344,21 @@ class Lowerer(ExprLowering, LoopLowering):
         vals = self.explist(st.values, scope, len(st.names))
         for i, n in enumerate(st.names):
             v = vals[i] if i < len(vals) else Val.nil()
+            if (v.data is not None or "obj" in v.kinds) and not self.reassigned(n.name):
+                scope.names[n.name] = v          # a constant string or a library object
+                continue
             var = self.new_var((self._inst_id(), id(n)), n.name, v.kinds)
             self.assign(var, v)
             scope.names[n.name] = var
+
+    def reassigned(self, name: str) -> bool:
+        """Whether the function being lowered assigns to `name` anywhere."""
+        body = self.instances[-1].func.node.body if self.instances else self.chunk.body
+        return any(isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.name == name
+                                                     for t in n.targets) for n in ast.walk(body))
+
+    def error_at_loc(self, message: str) -> None:
+        self.diags.error(self.b.loc, message)
 
     def stmt_LocalFunction(self, st: ast.LocalFunction, scope: Scope) -> None:
         self.error(st, "closures are not available in kernel Lua: define functions at top level")

@@ -7,10 +7,10 @@ values of any kind, and the runtime checks that an operand is an integer.
 """
 from __future__ import annotations
 
-from luabpf.compiler import ast, intrinsics, ir, luaint
+from luabpf.compiler import ast, intrinsics, ir, luaint, views
 from luabpf.compiler.intops import COMPARE
 from luabpf.compiler.bindings import FuncDef, GlobalVar, Scope
-from luabpf.compiler.values import FALSE, INT, TRUE, Val, Var, falsy_kinds, type_name
+from luabpf.compiler.values import FALSE, INT, STR, TRUE, Val, Var, falsy_kinds, type_name
 
 ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
 
@@ -71,10 +71,16 @@ class ExprLowering:
 
     def expr_Index(self, e: ast.Index, scope):
         v = intrinsics.index(self, e, scope)
-        if v is None:
-            self.error(e, "indexing is not available here in kernel Lua")
+        if v is not None:
+            return v
+        obj = self.expr(e.obj, scope)
+        if not isinstance(e.key, ast.String):
+            self.error(e, "indexing with a computed key is not available in kernel Lua")
             return Val.nil()
-        return v
+        return views.index_value(self, obj, e.key.value.decode(), e)
+
+    def expr_String(self, e: ast.String, scope):
+        return Val.string(e.value)
 
     def expr_Call(self, e, scope):
         vals = self.call(e, scope)
@@ -89,6 +95,11 @@ class ExprLowering:
                 args = self.explist(e.args, scope, None)
                 vals, _ = self.inline_call(binding, args, e.span)
                 return vals
+        if isinstance(e, ast.MethodCall):
+            obj = self.expr(e.obj, scope)
+            args = self.explist(e.args, scope, None)
+            self.b.loc = e.span
+            return views.call_method(self, obj, e.method, args, e)
         handler = intrinsics.call(self, e, scope)
         if handler is None:
             self.error(e, f"{describe(e.func) if isinstance(e, ast.Call) else 'this method'} "
@@ -139,6 +150,13 @@ class ExprLowering:
             v = self.expr(e.operand, scope)
             x = self.int_operand(v, e.operand, arith_message(e.op, v))
             return Val.int_(self.int.neg(x) if e.op == "-" else self.int.bnot(x))
+        if e.op == "#":
+            v = self.expr(e.operand, scope)
+            if v.kinds & {"str"}:
+                v = views.require(self, v, "str", e, f"attempt to get length of a {type_name(v.kinds - {'str'})} value")
+                return Val.int_(views.length(self, v), (0, 0xFFFF))
+            self.error(e, "'#' gives the length of strings and views only in kernel Lua")
+            return Val.nil()
         self.error(e, f"the '{e.op}' operator is not available here in kernel Lua")
         return Val.nil()
 
@@ -204,6 +222,25 @@ class ExprLowering:
             return self.compare(e, scope, then_, else_)
         self.truth_branch(self.expr(e, scope), then_, else_)
 
+    def string_equality(self, a: Val, c: Val, yes, no) -> None:
+        """== where both sides may be strings: same tag, then bytes (or payloads)."""
+        b = self.b
+        sa = Val(STR, a.payload, frozenset({"str"}), None, a.length, a.data)
+        sc = Val(STR, c.payload, frozenset({"str"}), None, c.length, c.data)
+        if a.kinds == c.kinds == frozenset({"str"}):
+            return views.equal_strings(self, sa, sc, yes, no)
+        same, strings, other = b.block("eq_tag"), b.block("eq_str"), b.block("eq_other")
+        b.branch("eq", a.tag, c.tag, same, no)
+        b.start(same)
+        b.branch("eq", a.tag if isinstance(a.tag, ir.VReg) else c.tag, STR, strings, other)
+        b.start(strings)
+        views.equal_strings(self, sa, sc, yes, no)
+        b.start(other)
+        if "int" in a.kinds and "int" in c.kinds:
+            b.branch("eq", a.payload, c.payload, yes, no)
+        else:
+            b.jump(yes)
+
     def truth_branch(self, v: Val, then_: ir.Block, else_: ir.Block) -> None:
         t = v.const_truth()
         if t is not None:
@@ -232,6 +269,12 @@ class ExprLowering:
 
     def equality(self, a: Val, c: Val, yes, no) -> None:
         b = self.b
+        if "lview" in a.kinds and "lview" in c.kinds or "obj" in a.kinds | c.kinds:
+            self.error_at_loc("comparing layouts or library values is not available in kernel Lua")
+            b.jump(no)
+            return
+        if "str" in a.kinds and "str" in c.kinds:
+            return self.string_equality(a, c, yes, no)
         if a.is_const and c.is_const:
             b.jump(yes if (a.tag, a.payload) == (c.tag, c.payload) else no)
             return

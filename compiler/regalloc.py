@@ -127,7 +127,7 @@ def hints(fn: ir.Function) -> dict[int, list[ir.VReg]]:
             if isinstance(op, ir.Mov) and isinstance(op.src, ir.VReg):
                 prefer.setdefault(id(op.dst), []).append(op.src)
                 prefer.setdefault(id(op.src), []).append(op.dst)
-            elif isinstance(op, (ir.Bin, ir.Neg)) and isinstance(op.a, ir.VReg):
+            elif isinstance(op, (ir.Bin, ir.Neg, ir.Swap)) and isinstance(op.a, ir.VReg):
                 prefer.setdefault(id(op.dst), []).append(op.a)
     return prefer
 

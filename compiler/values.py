@@ -6,6 +6,12 @@ types so that truth is one unsigned compare (tag >= TRUE); the payload is the
 integer for INT and always 0 otherwise, so equality is tag == tag and
 payload == payload. A value whose type is known statically carries a constant
 tag and costs no register for it.
+
+Strings are views of bytes: a constant (`data`, known at compile time) or a
+range of the packet (`payload` = start offset, `length`). A layout view (a
+header such as `hdr.ip`, or `view:layout(L)`) is a view plus a static
+`obj` (the Layout). Compile-time objects (`hdr`, modules, layouts) are values
+of kind "obj" with the object in `obj`; they never live in registers.
 """
 from __future__ import annotations
 
@@ -13,10 +19,11 @@ from dataclasses import dataclass
 
 from luabpf.compiler.ir import VReg
 
-NIL, FALSE, TRUE, INT = 0, 1, 2, 3
+NIL, FALSE, TRUE, INT, STR, LVIEW, OBJ = 0, 1, 2, 3, 4, 5, 6
 
-KINDS = ("nil", "bool", "int")
-TAG_KIND = {NIL: "nil", FALSE: "bool", TRUE: "bool", INT: "int"}
+KINDS = ("nil", "bool", "int", "str", "lview", "obj")
+TAG_KIND = {NIL: "nil", FALSE: "bool", TRUE: "bool", INT: "int", STR: "str", LVIEW: "lview", OBJ: "obj"}
+VIEW_KINDS = frozenset({"str", "lview"})
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,6 +32,26 @@ class Val:
     payload: int | VReg
     kinds: frozenset     # which of KINDS the value may be
     range: tuple[int, int] | None = None     # bounds of an integer payload, when known
+    length: int | VReg = 0                   # bytes of a string or layout view
+    data: bytes | None = None                # a constant string's bytes
+    obj: object = None                       # a layout view's Layout; a compile-time object
+
+    @staticmethod
+    def string(data: bytes) -> "Val":
+        return Val(STR, 0, frozenset({"str"}), length=len(data), data=data)
+
+    @staticmethod
+    def view(start, length, range=None) -> "Val":
+        """A string that is bytes [start, start + length) of the packet."""
+        return Val(STR, start, frozenset({"str"}), length=length)
+
+    @staticmethod
+    def layout_view(start, length, layout) -> "Val":
+        return Val(LVIEW, start, frozenset({"lview"}), length=length, obj=layout)
+
+    @staticmethod
+    def object(obj) -> "Val":
+        return Val(OBJ, 0, frozenset({"obj"}), obj=obj)
 
     @staticmethod
     def int_(v: int | VReg, range: tuple[int, int] | None = None) -> "Val":
@@ -42,7 +69,9 @@ class Val:
 
     @property
     def is_const(self) -> bool:
-        return isinstance(self.tag, int) and isinstance(self.payload, int)
+        if self.kinds & VIEW_KINDS:
+            return self.data is not None
+        return isinstance(self.tag, int) and isinstance(self.payload, int) and "obj" not in self.kinds
 
     @property
     def is_int(self) -> bool:
@@ -52,10 +81,10 @@ class Val:
         """True/False when the truth of the value is known at compile time."""
         if isinstance(self.tag, int):
             return self.tag >= TRUE
-        if "int" not in self.kinds and "bool" not in self.kinds:
-            return False
-        if self.kinds == frozenset({"int"}):
+        if not self.kinds & {"nil", "bool"}:
             return True
+        if self.kinds == frozenset({"nil"}):
+            return False
         return None
 
     def python(self):
@@ -65,6 +94,8 @@ class Val:
             return None
         if self.tag in (FALSE, TRUE):
             return self.tag == TRUE
+        if self.data is not None:
+            return self.data
         return self.payload
 
 
@@ -73,7 +104,8 @@ def falsy_kinds(kinds: frozenset) -> frozenset:
 
 
 def type_name(kinds: frozenset) -> str:
-    names = {"nil": "nil", "bool": "boolean", "int": "number"}
+    names = {"nil": "nil", "bool": "boolean", "int": "number", "str": "string", "lview": "layout",
+             "obj": "library value"}
     return " or ".join(names[k] for k in KINDS if k in kinds) or "no value"
 
 
@@ -88,11 +120,15 @@ class Var:
         self.range: tuple[int, int] | None = None   # bounds of the integer, when known
         self.tag: VReg | None = None
         self.payload: VReg | None = None
+        self.length: VReg | None = None
+        self.obj = None                         # the Layout of a layout view, fixed
         if const is None:
             if len(kinds) > 1 or "bool" in kinds:
                 self.tag = new_vreg(name + ".t")
-            if "int" in kinds:
+            if kinds & ({"int"} | VIEW_KINDS):
                 self.payload = new_vreg(name)
+            if kinds & VIEW_KINDS:
+                self.length = new_vreg(name + ".len")
 
     def read(self) -> Val:
         if self.const is not None:
@@ -100,8 +136,9 @@ class Var:
         if self.tag is not None:
             tag = self.tag
         else:
-            tag = INT if "int" in self.kinds else NIL
-        return Val(tag, self.payload if self.payload is not None else 0, self.kinds, self.range)
+            tag = next((t for t, k in TAG_KIND.items() if k in self.kinds and t not in (FALSE, TRUE)), NIL)
+        return Val(tag, self.payload if self.payload is not None else 0, self.kinds, self.range,
+                   self.length if self.length is not None else 0, None, self.obj)
 
     def registers(self) -> list[VReg]:
-        return [r for r in (self.tag, self.payload) if r is not None]
+        return [r for r in (self.tag, self.payload, self.length) if r is not None]

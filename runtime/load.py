@@ -100,6 +100,28 @@ class LoadedProgram:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @property
+    def prog_type(self) -> int:
+        return self.compiled.hook.prog_type
+
+    def run(self, frame: bytes, repeat: int = 1, timed: bool = False):
+        """BPF_PROG_TEST_RUN on one frame: the verdict (an IntEnum); with timed=True,
+        (verdict, mean ns per run) over `repeat` runs."""
+        from luabpf.runtime.verdicts import action_for
+        if len(frame) < 14:
+            raise ValueError("a frame needs at least 14 bytes (an Ethernet header)")
+        res = kernel.prog_test_run(self.fd, data_in=bytes(frame), repeat=repeat)
+        verdict = action_for(self.prog_type, res.retval)
+        return (verdict, res.duration_ns) if timed else verdict
+
+    def describe_errors(self) -> list[str]:
+        """The runtime errors counted so far: ['f.lua:LINE: message (N times)', …]."""
+        out = []
+        for site, n in sorted(self.error_counts().items()):
+            s = self.compiled.sites[site]
+            out.append(f"{self.compiled.source.filename}:{s.line}: {s.message} ({n} time{'s' if n != 1 else ''})")
+        return out
+
     def run_ctx(self, ctx: bytes) -> bytes:
         """BPF_PROG_TEST_RUN with a context the program reads and writes back."""
         res = kernel.prog_test_run(self.fd, ctx_in=ctx, ctx_inout=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from luabpf.compiler import ir
 
-PURE = (ir.Mov, ir.Bin, ir.Neg, ir.Load, ir.SlotAddr, ir.LoadMap)
+PURE = (ir.Mov, ir.Bin, ir.Neg, ir.Swap, ir.Load, ir.SlotAddr, ir.LoadMap)
 
 
 def reachable(fn: ir.Function) -> list[ir.Block]:
@@ -175,7 +175,7 @@ def retarget(fn: ir.Function) -> None:
         while i < len(b.ops):
             mov, prev = b.ops[i], b.ops[i - 1]
             if (isinstance(mov, ir.Mov) and isinstance(mov.src, ir.VReg)
-                    and isinstance(prev, (ir.Bin, ir.Neg, ir.Load, ir.Mov))
+                    and isinstance(prev, (ir.Bin, ir.Neg, ir.Swap, ir.Load, ir.Mov))
                     and prev.dst is mov.src and uses.get(id(mov.src)) == 1
                     and defs.get(id(mov.src)) == 1 and _can_write(prev, mov.dst)):
                 prev.dst = mov.dst
