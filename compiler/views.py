@@ -111,8 +111,19 @@ def index_layout(lw, v: Val, key: str, node) -> Val:
     if f is None:
         lw.error(node, f"layout '{layout.name}' has no field '{key}'")
         return Val.nil()
-    v = require(lw, v, "lview", node, f"attempt to index a nil value (field '{key}')")
+    v = require(lw, v, "lview", node, f"attempt to index a nil value ({describe_holder(node)})")
     return read_field(lw, v, f, node)
+
+
+def describe_holder(node) -> str:
+    """How Lua names the value being indexed: (field 'tcp'), (local 'h'), (global 'g')."""
+    from luabpf.compiler import ast
+    obj = getattr(node, "obj", None)
+    if isinstance(obj, ast.Index) and isinstance(obj.key, ast.String):
+        return f"field '{obj.key.value.decode()}'"
+    if isinstance(obj, ast.Name):
+        return f"local '{obj.name}'"
+    return "a value"
 
 
 def require(lw, v: Val, kind: str, node, message: str) -> Val:
