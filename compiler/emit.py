@@ -1,9 +1,8 @@
 """Emission: allocated IR → BPF instructions with symbolic labels.
 
 Owns the translation of each IR operation to instructions once registers are
-known: three-address operations become `dst = a; dst op= b`, spilled operands
-go through the scratch registers, helper calls get their arguments by a
-parallel move into r1–r5, and blocks are laid out so that a jump to the next
+known: three-address operations become `dst = a; dst op= b`, helper calls
+get their arguments by a parallel move into r1–r5, and blocks are laid out so that a jump to the next
 block disappears. Labels stay symbolic; `bpf.encode.resolve` turns them into
 offsets afterwards ("no instructions are added after this point").
 """
@@ -42,27 +41,8 @@ class Emitter:
     def put(self, x) -> None:
         self.out.append(x)
 
-    def spilled(self, v: ir.VReg) -> ir.StackSlot | None:
-        where = self.alloc.where(v)
-        return where if isinstance(where, ir.StackSlot) else None
-
-    def reg_of(self, v: ir.VReg, scratch_index: int) -> int:
-        """The register holding v, loading it into a scratch register if it is spilled."""
-        slot = self.spilled(v)
-        if slot is None:
-            return self.alloc.regs[id(v)]
-        r = self.alloc.scratch[scratch_index]
-        self.put(I.load(Size.of(8), r, FP, slot.offset, loc=self.loc))
-        return r
-
-    def dst_reg(self, v: ir.VReg) -> int:
-        slot = self.spilled(v)
-        return self.alloc.scratch[0] if slot is not None else self.alloc.regs[id(v)]
-
-    def writeback(self, v: ir.VReg, r: int) -> None:
-        slot = self.spilled(v)
-        if slot is not None:
-            self.put(I.store(Size.of(8), FP, slot.offset, r, loc=self.loc))
+    def reg(self, v: ir.VReg) -> int:
+        return self.alloc.regs[id(v)]
 
     def mov_into(self, r: int, src) -> None:
         if isinstance(src, ir.Phys):
@@ -73,12 +53,8 @@ class Emitter:
                 self.put(I.mov(r, src, loc=self.loc))
             else:
                 self.put(I.ld_imm64(r, src, loc=self.loc))
-        else:
-            slot = self.spilled(src)
-            if slot is not None:
-                self.put(I.load(Size.of(8), r, FP, slot.offset, loc=self.loc))
-            elif self.alloc.regs[id(src)] != r:
-                self.put(I.mov(r, I.Register(self.alloc.regs[id(src)]), loc=self.loc))
+        elif self.reg(src) != r:
+            self.put(I.mov(r, I.Register(self.reg(src)), loc=self.loc))
 
     # ---- operations ----
     def op(self, op: ir.Op) -> None:
@@ -86,15 +62,13 @@ class Emitter:
         getattr(self, "op_" + type(op).__name__)(op)
 
     def op_Mov(self, op: ir.Mov) -> None:
-        r = self.dst_reg(op.dst)
-        self.mov_into(r, op.src)
-        self.writeback(op.dst, r)
+        self.mov_into(self.reg(op.dst), op.src)
 
     def op_Bin(self, op: ir.Bin) -> None:
         alu, off = ALU[op.op]
-        r = self.dst_reg(op.dst)
+        r = self.reg(op.dst)
         if isinstance(op.b, ir.VReg):
-            rb = self.reg_of(op.b, 1)
+            rb = self.reg(op.b)
             if rb == r and op.a is not op.b:
                 raise InternalError(f"right operand shares the destination register: {op!r}")
             self.mov_into(r, op.a)
@@ -102,30 +76,25 @@ class Emitter:
         else:
             self.mov_into(r, op.a)
             self.put(alu.imm(r, op.b, off=off, loc=self.loc))
-        self.writeback(op.dst, r)
 
     def op_Neg(self, op: ir.Neg) -> None:
-        r = self.dst_reg(op.dst)
+        r = self.reg(op.dst)
         self.mov_into(r, op.a)
         self.put(I.neg(r, loc=self.loc))
-        self.writeback(op.dst, r)
 
     def op_Swap(self, op: ir.Swap) -> None:
-        r = self.dst_reg(op.dst)
+        r = self.reg(op.dst)
         self.mov_into(r, op.a)
         self.put(I.to_be(r, op.bits, loc=self.loc))
-        self.writeback(op.dst, r)
 
     def base(self, base, off: int) -> tuple[int, int]:
         if isinstance(base, ir.StackSlot):
             return FP, base.offset + off
-        return self.reg_of(base, 1), off
+        return self.reg(base), off
 
     def op_Load(self, op: ir.Load) -> None:
         rb, off = self.base(op.base, op.off)
-        r = self.dst_reg(op.dst)
-        self.put(I.load(Size.of(op.size), r, rb, off, loc=self.loc))
-        self.writeback(op.dst, r)
+        self.put(I.load(Size.of(op.size), self.reg(op.dst), rb, off, loc=self.loc))
 
     def op_Store(self, op: ir.Store) -> None:
         rb, off = self.base(op.base, op.off)
@@ -134,40 +103,31 @@ class Emitter:
                 raise InternalError(f"store of a 64-bit immediate: {op!r}")
             self.put(I.store_imm(Size.of(op.size), rb, off, op.src, loc=self.loc))
         else:
-            self.put(I.store(Size.of(op.size), rb, off, self.reg_of(op.src, 0), loc=self.loc))
+            self.put(I.store(Size.of(op.size), rb, off, self.reg(op.src), loc=self.loc))
 
     def op_AtomicAdd(self, op: ir.AtomicAdd) -> None:
-        rb = self.reg_of(op.base, 1)
-        rs = self.reg_of(op.src, 0)
-        self.put(I.atomic_add(Size.of(op.size), rb, op.off, rs, loc=self.loc))
+        self.put(I.atomic_add(Size.of(op.size), self.reg(op.base), op.off, self.reg(op.src), loc=self.loc))
 
     def op_SlotAddr(self, op: ir.SlotAddr) -> None:
-        r = self.dst_reg(op.dst)
+        r = self.reg(op.dst)
         self.put(I.mov(r, I.Register(FP), loc=self.loc))
         self.put(ALUOp.ADD.imm(r, op.slot.offset, loc=self.loc))
-        self.writeback(op.dst, r)
 
     def op_LoadMap(self, op: ir.LoadMap) -> None:
-        r = self.dst_reg(op.dst)
-        self.put(I.ld_map_fd(r, op.map_name, loc=self.loc))
-        self.writeback(op.dst, r)
+        self.put(I.ld_map_fd(self.reg(op.dst), op.map_name, loc=self.loc))
 
     def op_Call(self, op: ir.Call) -> None:
         self.call_args(op.args)
         self.put(I.call(op.helper, loc=self.loc))
-        if op.dst is not None:
-            slot = self.spilled(op.dst)
-            if slot is not None:
-                self.put(I.store(Size.of(8), FP, slot.offset, 0, loc=self.loc))
-            elif self.alloc.regs[id(op.dst)] != 0:
-                self.put(I.mov(self.alloc.regs[id(op.dst)], I.Register(0), loc=self.loc))
+        if op.dst is not None and self.reg(op.dst) != 0:
+            self.put(I.mov(self.reg(op.dst), I.Register(0), loc=self.loc))
 
     def call_args(self, args: list) -> None:
-        """Parallel move of register arguments into r1.., then spilled ones and constants."""
+        """Parallel move of register arguments into r1.., then the constants."""
         pending = {}                              # destination register → source register
         for i, a in enumerate(args):
-            if isinstance(a, ir.VReg) and self.spilled(a) is None:
-                src = self.alloc.regs[id(a)]
+            if isinstance(a, ir.VReg):
+                src = self.reg(a)
                 if src != i + 1:
                     pending[i + 1] = src
         parked = "stack"
@@ -187,7 +147,7 @@ class Emitter:
                 else:
                     self.put(I.mov(d, I.Register(src), loc=self.loc))
         for i, a in enumerate(args):
-            if not isinstance(a, ir.VReg) or self.spilled(a) is not None:
+            if not isinstance(a, ir.VReg):
                 self.mov_into(i + 1, a)
 
     # ---- terminators ----
@@ -212,10 +172,10 @@ class Emitter:
         cond, then_, else_ = t.cond, t.then_, t.else_
         if then_ is next_block and cond in NEGATE:
             cond, then_, else_ = NEGATE[cond], else_, then_
-        ra = self.reg_of(t.a, 0)
+        ra = self.reg(t.a)
         jop = JMP[cond]
         if isinstance(t.b, ir.VReg):
-            self.put(jop.reg(ra, self.reg_of(t.b, 1), then_.name, loc=self.loc))
+            self.put(jop.reg(ra, self.reg(t.b), then_.name, loc=self.loc))
         else:
             self.put(jop.imm(ra, t.b, then_.name, loc=self.loc))
         if else_ is not next_block:

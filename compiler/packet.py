@@ -167,11 +167,8 @@ class HeaderParser:
         b.mov(pld_len, size)
         self.done = b.block("parsed")
         self.pld_start, self.pld_len, self.size = pld_start, pld_len, size
-        eth_ok = b.block("eth")
-        b.branch("lt", size, 14, self.done, eth_ok)
-        b.start(eth_ok)
+        p = window(lw, 0, 14, self.done)
         self.publish("eth", 0)
-        p = window(lw, 0, 14)
         etype = load_bytes_be(lw, p, 12, 2)
         off = b.copy(14, "l3")
         for _ in range(2):                                  # up to two VLAN tags
@@ -180,7 +177,7 @@ class HeaderParser:
             b.start(check)
             b.branch("eq", etype, ETH_P_8021AD, tagged, untagged)
             b.start(tagged)
-            self.require(off, 4, self.done)
+            q = window(lw, off, 4, self.done, bounded=True)
             if "vlan" in h.tags:                            # hdr.vlan is the outer tag
                 outer, inner = b.block("vlan_outer"), b.block("vlan_inner")
                 b.branch("eq", h.tags["vlan"], NIL, outer, inner)
@@ -188,7 +185,6 @@ class HeaderParser:
                 self.publish("vlan", off)
                 b.jump(inner)
                 b.start(inner)
-            q = window(lw, off, 4)
             b.emit(ir.Mov(etype, load_bytes_be(lw, q, 2, 2)))
             b.emit(ir.Bin("add", off, off, 4))
             b.jump(untagged)
@@ -210,18 +206,9 @@ class HeaderParser:
         b.mov(self.pld_start, start)
         b.emit(ir.Bin("sub", self.pld_len, end, start))
 
-    def require(self, off, n: int, fail: ir.Block) -> None:
-        """Go on only if n bytes at off are inside the packet (size = data_end - data)."""
-        b = self.b
-        need = b.bin("add", off, n)
-        ok = b.block("have")
-        b.branch("gt", need, self.size, fail, ok)
-        b.start(ok)
-
     def ipv4(self, off, size) -> None:
         lw, b = self.lw, self.b
-        self.require(off, 20, self.done)
-        p = window(lw, off, 20)
+        p = window(lw, off, 20, self.done, bounded=True)
         b0 = b.vreg("ip.b0")
         b.emit(ir.Load(1, b0, p, 0))
         version = b.bin("rsh", b0, 4)
@@ -260,8 +247,7 @@ class HeaderParser:
 
     def ipv6(self, off, size) -> None:
         lw, b = self.lw, self.b
-        self.require(off, 40, self.done)
-        p = window(lw, off, 40)
+        p = window(lw, off, 40, self.done, bounded=True)
         b0 = b.vreg("ip6.b0")
         b.emit(ir.Load(1, b0, p, 0))
         ok = b.block("ip6_v6")
@@ -293,7 +279,7 @@ class HeaderParser:
         b.branch("eq", proto, icmp_proto, icmp, self.done)
         b.start(tcp)
         self.fits(off, 20, end)
-        p = window(lw, off, 20)
+        p = window(lw, off, 20, self.done, bounded=True)
         doff_byte = b.vreg("tcp.doff")
         b.emit(ir.Load(1, doff_byte, p, 12))
         doff = b.bin("lsh", b.bin("rsh", doff_byte, 4), 2)

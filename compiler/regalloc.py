@@ -3,9 +3,9 @@
 Owns liveness (a dataflow over blocks), live intervals over the linear block
 order, and linear-scan allocation. The BPF calling convention shapes it:
 a helper call clobbers r0–r5, so a value live across a call must sit in
-r6–r9 (or be spilled). Spilled values live in 8-byte stack slots; when any
-value is spilled, two scratch registers (r0, r5) are kept out of allocation
-for `emit` to load and store spilled operands through.
+r6–r9 (or be spilled). A spilled value lives in an 8-byte stack slot: every
+use loads it into a fresh temporary and every definition stores one, and
+allocation runs again (the temporaries are short and never spilled).
 
 Positions: operation k of the linear order reads its operands at 2k and
 writes its result at 2k+1. The right operand of `dst = a op b` is held until
@@ -19,7 +19,6 @@ from luabpf.compiler import ir
 
 CALLER_SAVED = [1, 2, 3, 4, 5, 0]       # preference order for values not live across calls
 CALLEE_SAVED = [6, 7, 8, 9]
-SCRATCH = (0, 5)
 
 
 @dataclass
@@ -28,18 +27,13 @@ class Interval:
     start: int
     end: int
     crosses_call: bool = False
+    ranges: list = field(default_factory=list)    # (start, end) per block: the holes are free
+    weight: float = 1.0                           # uses and defs: what spilling it costs
 
 
 @dataclass
 class Allocation:
     regs: dict[int, int] = field(default_factory=dict)        # vreg id → register
-    spills: dict[int, ir.StackSlot] = field(default_factory=dict)
-    scratch: tuple[int, int] | None = None
-
-    def where(self, v: ir.VReg):
-        if id(v) in self.regs:
-            return self.regs[id(v)]
-        return self.spills[id(v)]
 
 
 def linear_ops(fn: ir.Function) -> list[tuple[ir.Block, ir.Op]]:
@@ -81,20 +75,23 @@ def liveness(fn: ir.Function) -> dict[int, set[int]]:
 
 
 def intervals(fn: ir.Function) -> tuple[list[Interval], list[int]]:
+    """Each value's live ranges (one per block it is live in: holes between them)."""
     live_in, live_out = liveness(fn)
-    span: dict[int, list] = {}
     vregs: dict[int, ir.VReg] = {}
+    ranges: dict[int, list[list[int]]] = {}
+    uses: dict[int, int] = {}
     calls: list[int] = []
-
-    def touch(v: ir.VReg, pos: int) -> None:
-        vregs[id(v)] = v
-        s = span.setdefault(id(v), [pos, pos])
-        s[0] = min(s[0], pos)
-        s[1] = max(s[1], pos)
-
     k = 0
     for b in fn.blocks:
         first = 2 * k
+        local: dict[int, list[int]] = {}
+
+        def touch(v: ir.VReg, pos: int) -> None:
+            vregs[id(v)] = v
+            uses[id(v)] = uses.get(id(v), 0) + 1
+            r = local.setdefault(id(v), [pos, pos])
+            r[0], r[1] = min(r[0], pos), max(r[1], pos)
+
         for op in b.ops + [b.term]:
             if isinstance(op, ir.Call):
                 calls.append(2 * k)
@@ -106,16 +103,27 @@ def intervals(fn: ir.Function) -> tuple[list[Interval], list[int]]:
                 touch(v, 2 * k + 1)
             k += 1
         last = 2 * k - 1
-        for vid in live_in[id(b)]:
-            span[vid][0] = min(span[vid][0], first)
-        for vid in live_out[id(b)]:
-            span[vid][1] = max(span[vid][1], last + 1)
+        for vid in live_in[id(b)] | live_out[id(b)]:
+            r = local.setdefault(vid, [first, last + 1])
+            if vid in live_in[id(b)]:
+                r[0] = first
+            if vid in live_out[id(b)]:
+                r[1] = last + 1
+        for vid, r in local.items():
+            ranges.setdefault(vid, []).append(r)
     result = []
-    for vid, (s, e) in span.items():
-        crosses = any(s < c and e > c + 1 for c in calls)
-        result.append(Interval(vregs[vid], s, e, crosses))
+    for vid, rs in ranges.items():
+        iv = Interval(vregs[vid], min(r[0] for r in rs), max(r[1] for r in rs))
+        iv.ranges = [tuple(r) for r in rs]
+        iv.crosses_call = any(a < c and e > c + 1 for c in calls for a, e in iv.ranges)
+        iv.weight = uses.get(vid, 1)        # what spilling it costs: a load or store per use
+        result.append(iv)
     result.sort(key=lambda iv: (iv.start, iv.end))
     return result, calls
+
+
+def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
+    return any(x0 <= y1 and y0 <= x1 for x0, x1 in a for y0, y1 in b)
 
 
 def hints(fn: ir.Function) -> dict[int, list[ir.VReg]]:
@@ -133,46 +141,85 @@ def hints(fn: ir.Function) -> dict[int, list[ir.VReg]]:
 
 
 def allocate(fn: ir.Function, new_slot) -> Allocation:
-    """Linear scan; retried with scratch registers reserved when anything spills."""
-    ivs, _ = intervals(fn)
-    prefer = hints(fn)
-    alloc = _scan(ivs, prefer, reserved=(), new_slot=None)
-    if alloc is not None:
-        return alloc
-    alloc = _scan(ivs, prefer, reserved=SCRATCH, new_slot=new_slot)
-    alloc.scratch = SCRATCH
-    return alloc
+    """Allocate; values that do not fit are spilled and allocation runs again."""
+    unspillable: set[int] = set()
+    for _ in range(32):
+        ivs, _ = intervals(fn)
+        alloc, spilled = _scan(ivs, hints(fn), unspillable)
+        if not spilled:
+            return alloc
+        unspillable |= spill(fn, spilled, new_slot)
+    raise AssertionError("register allocation did not converge")
 
 
-def _scan(ivs: list[Interval], prefer, reserved, new_slot) -> Allocation | None:
+def spill(fn: ir.Function, spilled: list[ir.VReg], new_slot) -> set[int]:
+    """Give each spilled value a stack slot: every use loads it into a fresh temporary
+    just before, every definition stores one just after. Returns the temporaries' ids."""
+    slots = {id(v): new_slot(v) for v in spilled}
+    temps: set[int] = set()
+    fields = ("src", "a", "b", "base", "value", "dst")
+    for b in fn.blocks:
+        out: list[ir.Op] = []
+        for op in b.ops + [b.term]:
+            touched = {id(v): v for v in op.uses() + op.defs() if id(v) in slots}
+            if not touched:
+                out.append(op)
+                continue
+            renamed = {}
+            for vid, v in touched.items():
+                t = ir.VReg(v.id * 1000 + len(temps) + 1, v.hint + "'")
+                temps.add(id(t))
+                renamed[vid] = t
+            for vid, v in touched.items():
+                if v in op.uses():
+                    out.append(ir.Load(8, renamed[vid], slots[vid], 0, loc=op.loc))
+            for name in fields:
+                x = getattr(op, name, None)
+                if isinstance(x, ir.VReg) and id(x) in renamed:
+                    setattr(op, name, renamed[id(x)])
+            if isinstance(op, ir.Call):
+                op.args = [renamed.get(id(a), a) if isinstance(a, ir.VReg) else a for a in op.args]
+            out.append(op)
+            for vid, v in touched.items():
+                if any(d is renamed[vid] for d in op.defs()):
+                    out.append(ir.Store(8, slots[vid], 0, renamed[vid], loc=op.loc))
+        term = out.pop()
+        if not (term is b.term):
+            raise AssertionError("spill code after a terminator")
+        b.ops = out
+    return temps
+
+
+def _scan(ivs: list[Interval], prefer, unspillable: set[int]):
+    """First fit over exact live ranges, in order of start. When no register is free,
+    the cheaper side (fewer uses and definitions) is marked for spilling."""
     alloc = Allocation()
-    active: list[Interval] = []
-    free = set(range(10)) - set(reserved)
+    spilled: list[ir.VReg] = []
+    owners: dict[int, list[Interval]] = {r: [] for r in range(10)}
+
+    def conflicts(r: int, iv: Interval) -> list[Interval]:
+        return [o for o in owners[r] if _overlap(o.ranges, iv.ranges)]
+
+    def cost(ivals) -> float:
+        return sum(float("inf") if id(o.vreg) in unspillable else o.weight for o in ivals)
+
     for iv in ivs:
-        for old in [a for a in active if a.end < iv.start]:
-            active.remove(old)
-            free.add(alloc.regs[id(old.vreg)])
         order = CALLEE_SAVED if iv.crosses_call else CALLER_SAVED + CALLEE_SAVED
         wished = [alloc.regs.get(id(h)) for h in prefer.get(id(iv.vreg), ())]
-        choice = next((r for r in wished if r in free and r in order), None)
+        choice = next((r for r in wished if r in order and not conflicts(r, iv)), None)
         if choice is None:
-            choice = next((r for r in order if r in free), None)
-        if choice is not None:
-            free.discard(choice)
-            alloc.regs[id(iv.vreg)] = choice
-            active.append(iv)
-            continue
-        if new_slot is None:
-            return None
-        # spill whichever of the conflicting intervals ends last
-        candidates = [a for a in active if alloc.regs[id(a.vreg)] in order]
-        victim = max(candidates, key=lambda a: a.end, default=None)
-        if victim is not None and victim.end > iv.end:
-            reg = alloc.regs.pop(id(victim.vreg))
-            alloc.spills[id(victim.vreg)] = new_slot(victim.vreg)
-            active.remove(victim)
-            alloc.regs[id(iv.vreg)] = reg
-            active.append(iv)
-        else:
-            alloc.spills[id(iv.vreg)] = new_slot(iv.vreg)
-    return alloc
+            choice = next((r for r in order if not conflicts(r, iv)), None)
+        if choice is None:
+            costs = {r: conflicts(r, iv) for r in order}
+            best = min(order, key=lambda r: cost(costs[r]))
+            if cost(costs[best]) >= cost([iv]):
+                spilled.append(iv.vreg)
+                continue
+            for o in costs[best]:
+                owners[best].remove(o)
+                del alloc.regs[id(o.vreg)]
+                spilled.append(o.vreg)
+            choice = best
+        owners[choice].append(iv)
+        alloc.regs[id(iv.vreg)] = choice
+    return alloc, spilled

@@ -24,24 +24,28 @@ class Packet:
         self.data, self.data_end = data, data_end
 
 
-def window(lw, start, nbytes: int) -> ir.VReg:
+def window(lw, start, nbytes: int, missing: ir.Block | None = None, bounded: bool = False) -> ir.VReg:
     """A packet pointer to `start` proven (to the verifier) to have `nbytes` bytes after it.
-    The caller knows the bytes are there; the failing path is a runtime error that a
-    correct view never takes."""
+    Without `missing`, the caller knows the bytes are there and the failing path is a
+    runtime error that a correct view never takes; with it, a short packet goes there.
+    `bounded`: the verifier already knows start is small (no 0xffff check needed)."""
     b = lw.b
     pkt = lw.packet
-    ok, bad = b.block("pkt_ok"), b.block("pkt_oob")
+    ok = b.block("pkt_ok")
+    bad = missing or b.block("pkt_oob")
     if isinstance(start, int):
-        p = b.bin("add", pkt.data, start, "p") if start else b.copy(pkt.data, "p")
+        p = b.bin("add", pkt.data, start, "p") if start else pkt.data
     else:
-        bounded = b.block("pkt_off_ok")
-        b.branch("gt", start, MAX_OFF, bad, bounded)
-        b.start(bounded)
+        if not bounded:
+            small = b.block("pkt_off_ok")
+            b.branch("gt", start, MAX_OFF, bad, small)
+            b.start(small)
         p = b.bin("add", pkt.data, start, "p")
     q = b.bin("add", p, nbytes)
     b.terminate(ir.Branch("gt", q, pkt.data_end, bad, ok))
-    b.start(bad)
-    lw.runtime_error(b.loc, "packet access out of bounds")
+    if missing is None:
+        b.start(bad)
+        lw.runtime_error(b.loc, "packet access out of bounds")
     b.start(ok)
     return p
 
