@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="the built-in demonstration, in the kernel")
     d.set_defaults(run=cmd_demo)
+
+    from luabpf.cli_packets import add_commands as add_packet_commands   # test, run
+    add_packet_commands(sub)
     return p
 
 

@@ -161,6 +161,8 @@ def summary(frame: bytes) -> str:
 
 
 def _summary(frame: bytes) -> str:
+    import scapy.layers.inet  # noqa: F401  (binds IP to Ether before dissecting)
+    import scapy.layers.inet6  # noqa: F401
     from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
     pkt = Ether(frame)
     prefix = ""

@@ -113,7 +113,7 @@ def ifindex_of(dev: str, netns: str | None = None) -> int:
     except OSError as e:
         where = f" in network namespace {netns}" if netns else ""
         if netns and "network namespace" in str(e):
-            raise AttachError(str(e)) from None
+            raise AttachError(e.strerror or str(e)) from None
         raise AttachError(f"{dev}: no such network interface{where}") from None
 
 
