@@ -24,11 +24,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 import time
 
 from luabpf.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError, err, out, read_source
 
 PROGRESS_OVER = 200          # frames: above this, `test` shows a progress bar
+TABLE_UP_TO = 1000           # frames: above this, `test` prints plain lines, not a table
 REFRESH_HZ = 4
 
 
@@ -70,6 +72,11 @@ def _usage_here(cmd):
         except UsageError as e:
             err.print(f"luabpf: {e}", markup=False)
             return EXIT_USAGE
+        except BrokenPipeError:               # `luabpf test … | head`: the reader left
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            return EXIT_ERROR
     run.__name__ = run.__qualname__ = cmd.__name__
     return run
 
@@ -119,9 +126,16 @@ def cmd_test(args) -> int:
         progress = _progress(len(frames)) if len(frames) > PROGRESS_OVER else None
         try:
             task = progress.add_task("packets", total=len(frames)) if progress else None
+            counts = loaded.error_counts()
             for i, frame in enumerate(frames, 1):
                 row = {"packet": i, "length": len(frame), "summary": summary(frame)}
                 row.update(_run_one(loaded, args.hook, frame))
+                if counts is not None and row["action"] is not None:
+                    now = loaded.error_counts()
+                    new = [site for site, n in now.items() if n > counts.get(site, 0)]
+                    if new:
+                        row["runtime_error"] = "; ".join(_site_text(loaded, s) for s in new)
+                    counts = now
                 rows.append(row)
                 if progress and (i % 64 == 0 or i == len(frames)):
                     progress.update(task, completed=i)
@@ -142,6 +156,16 @@ def cmd_test(args) -> int:
     return EXIT_ERROR if errors else EXIT_OK
 
 
+def _site_text(loaded, site: int) -> str:
+    """"f.lua:LINE: message" for a runtime-error site of the program."""
+    compiled = loaded.compiled
+    try:
+        s = compiled.sites[site]
+        return f"{compiled.source.filename}:{s.line}: {s.message}"
+    except (AttributeError, IndexError):
+        return f"runtime error at site {site}"
+
+
 def _progress(total: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     p = Progress(TextColumn("testing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -150,22 +174,45 @@ def _progress(total: int):
     return p
 
 
+def _style(row: dict) -> str:
+    return "yellow" if row["action"] is None else "red" if row.get("drop") else "green"
+
+
+def _tally(rows: list[dict]) -> str:
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return f"{len(rows)} packet{'s' if len(rows) != 1 else ''}: {tally or 'none'}"
+
+
 def _print_verdicts(file: str, hook: str, rows: list[dict]) -> None:
     from rich.table import Table
     from rich.text import Text
+    if len(rows) > TABLE_UP_TO:          # a table of that many rows takes rich seconds to lay out
+        text = Text()
+        width = len(str(len(rows)))
+        for row in rows:
+            text.append(f"{row['packet']:>{width}}  ", style="dim")
+            text.append(f"{row['verdict']:<13}", style=_style(row))
+            text.append(f" {row['summary']}")
+            if "runtime_error" in row:
+                text.append(f"  ({row['runtime_error']})", style="yellow")
+            text.append("\n")
+        out.print(text, end="")
+        out.print(_tally(rows), markup=False)
+        return
     table = Table(title=f"{file} on {hook}", title_justify="left", show_edge=False)
     table.add_column("#", justify="right", style="dim")
     table.add_column("packet", overflow="fold", ratio=1)
-    table.add_column("verdict", no_wrap=True)
-    counts: dict[str, int] = {}
+    table.add_column("verdict", overflow="fold", max_width=48)
     for row in rows:
-        style = "yellow" if row["action"] is None else "red" if row.get("drop") else "green"
-        verdict = row["verdict"] if row["action"] is not None else "refused"
-        table.add_row(str(row["packet"]), Text(row["summary"]), Text(verdict, style=style))
-        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+        verdict = Text(row["verdict"], style=_style(row))
+        if "runtime_error" in row:
+            verdict.append(f"\n{row['runtime_error']}", style="yellow")
+        table.add_row(str(row["packet"]), Text(row["summary"]), verdict)
     out.print(table)
-    tally = ", ".join(f"{n} {v}" for v, n in sorted(counts.items(), key=lambda kv: -kv[1]))
-    out.print(f"{len(rows)} packet{'s' if len(rows) != 1 else ''}: {tally or 'none'}", markup=False)
+    out.print(_tally(rows), markup=False)
 
 
 # ---- luabpf run ---------------------------------------------------------------------
