@@ -1,0 +1,171 @@
+"""`luabpf test` as a user runs it: a real process on a pcap file made with scapy
+here, or on `--packet` hex; verdicts from BPF_PROG_TEST_RUN; short frames refused,
+never a traceback; exit codes 0 / 1 (compile, verify or runtime error) / 2 (usage).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from luabpf.runtime.packets import tcp_frame, udp_frame, write_pcap
+
+pytestmark = pytest.mark.kernel
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+DROP_2222 = """
+function filter(hdr, pld)
+  if hdr.tcp and hdr.tcp.sport == 2222 and #pld > 0 then
+    return false
+  end
+  return true
+end
+"""
+
+DIVIDES_BY_LENGTH = """
+function filter(hdr, pld)
+  if 100 // #pld > 1 then
+    return false
+  end
+  return true
+end
+"""
+
+SSH_FILTER = """
+function filter(hdr, pld)
+  local seg = pld:segment(0, 255)
+  local str = tostring(seg)
+  local pattern = 'SSH%-[^ -%G]+%-([^ -%G]+)'
+  local software_version = str:match(pattern)
+  if software_version == 'OpenSSH_6.4' then
+    return false
+  end
+  return true
+end
+"""
+
+FRAMES = [
+    tcp_frame("10.0.0.1", "10.0.0.2", 2222, 5555, b"SSH-2.0-OpenSSH_6.4\r\n"),
+    tcp_frame("10.0.0.1", "10.0.0.2", 2223, 5555, b"SSH-2.0-OpenSSH_9.6\r\n"),
+    tcp_frame("10.0.0.1", "10.0.0.2", 2222, 5555, flags="S"),
+    udp_frame("10.0.0.1", "10.0.0.2", 2222, 53, b"x"),
+]
+
+
+def luabpf(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "luabpf.cli", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd)
+
+
+def script(tmp_path, text: str, name: str = "filter.lua") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def pcap(tmp_path, frames, name: str = "packets.pcap") -> str:
+    path = str(tmp_path / name)
+    write_pcap(path, frames)
+    return path
+
+
+def json_rows(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
+@pytest.mark.parametrize("hook,drop,ok", [("xdp", "XDP_DROP", "XDP_PASS"),
+                                          ("tc", "TC_ACT_SHOT", "TC_ACT_OK")])
+def test_pcap_made_with_scapy(tmp_path, hook, drop, ok):
+    r = luabpf("test", script(tmp_path, DROP_2222), "--pcap", pcap(tmp_path, FRAMES),
+               "--hook", hook, "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json_rows(r.stdout)
+    assert [row["packet"] for row in rows] == [1, 2, 3, 4]
+    assert [row["verdict"] for row in rows] == [drop, ok, ok, ok]
+    assert rows[0]["summary"].startswith("IP 10.0.0.1.2222 > 10.0.0.2.5555: Flags [P.]")
+    assert '"SSH-2.0-OpenSSH_6.4"' in rows[0]["summary"]
+
+
+def test_table_output(tmp_path):
+    r = luabpf("test", script(tmp_path, DROP_2222), "--pcap", pcap(tmp_path, FRAMES))
+    assert r.returncode == 0, r.stderr
+    assert "XDP_DROP" in r.stdout and "XDP_PASS" in r.stdout
+    assert "4 packets: 3 XDP_PASS, 1 XDP_DROP" in r.stdout
+
+
+def test_hex_packets_and_short_frames_are_refused(tmp_path):
+    hexes = [FRAMES[0].hex(), ":".join(f"{b:02x}" for b in FRAMES[1]), "0x0011223344",
+             "00" * 14]
+    r = luabpf("test", script(tmp_path, DROP_2222), "--packet", *hexes, "--json")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    rows = json_rows(r.stdout)
+    assert [row["verdict"] for row in rows] == ["XDP_DROP", "XDP_PASS", "refused", "XDP_PASS"]
+    assert rows[2]["action"] is None and "Ethernet header" in rows[2]["reason"]
+    assert rows[2]["summary"].startswith("runt frame of 5 bytes")
+    r = luabpf("test", script(tmp_path, DROP_2222), "--packet", "0011223344")
+    assert r.returncode == 0 and "refused" in r.stdout and "Traceback" not in r.stderr
+
+
+def test_short_frames_in_a_pcap_are_refused(tmp_path):
+    r = luabpf("test", script(tmp_path, DROP_2222), "--pcap",
+               pcap(tmp_path, [b"\x01" * 13, b"", FRAMES[0]]), "--json")
+    assert r.returncode == 0, r.stderr
+    assert [row["verdict"] for row in json_rows(r.stdout)] == ["refused", "refused", "XDP_DROP"]
+
+
+def test_many_packets(tmp_path):
+    frames = FRAMES * 300                  # above the progress bar's threshold and the table's
+    r = luabpf("test", script(tmp_path, DROP_2222), "--pcap", pcap(tmp_path, frames))
+    assert r.returncode == 0, r.stderr
+    assert "1200 packets: 900 XDP_PASS, 300 XDP_DROP" in r.stdout
+    r = luabpf("test", script(tmp_path, DROP_2222), "--pcap", pcap(tmp_path, frames), "--json")
+    assert len(r.stdout.splitlines()) == 1200
+
+
+def test_runtime_errors_are_reported_per_packet_and_exit_1(tmp_path):
+    empty = tcp_frame("10.0.0.1", "10.0.0.2", 1, 2, flags="S")
+    r = luabpf("test", script(tmp_path, DIVIDES_BY_LENGTH, "div.lua"), "--pcap",
+               pcap(tmp_path, [FRAMES[0], empty]), "--json")
+    assert r.returncode == 1
+    rows = json_rows(r.stdout)
+    assert "runtime_error" not in rows[0]
+    assert rows[1]["verdict"] == "XDP_PASS"           # the hook's default verdict
+    assert rows[1]["runtime_error"].endswith("div.lua:3: attempt to divide by zero")
+    assert rows[2] == {"runtime_error": rows[1]["runtime_error"] + " (1 time)"}
+
+
+def test_compile_errors_exit_1_with_the_line(tmp_path):
+    r = luabpf("test", script(tmp_path, "function filter(hdr, pld)\n  return 1.5\nend\n"),
+               "--packet", FRAMES[0].hex())
+    assert r.returncode == 1
+    assert "filter.lua:2:" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["--packet", "zz"], "not a hex digit"),
+    (["--packet", "abc"], "odd number of hex digits"),
+    (["--pcap", "/nonexistent.pcap"], "no such file"),
+    (["--pcap", __file__], "not a pcap or pcapng file"),
+])
+def test_bad_packets_are_usage_errors(tmp_path, args, fragment):
+    r = luabpf("test", script(tmp_path, DROP_2222), *args)
+    assert r.returncode == 2, r.stderr
+    assert fragment in r.stderr and "Traceback" not in r.stderr
+
+
+def test_packets_are_required():
+    r = luabpf("test", "x.lua")
+    assert r.returncode == 2 and "usage:" in r.stderr
+
+
+def test_the_ssh_filter_on_a_capture(tmp_path):
+    r = luabpf("test", script(tmp_path, SSH_FILTER, "ssh.lua"), "--pcap",
+               pcap(tmp_path, FRAMES), "--json")
+    assert r.returncode == 0, r.stderr
+    assert [row["verdict"] for row in json_rows(r.stdout)] == \
+        ["XDP_DROP", "XDP_PASS", "XDP_PASS", "XDP_PASS"]
