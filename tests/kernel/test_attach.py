@@ -248,3 +248,18 @@ def test_run_detaches_on_signals_and_after_duration(tmp_path, veth, how):
     assert last["reason"] == {"SIGINT": "interrupted"}.get(how, how)
     assert_gone(event["link_id"], event["prog_id"])
     assert "prog/xdp" not in ip_link(end)
+
+
+def test_run_stops_when_the_device_goes_away(tmp_path, veth):
+    end = veth.a
+    proc, event = start_run(tmp_path, end, "--tc", end.dev)
+    try:
+        end.run(["ip", "link", "del", end.dev], check=True)
+        out, errs = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and "Traceback" not in errs
+    last = json.loads(out.strip().splitlines()[-1])
+    assert last["event"] == "detached" and last["reason"] == "device gone"
+    assert_gone(event["link_id"], event["prog_id"])
