@@ -267,9 +267,9 @@ def cmd_run(args) -> int:
         raise UsageError("--duration must not be negative")
     prog = _compile(args, hook)
     stop = _Stop()
-    stop.install()
     try:
         with prog.load() as loaded:
+            stop.install()
             try:
                 stats = kernel.enable_stats()
             except kernel.BpfError as e:

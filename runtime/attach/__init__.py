@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import atexit
 import socket
-import weakref
 
 from luabpf.runtime.netns import entered
 
@@ -92,7 +91,8 @@ class Link:
 
 # Netlink attachments outlive the process: detach whatever is still attached
 # when the interpreter exits normally (links need no help: their fds close).
-_LIVE: "weakref.WeakSet[Link]" = weakref.WeakSet()
+# Strong references, so an attachment dropped without detach() is still found.
+_LIVE: "set[Link]" = set()
 
 
 @atexit.register
