@@ -56,6 +56,10 @@ class Builder:
             self.cur = self.block("dead")
         if op.loc is None:
             op.loc = self.loc
+        if isinstance(op, ir.Bin):           # instructions carry 32-bit immediates only
+            op.b = self.small(op.b)
+        elif isinstance(op, ir.Store):
+            op.src = self.small(op.src)
         self.cur.ops.append(op)
 
     def terminate(self, term: ir.Op) -> None:

@@ -134,6 +134,11 @@ class ExprLowering:
             self.b.loc = e.span
             return Val.int_(self.int.binary(op, x, y, bv.range if bv.is_int else None))
         if op in COMPARE:
+            if op in ("<", "<=", ">", ">="):
+                a, c = self.expr(e.left, scope), self.expr(e.right, scope)
+                if a.is_const and c.is_const and a.is_int and c.is_int:
+                    return Val.bool_(luaint.COMPARE[op](a.payload, c.payload))
+                return self.materialize_compare(e, a, c)
             return self.materialize(e, scope)
         self.error(e, f"the '{op}' operator is not available in kernel Lua"
                       + (" (integers only)" if op in ("^",) else ""))
@@ -183,6 +188,20 @@ class ExprLowering:
         b.jump(join)
         b.start(join)
         return var.read()
+
+    def materialize_compare(self, e, a: Val, c: Val) -> Val:
+        """An ordering comparison of evaluated operands as a boolean value."""
+        b = self.b
+        t = b.copy(TRUE, "bool")
+        yes, no, join = b.block("yes"), b.block("no"), b.block("bool_end")
+        self.compare_values(e, a, c, yes, no)
+        b.start(no)
+        b.mov(t, FALSE)
+        b.jump(join)
+        b.start(yes)
+        b.jump(join)
+        b.start(join)
+        return Val.bool_(t)
 
     def materialize(self, e, scope, v: Val | None = None) -> Val:
         """A condition as a boolean value."""
@@ -256,6 +275,10 @@ class ExprLowering:
         if e.op in ("==", "~="):
             yes, no = (then_, else_) if e.op == "==" else (else_, then_)
             return self.equality(a, c, yes, no)
+        self.compare_values(e, a, c, then_, else_)
+
+    def compare_values(self, e: ast.BinOp, a: Val, c: Val, then_, else_) -> None:
+        b = self.b
         if not (a.is_int and c.is_int):
             x = self.int_operand(a, e.left, compare_message(a, c))
             y = self.int_operand(c, e.right, compare_message(a, c))

@@ -52,6 +52,10 @@ def explain(compiled: CompiledProgram, log: str) -> LoadError:
         insn = slot_to_insn(compiled).get(last_slot)
         loc = getattr(insn, "loc", None)
         line = getattr(loc, "line", None)
+    if "program is too large" in message:
+        message = ("it gave up after exploring 1,000,000 instructions: too many paths through "
+                   "the code (each condition in a loop body doubles them); move conditions out of "
+                   "loops or simplify them")
     return LoadError(message or "rejected", compiled.source.filename, line, log)
 
 
