@@ -152,12 +152,21 @@ def entry_points(source: str, filename: str = "<string>") -> list[tuple[str, int
 
 def compile_file(source: str, filename: str, hook: str | None = None,
                  max_loop: int | None = None) -> list[tuple[str, Program]]:
-    """Every program of a script file. With no hook entry point (such as `filter`) in the
-    script, each top-level function is a program of the function hook, called with
-    integer arguments (what `luabpf call` and `run_function` run)."""
+    """Every program of a script file: `filter` makes a packet filter (XDP unless hook is
+    'tc'); with no hook entry point in the script, each top-level function is a program of
+    the function hook, called with integer arguments (what `luabpf call` runs)."""
     from luabpf.compiler.program import parse_and_check
     parse_and_check(source, filename)
     programs = []
+    entries = dict(entry_points(source, filename))
+    if "filter" in entries and hook in (None, "xdp", "tc"):
+        kind = hook or "xdp"
+        return [(f"{kind}/filter", compile(source, filename, kind, max_loop=max_loop))]
+    if hook in ("xdp", "tc"):
+        from luabpf.compiler.diagnostics import Diagnostic
+        from luabpf.compiler.source import Source, Span
+        raise CompileError([Diagnostic(f"a {hook} program needs a function filter(hdr, pld)",
+                                       Span(filename, 1, 1, 1, 2))], Source(source, filename))
     for name, nparams in entry_points(source, filename):
         prog = compile_function(source, name, ("int",) * nparams, filename, max_loop=max_loop)
         programs.append((f"function/{name}", prog))

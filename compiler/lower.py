@@ -239,11 +239,11 @@ class Lowerer(ExprLowering, LoopLowering):
             v = self.expr(e, self.top)
         finally:
             self.b.cur = saved
-        if len(self.diags.items) == nerr and not v.is_const:
+        if len(self.diags.items) == nerr and not v.is_const and "obj" not in v.kinds:
             self.error(e, "a top-level value must be a constant expression (integers, booleans, "
                           "math.*, other constants)")
             return None
-        return v if v.is_const else None
+        return v if v.is_const or "obj" in v.kinds else None
 
     # ---- functions ----------------------------------------------------------
 

@@ -131,8 +131,7 @@ def _result_vars(lw, pattern, node, find: bool):
 
 
 def _capture_kinds(pattern) -> list[str]:
-    from luabpf.compiler import patterns
-    return patterns.capture_kinds(pattern)
+    return list(pattern.captures)
 
 
 def _values(lw, s: Val, res, find: bool) -> list[Val]:

@@ -114,7 +114,13 @@ class LoadedProgram:
         from luabpf.runtime.verdicts import action_for
         if len(frame) < 14:
             raise ValueError("a frame needs at least 14 bytes (an Ethernet header)")
-        res = kernel.prog_test_run(self.fd, data_in=bytes(frame), repeat=repeat)
+        try:
+            res = kernel.prog_test_run(self.fd, data_in=bytes(frame), repeat=repeat)
+        except kernel.BpfError as e:
+            if e.errno == 22 and self.prog_type == 3:
+                raise ValueError("the kernel's test run of a tc program refuses this frame "
+                                 "(its IP header is cut short)") from None
+            raise
         verdict = action_for(self.prog_type, res.retval)
         return (verdict, res.duration_ns) if timed else verdict
 
