@@ -14,7 +14,8 @@ from luabpf.compiler import ir
 from luabpf.compiler.layout import Field, Layout
 from luabpf.compiler.values import INT, LVIEW, NIL, STR, Val
 
-MAX_OFF = 0xFFFF             # the verifier's bound on a variable packet offset
+MAX_OFF = 0x7FFF     # variable packet offsets are bounded so that offset + window <= 0xffff,
+                     # the most the verifier marks as checked (find_good_pkt_pointers)
 
 
 class Packet:
