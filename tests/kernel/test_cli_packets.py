@@ -35,11 +35,12 @@ function filter(hdr, pld)
 end
 """
 
+# Figure 2 of the paper, the set read as the paper describes it (see test_veth_e2e.py).
 SSH_FILTER = """
 function filter(hdr, pld)
   local seg = pld:segment(0, 255)
   local str = tostring(seg)
-  local pattern = 'SSH%-[^ -%G]+%-([^ -%G]+)'
+  local pattern = 'SSH%-[^-%G]+%-([^-%G]+)'
   local software_version = str:match(pattern)
   if software_version == 'OpenSSH_6.4' then
     return false
