@@ -105,6 +105,7 @@ def test_a_runtime_error_is_reported_at_its_line_with_exit_1():
 def test_demo_runs():
     r = luabpf("demo")
     assert r.returncode == 0, r.stderr
+    assert "XDP_DROP" in r.stdout and "TC_ACT_SHOT" in r.stdout
     assert "gcd(1071, 462)" in r.stdout and "21" in r.stdout
 
 
