@@ -55,9 +55,8 @@ def ssh_demo(console) -> None:
         for p in loaded.values():
             p.close()
     console.print(table)
-    console.print(f"  {programs['xdp'].insn_count} BPF instructions (XDP); the pattern is compiled, "
-                  "not interpreted. Lua reads [^ -%G] as 'not 0x20..0x25, not G', so a version "
-                  "followed by \\r\\n is captured with it.\n")
+    console.print(f"  {programs['xdp'].insn_count} BPF instructions (XDP); the Lua pattern is compiled "
+                  "to BPF, not interpreted.\n")
 
 
 def intmath_demo(console) -> None:

@@ -88,7 +88,9 @@ class PacketHook:
         b = lw.b
         off_data, off_end = (0, 4) if self.kind == "xdp" else (76, 80)
         if self.kind == "tc" and (self.headers.tags or self.headers.pld):
-            b.emit(ir.Call(Helper.skb_pull_data, [self.ctx, 0]))     # make all bytes direct
+            skb_len = b.vreg("skb_len")                                # __sk_buff.len
+            b.emit(ir.Load(4, skb_len, self.ctx, 0))
+            b.emit(ir.Call(Helper.skb_pull_data, [self.ctx, skb_len]))  # make every byte direct
         data, end = lw.packet.data, lw.packet.data_end
         b.emit(ir.Load(4, data, self.ctx, off_data))
         b.emit(ir.Load(4, end, self.ctx, off_end))

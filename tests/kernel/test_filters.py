@@ -118,8 +118,9 @@ def test_figure_2_drops_the_vulnerable_banner_and_passes_others():
         verdicts = {b: kernel_verdict("ssh_filter.lua", hook, f) for b, f in frames.items()}
         assert verdicts[b"SSH-2.0-OpenSSH_6.4 Debian-5ubuntu1\r\n"] == "drop"
         assert verdicts[b"SSH-2.0-OpenSSH_6.4"] == "drop"
+        assert verdicts[b"SSH-2.0-OpenSSH_6.4\r\n"] == "drop"
         assert verdicts[b"SSH-2.0-OpenSSH_9.6 Ubuntu\r\n"] == "pass"
-        assert verdicts[b"SSH-2.0-OpenSSH_6.4\r\n"] == "pass"      # Lua captures the "\r\n" too
+        assert verdicts[b"HTTP/1.1 200"] == "pass"
 
 
 @pytest.mark.parametrize("name", sorted(f for f in os.listdir(EXAMPLES) if f.endswith(".lua")))
