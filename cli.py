@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp):
         sp.add_argument("file", metavar="FILE.lua")
-        sp.add_argument("--hook", choices=["function"], default=None,
+        sp.add_argument("--hook", choices=["xdp", "tc", "function"], default=None,
                         help="what the script's entry points attach to (default: found by name)")
         sp.add_argument("--max-loop", type=int, default=None, metavar="N",
                         help="default iteration bound of while/repeat loops without --@bound")
