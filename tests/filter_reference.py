@@ -24,7 +24,7 @@ function View:segment(off, len)
   if len ~= nil then n = math.max(0, math.min(len, n)) end
   return view(self.s:sub(off + 1, off + n))
 end
-function View:sub(i, j) return view(self.s:sub(i, j)) end
+function View:sub(i, j) return self.s:sub(i, j) end   -- a string: == compares it with constants
 function View:byte(i) return self.s:byte(i or 1) end
 function View:len() return #self.s end
 function View:match(p, init) return self.s:match(p, init) end

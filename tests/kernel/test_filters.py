@@ -6,7 +6,7 @@ import os
 import sys
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from scapy.all import DNS, DNSQR, ICMP, IP, TCP, UDP, Ether, ICMPv6EchoRequest, IPv6, Raw
 
@@ -95,6 +95,8 @@ names = st.one_of(st.sampled_from(["example.com", "example.org", "www.example.co
 
 @settings(max_examples=60)
 @given(names, st.sampled_from([53, 5353]), st.integers(0, 1), truncate)
+@example("example.com", 53, 0, 1.0)
+@example("www.example.com", 53, 0, 1.0)
 def test_dns_blocklist(name, dport, qr, fraction):
     pkt = Ether() / IP() / UDP(dport=dport) / DNS(qr=qr, rd=1, qd=DNSQR(qname=name))
     agree("dns_blocklist.lua", cut(bytes(pkt), fraction))
