@@ -145,8 +145,11 @@ def _ints(lw, args: list[Val], node, name: str, count: int | None = None) -> lis
     if count is not None and len(args) < count or not args:
         lw.error(node, f"bad argument #{len(args) + 1} to '{name}' (number expected, got no value)")
         return []
-    return [lw.int_operand(a, node, f"bad argument #{i + 1} to '{name}' (number expected)")
-            for i, a in enumerate(args)]
+    return [lw.int_operand(a, node, _bad_argument(i, name)) for i, a in enumerate(args)]
+
+
+def _bad_argument(i: int, name: str):
+    return lambda got: f"bad argument #{i + 1} to '{name}' (number expected, got {got})"
 
 
 @register("math.abs")
@@ -170,9 +173,21 @@ def _abs(lw, args, node, scope):
 
 def _extreme(name: str, cond: str, pick):
     def lower(lw, args, node, scope):
-        xs = _ints(lw, args, node, name)
-        if not xs:
+        from luabpf.compiler.lower_expr import static_type
+        if len(args) == 1:                      # Lua returns a lone argument unchecked
+            return [args[0]]
+        if not args:
+            lw.error(node, f"bad argument #1 to '{name}' (number expected, got no value)")
             return [Val.nil()]
+
+        def compare(left, right):               # min: a_i < acc; max: acc < a_i (Lua's order)
+            if name == "max":
+                left, right = right, left
+            return f"attempt to compare two {left} values" if left == right else \
+                f"attempt to compare {left} with {right}"
+        second = static_type(args[1])
+        xs = [lw.int_operand(args[0], node, lambda got: compare(second, got))]
+        xs += [lw.int_operand(a, node, lambda got: compare(got, "number")) for a in args[1:]]
         if all(isinstance(x, int) for x in xs):
             return [Val.int_(pick(xs))]
         b = lw.b

@@ -73,6 +73,7 @@ class Lowerer(ExprLowering, LoopLowering):
         self._gptr: ir.VReg | None = None
         self._zero_reads = False
         self.packet = None                      # the packet of a filter hook (views.Packet)
+        self.last_call_count = None             # (values, count) of the last inlined call
 
     # ---- diagnostics and runtime errors --------------------------------------
 
@@ -295,7 +296,7 @@ class Lowerer(ExprLowering, LoopLowering):
         inst.results = [self.new_var((inst.id, "ret", i), f"{fd.name}.ret{i}", frozenset())
                         for i in range(nres)]
         inst.counts = self.kinds.setdefault((inst.id, "counts"), set())
-        if len(inst.counts) > 1:              # returns of different lengths: count at run time
+        if len(inst.counts) > 1 or "at run time" in inst.counts:   # the count is known at run time
             inst.nret = self.new_var((inst.id, "nret"), f"{fd.name}.nret", frozenset({"int"}))
         self.instances.append(inst)
         try:
@@ -310,7 +311,9 @@ class Lowerer(ExprLowering, LoopLowering):
             return vals, next(iter(inst.counts), 0)
         return vals, inst.nret.read().payload
 
-    def do_return(self, inst: Instance, vals: list[Val], span: Span) -> None:
+    def do_return(self, inst: Instance, vals: list[Val], span: Span, count=None) -> None:
+        """Store a return's values; `count` is how many there are, when only known at run time
+        (a final call whose functions return different numbers of values)."""
         if not self.b.reachable:
             return
         if len(vals) > len(inst.results):
@@ -318,12 +321,15 @@ class Lowerer(ExprLowering, LoopLowering):
             raise Restart()
         for i, r in enumerate(inst.results):
             self.assign(r, vals[i] if i < len(vals) else Val.nil())
-        if len(vals) not in inst.counts:
-            inst.counts.add(len(vals))
-            if len(inst.counts) > 1 and inst.nret is None:
+        if count is None:
+            count = len(vals)
+        mark = count if isinstance(count, int) else "at run time"
+        if mark not in inst.counts:
+            inst.counts.add(mark)
+            if (len(inst.counts) > 1 or not isinstance(count, int)) and inst.nret is None:
                 raise Restart()
         if inst.nret is not None:
-            self.assign(inst.nret, Val.int_(len(vals)))
+            self.assign(inst.nret, Val.int_(count))
         self.b.jump(inst.ret_block)
 
     # ---- statements ---------------------------------------------------------
@@ -422,8 +428,13 @@ class Lowerer(ExprLowering, LoopLowering):
         self.block(st.body, Scope(scope))
 
     def stmt_Return(self, st: ast.Return, scope: Scope) -> None:
+        self.last_call_count = None
         vals = self.explist(st.values, scope, None)
-        self.do_return(self.instances[-1], vals, st.span)
+        count = len(vals)
+        tail = self.last_call_count if st.values and isinstance(st.values[-1], ast.Call) else None
+        if tail is not None and not isinstance(tail[1], int):   # `return …, f()`: f's own count
+            count = self.b.bin("add", tail[1], len(vals) - tail[0], "nret")
+        self.do_return(self.instances[-1], vals, st.span, count)
 
     def stmt_Break(self, st: ast.Break, scope: Scope) -> None:
         loops = self.instances[-1].loops

@@ -10,7 +10,8 @@ from __future__ import annotations
 from luabpf.compiler import ast, intrinsics, ir, luaint, views
 from luabpf.compiler.intops import COMPARE
 from luabpf.compiler.bindings import FuncDef, GlobalVar, Scope
-from luabpf.compiler.values import FALSE, INT, STR, TRUE, Val, Var, falsy_kinds, type_name
+from luabpf.compiler.values import (FALSE, INT, KINDS, LVIEW, NIL, OBJ, STR, TRUE, Val, Var, falsy_kinds,
+                                    type_name)
 
 ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
 
@@ -93,7 +94,8 @@ class ExprLowering:
             binding = scope.lookup(e.func.name)
             if isinstance(binding, FuncDef):
                 args = self.explist(e.args, scope, None)
-                vals, _ = self.inline_call(binding, args, e.span)
+                vals, count = self.inline_call(binding, args, e.span)
+                self.last_call_count = (len(vals), count)
                 return vals
         if isinstance(e, ast.MethodCall):
             obj = self.expr(e.obj, scope)
@@ -107,20 +109,32 @@ class ExprLowering:
             return []
         return handler
 
-    def int_operand(self, v: Val, node, message: str):
-        """The integer payload of v; a runtime error where v is not an integer."""
+    def int_operand(self, v: Val, node, message):
+        """The integer payload of v; a runtime error where v is not an integer. `message` is
+        Lua's text, or a function of the Lua type name the value has when it fails."""
         if v.is_int:
             return v.payload
-        if "int" not in v.kinds:
-            self.runtime_error(node.span, message)
-            return 0
+        say = message if callable(message) else (lambda _got: message)
+        others = [k for k in KINDS if k in v.kinds and k != "int"]
         b = self.b
-        ok, bad = b.block("is_int"), b.block("not_int")
-        b.branch("eq", v.tag, INT, ok, bad)
-        b.start(bad)
-        self.runtime_error(node.span, message)
-        b.start(ok)
-        return v.payload
+        if "int" in v.kinds:
+            ok, bad = b.block("is_int"), b.block("not_int")
+            b.branch("eq", v.tag, INT, ok, bad)
+            b.start(bad)
+        for k in others[:-1]:                   # which kind it is decides Lua's message
+            this, rest = b.block("is_" + k), b.block("not_" + k)
+            if k == "bool":                     # nil, checked before, is the only lower tag
+                b.branch("le", v.tag, TRUE, this, rest)
+            else:
+                b.branch("eq", v.tag, KIND_TAG[k], this, rest)
+            b.start(this)
+            self.runtime_error(node.span, say(lua_type(k)))
+            b.start(rest)
+        self.runtime_error(node.span, say(lua_type(others[-1]) if others else "no value"))
+        if "int" in v.kinds:
+            b.start(ok)
+            return v.payload
+        return 0
 
     def expr_BinOp(self, e: ast.BinOp, scope):
         op = e.op
@@ -280,8 +294,8 @@ class ExprLowering:
     def compare_values(self, e: ast.BinOp, a: Val, c: Val, then_, else_) -> None:
         b = self.b
         if not (a.is_int and c.is_int):
-            x = self.int_operand(a, e.left, compare_message(a, c))
-            y = self.int_operand(c, e.right, compare_message(a, c))
+            x = self.int_operand(a, e.left, compare_message(e.op, a, c, True))
+            y = self.int_operand(c, e.right, compare_message(e.op, a, c, False))
         else:
             x, y = a.payload, c.payload
         cond = COMPARE[e.op]
@@ -322,17 +336,35 @@ class ExprLowering:
 
 
 
-def arith_message(op: str, v: Val) -> str:
+KIND_TAG = {"nil": NIL, "str": STR, "lview": LVIEW, "obj": OBJ}
+LUA_TYPES = {"nil": "nil", "bool": "boolean", "int": "number", "str": "string", "lview": "userdata",
+             "obj": "table"}
+
+
+def lua_type(kind: str) -> str:
+    return LUA_TYPES[kind]
+
+
+def static_type(v: Val) -> str:
+    """Lua's type name of v when it has one kind (else 'number': the other side of a failure)."""
+    kinds = [k for k in KINDS if k in v.kinds]
+    return lua_type(kinds[0]) if len(kinds) == 1 else "number"
+
+
+def arith_message(op: str, v: Val):
     kind = "bitwise operation" if op in ("&", "|", "~", "<<", ">>") else "arithmetic"
-    which = type_name(v.kinds - {"int"}) if v.kinds - {"int"} else "non-number"
-    return f"attempt to perform {kind} on a {which} value"
+    return lambda got: f"attempt to perform {kind} on a {got} value"
 
 
-def compare_message(a: Val, c: Val) -> str:
-    ta, tc = type_name(a.kinds), type_name(c.kinds)
-    if ta == tc:
-        return f"attempt to compare two {ta} values"
-    return f"attempt to compare {ta} with {tc}"
+def compare_message(op: str, a: Val, c: Val, failing_left: bool):
+    """Lua evaluates a > b as b < a, and names the operands in that order."""
+    def say(got):
+        left, right = (got, static_type(c)) if failing_left else (static_type(a), got)
+        if op in (">", ">="):
+            left, right = right, left
+        return f"attempt to compare two {left} values" if left == right else \
+            f"attempt to compare {left} with {right}"
+    return say
 
 
 def describe(e) -> str:

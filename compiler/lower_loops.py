@@ -121,10 +121,10 @@ class LoopLowering:
 
     def stmt_NumericFor(self, st: ast.NumericFor, scope: Scope) -> None:
         b = self.b
-        start = self.int_operand(self.expr(st.start, scope), st.start, "'for' initial value must be a number")
-        stop = self.int_operand(self.expr(st.stop, scope), st.stop, "'for' limit must be a number")
+        start = self.int_operand(self.expr(st.start, scope), st.start, for_message("initial value"))
+        stop = self.int_operand(self.expr(st.stop, scope), st.stop, for_message("limit"))
         step = 1 if st.step is None else self.int_operand(self.expr(st.step, scope), st.step,
-                                                          "'for' step must be a number")
+                                                          for_message("step"))
         b.loc = st.span
         if isinstance(step, int) and step == 0:
             self.runtime_error(st.span, "'for' step is zero")
@@ -230,6 +230,10 @@ class LoopLowering:
             d2 = self.int.neg(d)
             d3 = b.bin("add", d2, 1)
             b.emit(ir.Bin("udiv", count, count, d3))
+
+
+def for_message(what: str):
+    return lambda got: f"bad 'for' {what} (number expected, got {got})"
 
 
 def for_range(start, stop, step) -> tuple[int, int] | None:
