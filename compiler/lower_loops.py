@@ -16,12 +16,18 @@ from luabpf.compiler.values import Val, Var
 
 class LoopLowering:
     def loop_bound(self, st) -> int:
-        return st.bound if st.bound is not None else self.options.max_loop
+        bound = st.bound if st.bound is not None else self.options.max_loop
+        if self.options.loops != "may_goto" and bound > BOUNDED_MAX:
+            self.error(st, f"this kernel has no may_goto, so the verifier walks every iteration of a "
+                           f"loop: bound it with --@bound N (N at most {BOUNDED_MAX}) on the line "
+                           f"before it")
+            return BOUNDED_MAX
+        return bound
 
     def loop_prelude(self, body: ast.Block, scope: Scope):
         """Blind the loop-carried registers; returns the bound counter (or None)."""
-        if self.options.loops != "may_goto":
-            return None
+        if self.options.loops != "may_goto":        # a counter the verifier can walk
+            return self.b.copy(0, "iterations")
         zero = self.opaque_zero()
         for var in self.assigned_outer_vars(body, scope):
             for r in var.registers():
@@ -135,8 +141,10 @@ class LoopLowering:
             b.jump(done)
             b.start(done)
             return
-        bound = self.loop_bound(st)
-        static_ok = isinstance(count, int) and count < bound
+        declared = st.bound if st.bound is not None else self.options.max_loop
+        static_ok = isinstance(count, int) and count < min(declared, BOUNDED_MAX
+                                                           if self.options.loops != "may_goto" else declared)
+        bound = declared if static_ok else self.loop_bound(st)
         counter = self.loop_prelude(st.body, scope)
         if static_ok:
             counter = None
@@ -230,6 +238,9 @@ class LoopLowering:
             d2 = self.int.neg(d)
             d3 = b.bin("add", d2, 1)
             b.emit(ir.Bin("udiv", count, count, d3))
+
+
+BOUNDED_MAX = 1024      # iterations the verifier can walk when loops are plain back-edges
 
 
 def for_message(what: str):
