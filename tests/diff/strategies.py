@@ -309,7 +309,9 @@ class _ProgramGen:
         deep = depth >= 3
         kinds = ["local", "local", "assign", "opt", "any", "if", "acc", "assert"]
         if not deep:
-            kinds += ["if", "for", "for", "while", "repeat", "do"]
+            kinds += ["if", "do"]
+            if loops < 2:       # deeper loop nests exceed the verifier's path budget (docs/language.md)
+                kinds += ["for", "for", "while", "repeat"]
         if loops:
             kinds += ["break"]
         kinds += ["return", "error", "multi"]
