@@ -27,8 +27,13 @@ or 2 bytes at a time):
         # the size bytes at base + offset, little-endian, zero-extended
 
 Every loop is opened with `lw.raw_loop` (blinding and may_goto) and bounded by
-the subject length. Does not own parsing (`patterns`) nor what a subject is
-(the lowering's views and strings).
+the subject length. Three things keep the verifier's work small (each measured
+on generated patterns, see `_step`, `length` and `marks`): back edges re-blind
+the register they step, the length is reloaded from an untracked stack slot at
+each use instead of living in a register, and captures are written only on the
+way to success (their positions' base registers are still intact there), so
+no capture register is live inside the loops. Does not own parsing
+(`patterns`) nor what a subject is (the lowering's views and strings).
 """
 from __future__ import annotations
 
@@ -36,7 +41,8 @@ from dataclasses import dataclass, field
 
 from luabpf.compiler import ir
 from luabpf.compiler.patterns import (ALL, BackRef, Balance, Close, End, Frontier, Open,
-                                      Pattern, Position, Single, cannot_fail, keeps_maximum, ranges)
+                                      Pattern, Position, Single, cannot_fail, keeps_maximum, lua_init,
+                                      ranges)
 
 
 @dataclass
@@ -67,7 +73,6 @@ def emit_lua_init(lw, init, length):
     which exceeds `length` when the search starts after the end."""
     if isinstance(init, int):
         if isinstance(length, int) or init >= 0:
-            from luabpf.compiler.patterns import lua_init
             return lua_init(init, length) if isinstance(length, int) else max(init - 1, 0)
     b = lw.b
     r = b.vreg("init")
@@ -361,7 +366,7 @@ class _Gen:
         """How many single-byte literals follow one another from element k."""
         n = 0
         for el in self.els[k:]:
-            if not (isinstance(el, Single) and el.quant == "" and el.cls & (el.cls - 1) == 0):
+            if not (isinstance(el, Single) and el.quant == "" and el.cls and el.cls & (el.cls - 1) == 0):
                 break
             n += 1
         return n

@@ -15,8 +15,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from lupa import lua54
 
-from luabpf.compiler.patterns import (ALL, PatternError, Single, class_set, parse_pattern, ranges,
-                                      reference_find, reference_match)
+from luabpf.compiler.patterns import (ALL, PatternError, Single, class_set, loop_nesting,
+                                      parse_pattern, ranges, reference_find, reference_match)
 
 SSH = b"SSH%-[^ -%G]+%-([^ -%G]+)"
 LUA = lua54.LuaRuntime(encoding=None)
@@ -69,6 +69,8 @@ def sets(draw) -> bytes:
     if draw(st.integers(0, 5)) == 0:
         out += b"]"
     items = draw(st.lists(st.sampled_from(SET_ITEMS), min_size=1, max_size=4))
+    if out == b"[" and items[0] == b"^":      # a leading '^' would complement the set
+        items.insert(0, b"a")
     return out + b"".join(items) + b"]"
 
 
@@ -99,15 +101,15 @@ def _sequence(draw, state: dict, depth: int) -> bytes:
             out += b"(" + draw(_sequence(state, depth + 1)) + b")"
             state["closed"].append(index)
         elif kind == 11 and state["n"] < 6:
+            state["closed"].append(state["n"])     # a position capture: %k never matches
             state["n"] += 1
-            state["closed"].append(None)           # a position capture: %k never matches
             out += b"()"
         elif kind == 12:
             out += b"%b" + draw(st.sampled_from([b"()", b"[]", b"ab", b"--", b"SH"]))
         elif kind == 13:
             out += b"%f" + draw(sets())
         elif kind == 14 and state["closed"]:
-            out += b"%" + str(draw(st.sampled_from(range(len(state["closed"])))) + 1).encode()
+            out += b"%" + str(draw(st.sampled_from(state["closed"])) + 1).encode()
         else:
             out += draw(atoms())
     return out
@@ -118,10 +120,8 @@ def patterns(draw) -> bytes:
     """Well-formed pattern text (Lua raises no error on it, whatever the subject)."""
     if draw(st.integers(0, 12)) == 0:
         return draw(st.sampled_from([SSH, b"^" + SSH, b"SSH%-(%d+)%.(%d+)%-(.-)%s*$", b"^(%w+)=(%w*)$"]))
-    state = {"n": 0, "closed": []}
+    state = {"n": 0, "closed": []}          # captures numbered so far; those closed
     body = draw(_sequence(state, 0))
-    closed = [i for i in state["closed"] if i is not None]
-    del closed
     return draw(st.sampled_from([b"", b"", b"^"])) + body + draw(st.sampled_from([b"", b"", b"$"]))
 
 
@@ -210,7 +210,7 @@ def test_plain_patterns_are_literals():
 @given(st.data())
 def test_reference_matcher_equals_lua(data):
     pat = data.draw(patterns())
-    p = parse_pattern(pat)                 # generated patterns are well formed
+    p = parse_pattern(pat, kernel=False)   # generated patterns are well formed
     for s in data.draw(st.lists(subjects(pat), min_size=1, max_size=6)):
         init = data.draw(inits(len(s)))
         assert reference_match(p, s, init) == lua_match(s, pat, init), (pat, s, init)
@@ -228,3 +228,21 @@ def test_reference_matcher_equals_lua(data):
 ])
 def test_lua_manual_examples(pat, s, want):
     assert reference_match(parse_pattern(pat), s) == want == lua_match(s, pat)
+
+
+# ---- what the kernel can take ----------------------------------------------------------
+
+@pytest.mark.parametrize("pat,depth", [
+    (SSH, 3), (b"^" + SSH, 2), (b"^(%w+)%s*=%s*(.-)%s*$", 3), (b"a*b*c*d*e", 2), (b"x", 1),
+    (b"^%s*(.-)%s*$", 3), (b"%s*(.-)%s*$", 4), (b"^x*y*z*w*v*u", 1), (b"^.*.*.*x", 3), (b"^.*.*.*.*x", 4),
+])
+def test_loop_nesting(pat, depth):
+    assert loop_nesting(parse_pattern(pat, kernel=False))[0] == depth
+
+
+def test_patterns_too_deep_for_the_verifier_are_refused_where_the_depth_is_reached():
+    with pytest.raises(PatternError) as e:
+        parse_pattern(b"^.*.*.*.*x")
+    assert e.value.message.startswith("pattern too complex for the kernel verifier: 4 nested")
+    assert e.value.offset == 7                 # the fourth '.*'
+    assert reference_match(parse_pattern(b"^.*.*.*.*x", kernel=False), b"abxcx") == (b"abxcx",)
