@@ -24,7 +24,8 @@ Typing discipline: arithmetic only ever sees integers (`int` variables,
 `(opt or K)` for int-or-nil variables), order comparisons only integers;
 values of any kind are only tested for truth, compared with `==`/`~=`,
 combined with `and`/`or`/`not`, and returned. Loops are short (at most a
-few iterations each, nesting at most three deep).
+few iterations each, nested at most two deep: deeper nests exceed the
+verifier's path budget, docs/language.md).
 
 `/` is never generated here (Lua 5.4's `/` is float division); the tests
 swap `//` for `/` in the kernel's text instead (`slash_variant`).

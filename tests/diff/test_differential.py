@@ -142,9 +142,10 @@ def compiles_and_verifies(src: str, kinds, loops: str | None) -> None:
     try:
         prog = compile_function(src, "f", kinds, loops=loops)
     except luabpf.CompileError:
-        if loops == "bounded":
-            return          # plain back-edges may be refused at compile time, with a reason
-        raise
+        # a located refusal is allowed here (a boolean where a global holds
+        # integers, a loop without --@bound under plain back-edges); refusals of
+        # well-typed programs fail in test_programs, which runs them
+        return
     try:
         with prog.load():
             pass
