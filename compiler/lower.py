@@ -32,7 +32,7 @@ from luabpf.compiler.intops import IntOps
 from luabpf.compiler.lower_expr import ExprLowering
 from luabpf.compiler.lower_loops import LoopLowering
 from luabpf.compiler.source import Source, Span
-from luabpf.compiler.values import VIEW_KINDS, Val, Var, type_name
+from luabpf.compiler.values import FALSE, TRUE, VIEW_KINDS, Val, Var, type_name
 
 GLOBALS_MAP = "luabpf_globals"
 ERRORS_MAP = "luabpf_errors"
@@ -413,10 +413,23 @@ class Lowerer(ExprLowering, LoopLowering):
         handler(v)
 
     def store_global(self, g: GlobalVar, v: Val, node) -> None:
-        if not v.kinds <= {g.kind}:
-            self.error(node, f"global '{g.name}' holds {'integers' if g.kind == 'int' else 'booleans'}; "
-                             f"a {type_name(v.kinds)} value cannot be stored in it")
+        holds = "integers" if g.kind == "int" else "booleans"
+        if g.kind not in v.kinds:
+            self.error(node, f"global '{g.name}' holds {holds}; a {type_name(v.kinds)} value cannot "
+                             "be stored in it")
             return
+        if v.kinds != {g.kind}:                 # `g = c and 0 or a`: checked when it runs
+            if g.kind == "int":
+                self.int_operand(v, node, lambda got: f"global '{g.name}' holds {holds} in kernel "
+                                                      f"Lua; a {got} value cannot be stored in it")
+            else:
+                ok, bad, above_nil = self.b.block("is_bool"), self.b.block("not_bool"), self.b.block("not_nil")
+                self.b.branch("ge", v.tag, FALSE, above_nil, bad)
+                self.b.start(above_nil)
+                self.b.branch("le", v.tag, TRUE, ok, bad)
+                self.b.start(bad)
+                self.runtime_error(node.span, f"global '{g.name}' holds {holds} in kernel Lua")
+                self.b.start(ok)
         word = v.payload if g.kind == "int" else v.tag
         self.b.emit(ir.Store(8, self.gptr(), g.offset, self.b.small(word) if isinstance(word, int)
                              and not -(1 << 31) <= word < (1 << 31) else word))

@@ -27,12 +27,25 @@ class LoopLowering:
     def loop_prelude(self, body: ast.Block, scope: Scope):
         """Blind the loop-carried registers; returns the bound counter (or None)."""
         if self.options.loops != "may_goto":        # a counter the verifier can walk
+            self.carried = []
             return self.b.copy(0, "iterations")
         zero = self.opaque_zero()
-        for var in self.assigned_outer_vars(body, scope):
-            for r in var.registers():
+        carried = [r for var in self.assigned_outer_vars(body, scope) for r in var.registers()]
+        for r in carried:
+            self.b.emit(ir.Bin("add", r, r, zero))
+        counter = self.b.copy(zero, "iterations")
+        self.carried = carried + [counter]
+        return counter
+
+    def back_edge(self, head: ir.Block, carried: list[ir.VReg]) -> None:
+        """Jump back to a loop's head, blinding what the loop carries once more: a value the
+        body derived from them (a copy, a compared constant) must not reach the head looking
+        different each trip, or the verifier's states never converge."""
+        if self.options.loops == "may_goto" and self.b.reachable:
+            zero = self.opaque_zero()
+            for r in carried:
                 self.b.emit(ir.Bin("add", r, r, zero))
-        return self.b.copy(zero, "iterations")
+        self.b.jump(head)
 
     def raw_loop(self, carried: list[ir.VReg]) -> ir.Block:
         """Open a loop the compiler itself needs (pattern matching, byte scans): blind the
@@ -92,6 +105,7 @@ class LoopLowering:
     def stmt_While(self, st: ast.While, scope: Scope) -> None:
         b = self.b
         counter = self.loop_prelude(st.body, scope)
+        carried = self.carried
         budget = self.budget_block(st.span)
         head = self.loop_head(budget)
         body, done = b.block("while_body"), b.block("while_end")
@@ -104,12 +118,13 @@ class LoopLowering:
         finally:
             self.instances[-1].loops.pop()
         if not b.terminated:
-            b.jump(head)
+            self.back_edge(head, carried)
         b.start(done)
 
     def stmt_Repeat(self, st: ast.Repeat, scope: Scope) -> None:
         b = self.b
         counter = self.loop_prelude(st.body, scope)
+        carried = self.carried
         budget = self.budget_block(st.span)
         head = self.loop_head(budget)
         done = b.block("repeat_end")
@@ -122,7 +137,10 @@ class LoopLowering:
             self.instances[-1].loops.pop()
         if not b.terminated:
             b.loc = st.cond.span
-            self.cond(st.cond, inner, done, head)
+            back = b.block("repeat_back")
+            self.cond(st.cond, inner, done, back)
+            b.start(back)
+            self.back_edge(head, carried)
         b.start(done)
 
     def stmt_NumericFor(self, st: ast.NumericFor, scope: Scope) -> None:
@@ -146,7 +164,9 @@ class LoopLowering:
                                                            if self.options.loops != "may_goto" else declared)
         bound = declared if static_ok else self.loop_bound(st)
         counter = self.loop_prelude(st.body, scope)
+        carried = self.carried
         if static_ok:
+            carried = [r for r in carried if r is not counter]
             counter = None
         i = b.copy(start, "for_i")
         remaining = b.copy(count, "for_n")
@@ -178,7 +198,7 @@ class LoopLowering:
         b.start(more)
         b.emit(ir.Bin("sub", remaining, remaining, 1))
         b.emit(ir.Bin("add", i, i, b.small(step)))
-        b.jump(head)
+        self.back_edge(head, carried + [i, remaining])
         b.start(done)
 
     def for_count(self, start, stop, step, done: ir.Block, st):
