@@ -44,8 +44,8 @@ def lower_match(lw, s: Val, args: list[Val], node, find: bool) -> list[Val]:
             return [Val.nil()]
         if plain:
             pat = escape(pat)
-    try:
-        pattern = patterns.parse_pattern(pat)
+    try:                                 # a constant subject is matched here, by the reference
+        pattern = patterns.parse_pattern(pat, kernel=s.data is None)
     except patterns.PatternError as e:
         lw.error(node, f"bad pattern {args[0].data!r}: {e}")
         return [Val.nil()]
