@@ -414,6 +414,8 @@ class Lowerer(ExprLowering, LoopLowering):
 
     def store_global(self, g: GlobalVar, v: Val, node) -> None:
         holds = "integers" if g.kind == "int" else "booleans"
+        if not self.b.reachable:              # code after a return, or under `if nil`
+            return
         if g.kind not in v.kinds:
             self.error(node, f"global '{g.name}' holds {holds}; a {type_name(v.kinds)} value cannot "
                              "be stored in it")
