@@ -205,27 +205,20 @@ class ExprLowering:
 
     def materialize_compare(self, e, a: Val, c: Val) -> Val:
         """An ordering comparison of evaluated operands as a boolean value."""
-        b = self.b
-        t = b.copy(TRUE, "bool")
-        yes, no, join = b.block("yes"), b.block("no"), b.block("bool_end")
-        self.compare_values(e, a, c, yes, no)
-        b.start(no)
-        b.mov(t, FALSE)
-        b.jump(join)
-        b.start(yes)
-        b.jump(join)
-        b.start(join)
-        return Val.bool_(t)
+        return self.as_boolean(lambda yes, no: self.compare_values(e, a, c, yes, no))
 
     def materialize(self, e, scope, v: Val | None = None) -> Val:
-        """A condition as a boolean value."""
+        """A condition (or `not v`) as a boolean value."""
+        if v is not None:
+            return self.as_boolean(lambda yes, no: self.truth_branch(v, no, yes))
+        return self.as_boolean(lambda yes, no: self.cond(e, scope, yes, no))
+
+    def as_boolean(self, branch) -> Val:
+        """true where branch(yes, no) goes to yes, false where it goes to no."""
         b = self.b
         t = b.copy(TRUE, "bool")
         yes, no, join = b.block("yes"), b.block("no"), b.block("bool_end")
-        if v is not None:                      # `not v`
-            self.truth_branch(v, no, yes)
-        else:
-            self.cond(e, scope, yes, no)
+        branch(yes, no)
         b.start(no)
         b.mov(t, FALSE)
         b.jump(join)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from luabpf.compiler import ir
 from luabpf.compiler.layout import Field, Layout
-from luabpf.compiler.values import INT, LVIEW, NIL, STR, Val
+from luabpf.compiler.values import INT, LVIEW, STR, Val
 
 MAX_OFF = 0x7FFF     # variable packet offsets are bounded so that offset + window <= 0xffff,
                      # the most the verifier marks as checked (find_good_pkt_pointers)
