@@ -502,7 +502,9 @@ class _ProgramGen:
         w.indent += 1
         inner = Scope(ints=params + scope.ints, helpers=list(scope.helpers))
         globals_ = ["g"] if "g" in scope.ints else []
-        self.block(inner, list(params) + globals_, 2, 0, nrets, max_stmts=2)
+        # straight-line helpers: a helper's loop inlined into a caller's loop nests them
+        # past the verifier's path budget (docs/language.md, "Known limit")
+        self.block(inner, list(params) + globals_, 3, 0, nrets, max_stmts=2)
         w.line(f"return {self.returns(inner, nrets)}")
         w.indent -= 1
         w.line("end")
