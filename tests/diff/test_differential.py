@@ -60,7 +60,7 @@ class KnownLimits:
         test = os.environ.get("PYTEST_CURRENT_TEST", "?").split("::")[-1].split("[")[0].split(" ")[0]
         self.seen[kind] += 1
         self.per_test[test] += 1
-        return self.per_test[test] <= max(10, int(TALLY[test] * self.MAX_SHARE))
+        return self.per_test[test] <= max(30, int(TALLY[test] * self.MAX_SHARE))
 
 
 LIMITS = KnownLimits()
