@@ -35,19 +35,10 @@ function filter(hdr, pld)
 end
 """
 
-# Figure 2 of the paper, the set read as the paper describes it (see test_veth_e2e.py).
-SSH_FILTER = """
-function filter(hdr, pld)
-  local seg = pld:segment(0, 255)
-  local str = tostring(seg)
-  local pattern = 'SSH%-[^-%G]+%-([^-%G]+)'
-  local software_version = str:match(pattern)
-  if software_version == 'OpenSSH_6.4' then
-    return false
-  end
-  return true
-end
-"""
+# Figure 2 of the paper, as examples/ssh_filter.lua has it.
+with open(os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       "examples", "ssh_filter.lua"), encoding="utf-8") as _f:
+    SSH_FILTER = _f.read()
 
 FRAMES = [
     tcp_frame("10.0.0.1", "10.0.0.2", 2222, 5555, b"SSH-2.0-OpenSSH_6.4\r\n"),
