@@ -52,7 +52,7 @@ def explain(compiled: CompiledProgram, log: str) -> LoadError:
         insn = slot_to_insn(compiled).get(last_slot)
         loc = getattr(insn, "loc", None)
         line = getattr(loc, "line", None)
-    if "program is too large" in message or "jumps is too complex" in message:
+    if "program is too large" in log or "jumps is too complex" in log:
         message = ("it gave up after exploring 1,000,000 instructions: too many paths through "
                    "the code (each condition in a loop body doubles them); move conditions out of "
                    "loops or simplify them")

@@ -285,3 +285,17 @@ def test_too_many_paths_for_the_verifier_is_a_located_error_that_says_why():
         luabpf.run_function(path_explosion(), "f", 3)
     assert 26 <= e.value.line <= 51
     assert "too many paths" in str(e.value)
+
+
+def test_path_budget_is_recognised_when_the_log_glues_it_to_an_instruction():
+    """The verifier can print its give-up on the same line as the last instruction it
+    walked (seen in CI); the refusal must still say why, at a Lua line."""
+    from luabpf.api import compile_function
+    from luabpf.runtime.load import explain
+    compiled = compile_function("function f(a)\n  return a + 1\nend\n", "f", ("int",))
+    log = ("0: (79) r1 = *(u64 *)(r1 +24)        ; R1=scalar()\n"
+           "1: (07) r1 += 1 BPF program is too large. Processed 1000001 insn\n"
+           "processed 1000001 insns (limit 1000000) max_states_per_insn 39 total_states 58470\n")
+    error = explain(compiled.compiled, log)
+    assert "too many paths" in str(error)
+    assert error.line in (1, 2)
