@@ -26,9 +26,12 @@ class Options:
 
 @dataclass
 class ErrorSite:
+    """A place that counts in the errors map: a runtime error (fatal: the entry function
+    stops) or an event the script lives through (a dropped map store or print)."""
     line: int
     col: int
     message: str
+    fatal: bool = True
 
 
 @dataclass

@@ -23,9 +23,10 @@ class Builder:
         self._next_vreg += 1
         return ir.VReg(self._next_vreg, hint)
 
-    def block(self, hint: str = "L") -> ir.Block:
+    def block(self, hint: str = "L", cold: bool = False) -> ir.Block:
+        """A new block; a cold one (an error or a drop path) is laid out after the rest."""
         self._next_block += 1
-        b = ir.Block(f"{hint}{self._next_block}")
+        b = ir.Block(f"{hint}{self._next_block}", cold=cold)
         self.blocks.append(b)
         return b
 

@@ -80,10 +80,6 @@ def call(lw, e, scope) -> list[Val] | None:
     return found.lower(lw, args, e, scope)
 
 
-def store_handler(lw, target, scope):
-    return None
-
-
 # ---- error and assert ---------------------------------------------------------
 
 def _message(lw, node) -> str | None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from luabpf.compiler import ast, intrinsics, ir
+from luabpf.compiler import ast, events, intrinsics, ir, maps
 from luabpf.compiler.builder import Builder
 from luabpf.compiler.diagnostics import CompileError, Diagnostics, InternalError
 from luabpf.compiler.bpf.helpers import Helper
@@ -48,6 +48,8 @@ class Lowered:
     globals: dict[str, GlobalVar]
     uses_globals_map: bool
     uses_errors_map: bool
+    maps: dict           # script name → maps.MapDecl, in declaration order
+    prints: list         # events.PrintSite, indexed by the id each record carries
 
 
 class Lowerer(ExprLowering, LoopLowering):
@@ -73,6 +75,9 @@ class Lowerer(ExprLowering, LoopLowering):
         self._gptr: ir.VReg | None = None
         self._zero_reads = False
         self.packet = None                      # the packet of a filter hook (views.Packet)
+        self.maps: dict = {}                    # script name → maps.MapDecl
+        self.prints: list = []                  # events.PrintSite
+        self._scratch: dict[str, ir.StackSlot] = {}
         self.last_call_count = None             # (values, count) of the last inlined call
 
     # ---- diagnostics and runtime errors --------------------------------------
@@ -93,6 +98,40 @@ class Lowerer(ExprLowering, LoopLowering):
 
     def _fail_here(self, message: str) -> None:
         self.runtime_error(self.b.loc, message)
+
+    def count_at(self, span: Span | None, message: str) -> None:
+        """Count, without stopping, something the script lives through (a store a full map
+        dropped, a print a full ring buffer dropped): the runtime reports it like an error."""
+        span = span or self.b.loc
+        site = len(self.sites)
+        self.sites.append(ErrorSite(span.line if span else 0, span.col if span else 0, message,
+                                    fatal=False))
+        self._count_site(site)
+
+    def _count_site(self, site) -> None:
+        """errors[site] += 1, atomically; falls through to the current block's successor."""
+        b = self.b
+        key = self.scratch(4, "error_key")
+        b.emit(ir.Store(4, key, 0, site))
+        m, k, p = b.vreg("errors"), b.vreg("key"), b.vreg("counter")
+        b.emit(ir.LoadMap(m, ERRORS_MAP))
+        b.emit(ir.SlotAddr(k, key))
+        b.emit(ir.Call(Helper.map_lookup_elem, [m, k], p))
+        count, done = b.block("error_count", cold=True), b.block("error_counted", cold=True)
+        b.terminate(ir.Branch("eq", p, 0, done, count))
+        b.cur = count
+        b.emit(ir.AtomicAdd(8, p, 0, b.copy(1)))
+        b.jump(done)
+        b.cur = done
+
+    def scratch(self, size: int, name: str) -> ir.StackSlot:
+        """A stack slot shared by every use of one kind (a map key, a print record): each
+        use fills it just before the helper call that reads it. It grows to the largest use."""
+        slot = self._scratch.get(name)
+        if slot is None:
+            slot = self._scratch[name] = self.b.slot(size, name)
+        slot.size = max(slot.size, size)
+        return slot
 
     # ---- the whole program --------------------------------------------------
 
@@ -115,8 +154,9 @@ class Lowerer(ExprLowering, LoopLowering):
         self._finish_error_path()
         fn = ir.Function(self.b.blocks + self.site_blocks + [self.err_block], self.b.slots,
                          [])
-        return Lowered(fn, self.sites, self.globals, self._gptr is not None,
-                       bool(self.sites) and getattr(self.hook, 'count_errors', True))
+        counted = [s for s in self.sites if not s.fatal or getattr(self.hook, "count_errors", True)]
+        return Lowered(fn, self.sites, self.globals, self._gptr is not None, bool(counted),
+                       self.maps, self.prints)
 
     def _diag_at_top(self, message: str):
         from luabpf.compiler.diagnostics import Diagnostic
@@ -150,29 +190,15 @@ class Lowerer(ExprLowering, LoopLowering):
     def _finish_error_path(self) -> None:
         """error: count the site in the errors map, tell the hook, return the default verdict."""
         b = self.b
-        done = ir.Block("error_done", cold=True)
-        count = ir.Block("error_count", cold=True)
         b.cur = self.err_block
         b.loc = None
-        if not self.sites:
-            return
-        self.hook.on_error(self, self.errsite)
-        if not getattr(self.hook, "count_errors", True):
+        if not any(s.fatal for s in self.sites):
             b.terminate(ir.Exit(self.hook.default_return))
             return
-        key = b.slot(4, "error_key")
-        b.emit(ir.Store(4, key, 0, self.errsite))
-        m, k, p = b.vreg("errors"), b.vreg("key"), b.vreg("counter")
-        b.emit(ir.LoadMap(m, ERRORS_MAP))
-        b.emit(ir.SlotAddr(k, key))
-        b.emit(ir.Call(Helper.map_lookup_elem, [m, k], p))
-        b.terminate(ir.Branch("eq", p, 0, done, count))
-        b.cur = count
-        b.emit(ir.AtomicAdd(8, p, 0, b.copy(1)))
-        b.jump(done)
-        b.cur = done
+        self.hook.on_error(self, self.errsite)
+        if getattr(self.hook, "count_errors", True):
+            self._count_site(self.errsite)
         b.terminate(ir.Exit(self.hook.default_return))
-        self.site_blocks += [count, done]
 
     def gptr(self) -> ir.VReg:
         if self._gptr is None:
@@ -201,6 +227,7 @@ class Lowerer(ExprLowering, LoopLowering):
                     v = vals[i] if i < len(vals) else Val.nil()
                     if v is not None:
                         self.top.names[n.name] = v
+                        maps.bind(self, n.name, v)
             elif isinstance(st, ast.Assign) and all(isinstance(t, ast.Name) for t in st.targets):
                 for i, t in enumerate(st.targets):
                     value = st.values[i] if i < len(st.values) else None
@@ -218,8 +245,9 @@ class Lowerer(ExprLowering, LoopLowering):
         v = self.const_expr(value) if value is not None else Val.nil()
         if v is None:
             return
-        if "obj" in v.kinds or v.data is not None:   # a layout, a constant string: a constant
+        if "obj" in v.kinds or v.data is not None:   # a layout, a map, a constant string
             self.top.names[target.name] = v
+            maps.bind(self, target.name, v)
             return
         if v.kinds == frozenset({"nil"}):
             self.error(target, f"global '{target.name}' needs an initial value (an integer or a boolean)")
@@ -406,7 +434,7 @@ class Lowerer(ExprLowering, LoopLowering):
             self.error(target, f"assignment to undeclared global '{target.name}' "
                                f"(declare it at top level: {target.name} = 0)")
             return
-        handler = intrinsics.store_handler(self, target, scope)
+        handler = maps.store_handler(self, target, scope)
         if handler is None:
             self.error(target, "this assignment target is not available in kernel Lua")
             return

@@ -7,7 +7,7 @@ values of any kind, and the runtime checks that an operand is an integer.
 """
 from __future__ import annotations
 
-from luabpf.compiler import ast, intrinsics, ir, luaint, views
+from luabpf.compiler import ast, intrinsics, ir, luaint, maps, views
 from luabpf.compiler.intops import COMPARE
 from luabpf.compiler.bindings import FuncDef, GlobalVar, Scope
 from luabpf.compiler.values import (FALSE, INT, KINDS, LVIEW, NIL, OBJ, STR, TRUE, Val, Var, falsy_kinds,
@@ -75,6 +75,9 @@ class ExprLowering:
         if v is not None:
             return v
         obj = self.expr(e.obj, scope)
+        decl = maps.decl_of(obj)
+        if decl is not None and not (e.dot and isinstance(e.key, ast.String)):
+            return maps.read(self, decl, self.expr(e.key, scope), e)
         if not isinstance(e.key, ast.String):
             self.error(e, "indexing with a computed key is not available in kernel Lua")
             return Val.nil()

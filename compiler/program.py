@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from luabpf.compiler import ir
+from luabpf.compiler import events, ir
 from luabpf.compiler.bpf import disasm, encode
 from luabpf.compiler.check import check
 
@@ -24,6 +24,7 @@ from luabpf.compiler.regalloc import allocate
 from luabpf.compiler.source import Source, Span
 
 MAP_TYPE_ARRAY = 2
+BPF_F_MMAPABLE = 1 << 10    # user space writes one global with one store, as the program does
 STACK_LIMIT = 512
 MAY_GOTO_STACK = 8          # the verifier keeps may_goto's counter on the program's stack
 
@@ -36,6 +37,7 @@ class MapSpec:
     value_size: int
     max_entries: int
     initial: dict[bytes, bytes] = field(default_factory=dict)
+    flags: int = 0
 
 
 @dataclass
@@ -47,6 +49,8 @@ class CompiledProgram:
     sites: list[ErrorSite]
     globals: dict[str, GlobalVar]
     stack_size: int
+    user_maps: dict = field(default_factory=dict)    # script name → maps.MapDecl
+    prints: list = field(default_factory=list)       # events.PrintSite, by record id
 
     def asm(self) -> str:
         return disasm.disassemble(self.insns, self.source.lines)
@@ -60,6 +64,20 @@ class CompiledProgram:
     @property
     def insn_count(self) -> int:
         return sum(i.slots for i in self.insns)
+
+    def manifest(self) -> dict:
+        """What user space needs to read a running program's maps, globals, events and
+        error counts, as JSON-ready data (kept with the program's pins for `luabpf set`)."""
+        return {
+            "file": self.source.filename,
+            "hook": self.hook.name,
+            "globals": {g.name: {"offset": g.offset, "kind": g.kind}
+                        for g in self.globals.values()},
+            "maps": {name: {"kind": d.kind, "max_entries": d.max_entries}
+                     for name, d in self.user_maps.items()},
+            "sites": [{"line": s.line, "message": s.message, "fatal": s.fatal} for s in self.sites],
+            "prints": [{"line": p.line, "values": [list(v) for v in p.values]} for p in self.prints],
+        }
 
 
 def layout_frame(fn: ir.Function, spill_slots: list[ir.StackSlot], loops: bool, source: Source) -> int:
@@ -110,7 +128,8 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
     uses_loops = any(isinstance(b.term, ir.MayGoto) for b in fn.blocks)
     stack = layout_frame(fn, spill_slots + [cycle], uses_loops, source)
     insns = encode.resolve(emit(fn, alloc, cycle))
-    return CompiledProgram(source, hook, insns, program_maps(low), low.sites, low.globals, stack)
+    return CompiledProgram(source, hook, insns, program_maps(low), low.sites, low.globals, stack,
+                           low.maps, low.prints)
 
 
 def program_maps(low) -> list[MapSpec]:
@@ -119,7 +138,11 @@ def program_maps(low) -> list[MapSpec]:
         words = [0] + [g.initial for g in low.globals.values()]
         value = struct.pack(f"<{len(words)}q", *words)
         maps.append(MapSpec(GLOBALS_MAP, MAP_TYPE_ARRAY, 4, len(value), 1,
-                            {struct.pack("<I", 0): value}))
+                            {struct.pack("<I", 0): value}, BPF_F_MMAPABLE))
     if low.uses_errors_map:
         maps.append(MapSpec(ERRORS_MAP, MAP_TYPE_ARRAY, 4, 8, max(1, len(low.sites))))
+    if low.prints:
+        maps.append(MapSpec(events.EVENTS_MAP, events.MAP_TYPE_RINGBUF, 0, 0, events.EVENTS_SIZE))
+    for name, decl in low.maps.items():
+        maps.append(MapSpec(name, decl.type, decl.key_size, 8, decl.max_entries))
     return maps

@@ -115,7 +115,7 @@ def intervals(fn: ir.Function) -> tuple[list[Interval], list[int]]:
     for vid, rs in ranges.items():
         iv = Interval(vregs[vid], min(r[0] for r in rs), max(r[1] for r in rs))
         iv.ranges = [tuple(r) for r in rs]
-        iv.crosses_call = any(a < c and e > c + 1 for c in calls for a, e in iv.ranges)
+        iv.crosses_call = any(a <= c and e > c + 1 for c in calls for a, e in iv.ranges)
         iv.weight = uses.get(vid, 1)        # what spilling it costs: a load or store per use
         result.append(iv)
     result.sort(key=lambda iv: (iv.start, iv.end))

@@ -3,8 +3,8 @@
 Owns: the `bpf(2)` syscall via ctypes, the layout of `union bpf_attr` for each
 command we use, the UAPI enums (`ProgType`, `MapType`, `AttachType`) and flag
 constants, file-descriptor ownership (`Fd`), and the convention for verifier
-logs. Does not own: attaching programs to hooks and ring buffers (bcc, in
-`runtime/attach/` and `runtime/events.py`), mapping verifier logs to Lua lines
+logs. Does not own: attaching programs to hooks (`runtime/attach/`), reading
+ring buffers (`runtime/ringbuf.py`), mapping verifier logs to Lua lines
 (`runtime/load.py`), or feature probes (`runtime/features.py`).
 
 Decision: program loading, BPF_PROG_TEST_RUN, map create/lookup/update/delete/
@@ -12,8 +12,8 @@ get_next_key, object pin/get, prog/map info and BPF_ENABLE_STATS call bpf(2)
 directly through ctypes (`syscall(__NR_bpf, cmd, &attr, sizeof attr)`),
 because bcc's Python API cannot load a raw instruction array with program
 flags (BPF_F_SLEEPABLE), BTF func/line info or fd_array, cannot return the
-verifier log of a failed load, and cannot run BPF_PROG_TEST_RUN with a context.
-bcc stays the tool for attaching and for ring buffers.
+verifier log of a failed load, and cannot run BPF_PROG_TEST_RUN with a context;
+and bcc's ring-buffer reader only serves maps bcc itself created.
 
 Each `*Attr` structure below is the anonymous struct of `union bpf_attr` for
 that command, field for field as in include/uapi/linux/bpf.h (Linux 6.18),

@@ -66,10 +66,11 @@ class LoadedProgram:
         self.compiled = compiled
         self.map_fds: dict[str, int] = {}
         self.fd = -1
+        self._state = None
         try:
             for spec in compiled.maps:
                 fd = kernel.map_create(spec.type, spec.key_size, spec.value_size, spec.max_entries,
-                                       name=spec.name[:15])
+                                       name=spec.name[:15], flags=spec.flags)
                 self.map_fds[spec.name] = fd
                 for k, v in spec.initial.items():
                     kernel.map_update(fd, k, v)
@@ -90,6 +91,9 @@ class LoadedProgram:
 
     def close(self) -> None:
         import os
+        if self._state is not None:
+            self._state.close()
+            self._state = None
         for fd in list(self.map_fds.values()) + ([self.fd] if self.fd >= 0 else []):
             try:
                 os.close(fd)
@@ -124,32 +128,39 @@ class LoadedProgram:
         verdict = action_for(self.prog_type, res.retval)
         return (verdict, res.duration_ns) if timed else verdict
 
-    def describe_errors(self) -> list[str]:
-        """The runtime errors counted so far: ['f.lua:LINE: message (N times)', …]."""
-        out = []
-        for site, n in sorted(self.error_counts().items()):
-            s = self.compiled.sites[site]
-            out.append(f"{self.compiled.source.filename}:{s.line}: {s.message} ({n} time{'s' if n != 1 else ''})")
-        return out
-
     def run_ctx(self, ctx: bytes) -> bytes:
         """BPF_PROG_TEST_RUN with a context the program reads and writes back."""
         res = kernel.prog_test_run(self.fd, ctx_in=ctx, ctx_inout=True)
         return res.ctx_out
 
+    # ---- what user space sees: runtime.state.ProgramState ----
+    @property
+    def state(self):
+        if self._state is None:
+            from luabpf.runtime.state import ProgramState
+            self._state = ProgramState(self.map_fds, self.compiled.manifest())
+        return self._state
+
+    @property
+    def maps(self):
+        """The script's maps by name: dict-like views (runtime.mapview.MapView)."""
+        return self.state.maps
+
+    @property
+    def globals(self):
+        """The script's globals by name, read and written live (runtime.mapview.GlobalsView)."""
+        return self.state.globals
+
+    def events(self):
+        """The stream of print events (runtime.events.EventStream), None without print."""
+        return self.state.events()
+
     def error_counts(self) -> dict[int, int]:
-        """Runtime errors counted so far, by error site."""
-        from luabpf.compiler.lower import ERRORS_MAP
-        fd = self.map_fds.get(ERRORS_MAP)
-        if fd is None:
-            return {}
-        counts = {}
-        for site in range(len(self.compiled.sites)):
-            raw = kernel.map_lookup(fd, struct.pack("<I", site), 8)
-            n = struct.unpack("<Q", raw)[0] if raw else 0
-            if n:
-                counts[site] = n
-        return counts
+        return self.state.error_counts()
+
+    def describe_errors(self) -> list[str]:
+        """The runtime errors counted so far: ['f.lua:LINE: message (N times)', …]."""
+        return self.state.describe_errors()
 
 
 def _prog_name(hook) -> str:

@@ -1,0 +1,96 @@
+"""`print(...)`: events a program sends to user space through a ring buffer.
+
+Owns the record format the runtime decodes (`runtime/events.py`) and the print
+sites. A record is
+
+    u32 print-site id, u32 0, then (u64 tag, u64 payload) per value known only at run time
+
+Values known at compile time (constant strings, literals) stay in the `PrintSite`
+and cost nothing in the record. Every record is written with one
+`bpf_ringbuf_output`; when the ring buffer is full the kernel refuses it, the
+program goes on, and the drop is counted at the print's line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from luabpf.compiler import intrinsics, ir
+from luabpf.compiler.bpf.helpers import Helper
+from luabpf.compiler.values import Val, type_name
+
+EVENTS_MAP = "luabpf_events"
+EVENTS_SIZE = 256 * 1024        # bytes of ring buffer (a power of two, a multiple of a page)
+MAP_TYPE_RINGBUF = 27
+HEADER = 8
+SLOT = 16
+MAX_VALUES = 16                 # values known only at run time, per print
+
+
+@dataclass
+class PrintSite:
+    line: int
+    col: int
+    values: list = field(default_factory=list)   # per argument: ('const', its text) | ('run',)
+
+    @property
+    def record_size(self) -> int:
+        return HEADER + SLOT * sum(1 for v in self.values if v[0] == "run")
+
+
+def lua_text(value) -> str:
+    """What Lua's tostring gives for a constant (strings as UTF-8, bad bytes replaced)."""
+    if value is None:
+        return "nil"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value)
+
+
+@intrinsics.register("print")
+def _print(lw, args: list[Val], node, scope):
+    site = PrintSite(node.span.line, node.span.col)
+    dynamic = []
+    for i, v in enumerate(args):
+        if v.is_const:
+            site.values.append(("const", lua_text(v.python())))
+        elif v.kinds <= {"nil", "bool", "int"}:
+            site.values.append(("run",))
+            dynamic.append(v)
+        else:
+            lw.error(node, f"print takes integers, booleans, nil and constant strings in kernel "
+                           f"Lua; argument #{i + 1} is a {type_name(v.kinds)} known only at run time")
+            return []
+    if len(dynamic) > MAX_VALUES:
+        lw.error(node, f"print sends at most {MAX_VALUES} values known only at run time")
+        return []
+    if not lw.b.reachable:
+        return []
+    b = lw.b
+    sid = len(lw.prints)
+    lw.prints.append(site)
+    record = lw.scratch(site.record_size, "print_record")
+    b.emit(ir.Store(8, record, 0, sid))
+    for i, v in enumerate(dynamic):
+        b.emit(ir.Store(8, record, HEADER + SLOT * i, v.tag))
+        b.emit(ir.Store(8, record, HEADER + SLOT * i + 8, v.payload))
+    m, p, r = b.vreg("events"), b.vreg("record"), b.vreg("sent")
+    b.emit(ir.LoadMap(m, EVENTS_MAP))
+    b.emit(ir.SlotAddr(p, record))
+    b.emit(ir.Call(Helper.ringbuf_output, [m, p, site.record_size, 0], r))
+    dropped, ok = b.block("print_dropped", cold=True), b.block("printed")
+    b.branch("ne", r, 0, dropped, ok)
+    b.start(dropped)
+    lw.count_at(node.span, "print dropped: the ring buffer was full")
+    b.jump(ok)
+    b.start(ok)
+    return []
+
+
+@intrinsics.register("time.ns")
+def _time_ns(lw, args, node, scope):
+    """Nanoseconds since boot (the monotonic clock, bpf_ktime_get_ns)."""
+    t = lw.b.vreg("now")
+    lw.b.emit(ir.Call(Helper.ktime_get_ns, [], t))
+    return [Val.int_(t, (0, (1 << 63) - 1))]
