@@ -147,8 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the built-in demonstration, in the kernel")
     d.set_defaults(run=cmd_demo)
 
-    from luabpf.cli_packets import add_commands as add_packet_commands   # test, run
+    from luabpf.cli_packets import _usage_here, add_commands as add_packet_commands   # test
+    from luabpf.cli_run import add_commands as add_run_commands                    # run, set, ls
     add_packet_commands(sub)
+    add_run_commands(sub, _usage_here)
     return p
 
 

@@ -1,9 +1,8 @@
-"""The packet-filter subcommands of the `luabpf` command line: `test` and `run`.
+"""The packet-filter subcommand of the `luabpf` command line: `test`.
 
-Owns what `luabpf test FILE --pcap F | --packet HEX…` and `luabpf run FILE
---xdp DEV | --tc DEV[:ingress|:egress]` do and print (DESIGN §4); `cli.py`
-registers them (`add_commands`) and keeps argument errors, exit codes and
-the rendering of compile and verify errors.
+Owns what `luabpf test FILE --pcap F | --packet HEX…` does and prints (DESIGN §4);
+`cli.py` registers it (`add_commands`) and keeps argument errors, exit codes and
+the rendering of compile and verify errors. `luabpf run` is `cli_run.py`'s.
 
 `test` compiles the script for the hook (`--hook xdp|tc`, default xdp), loads
 it, and runs every frame through BPF_PROG_TEST_RUN: a table of number,
@@ -12,30 +11,21 @@ progress bar on a terminal when there are more than 200 frames. A frame the
 kernel's test run cannot take (shorter than an Ethernet header) is reported
 as refused. Exit 1 when the script does not compile or verify, or raised
 runtime errors (listed after the table); 2 for a bad capture or hex argument.
-
-`run` attaches the program (a BPF link, so it dies with the process), turns
-on the kernel's run-time statistics (BPF_ENABLE_STATS) and shows, 4 times a
-second, how often the program ran, its mean run time and its runtime errors
-(`--json`: one JSON object per second, after an "attached" line). It detaches
-on Ctrl-C, SIGTERM or SIGHUP, after `--duration S`, or when the device goes away.
 """
 from __future__ import annotations
 
 import json
 import os
-import signal
 import sys
-import time
 
 from luabpf.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError, err, out, read_source
 
 PROGRESS_OVER = 200          # frames: above this, `test` shows a progress bar
 TABLE_UP_TO = 1000           # frames: above this, `test` prints plain lines, not a table
-REFRESH_HZ = 4
 
 
 def add_commands(sub) -> None:
-    """Register `test` and `run` on the `luabpf` subparsers."""
+    """Register `test` on the `luabpf` subparsers."""
     t = sub.add_parser("test", help="run a packet filter on packets in the kernel (BPF_PROG_TEST_RUN)")
     t.add_argument("file", metavar="FILE.lua")
     src = t.add_mutually_exclusive_group(required=True)
@@ -47,20 +37,6 @@ def add_commands(sub) -> None:
     t.add_argument("--max-loop", type=int, default=None, metavar="N")
     t.add_argument("--json", action="store_true", help="one JSON object per packet")
     t.set_defaults(run=_usage_here(cmd_test))
-
-    r = sub.add_parser("run", help="attach a packet filter to a device and show live counters")
-    r.add_argument("file", metavar="FILE.lua")
-    where = r.add_mutually_exclusive_group(required=True)
-    where.add_argument("--xdp", metavar="DEV", help="attach to DEV's XDP hook")
-    where.add_argument("--tc", metavar="DEV[:DIR]",
-                       help="attach to DEV's tc hook, ingress (default) or egress")
-    r.add_argument("--netns", metavar="NAME", default=None,
-                   help="the device is in network namespace NAME (as in `ip netns`)")
-    r.add_argument("--duration", type=float, default=None, metavar="S",
-                   help="detach and exit after S seconds")
-    r.add_argument("--max-loop", type=int, default=None, metavar="N")
-    r.add_argument("--json", action="store_true", help="one JSON object per second")
-    r.set_defaults(run=_usage_here(cmd_run))
 
 
 def _usage_here(cmd):
@@ -213,164 +189,3 @@ def _print_verdicts(file: str, hook: str, rows: list[dict]) -> None:
         table.add_row(str(row["packet"]), Text(row["summary"]), verdict)
     out.print(table)
     out.print(_tally(rows), markup=False)
-
-
-# ---- luabpf run ---------------------------------------------------------------------
-
-class _Stop:
-    """The reason to stop, set by signal handlers (so detaching is never cut short)."""
-
-    def __init__(self):
-        self.reason: str | None = None
-        self._old = {}
-
-    def install(self) -> None:
-        names = {signal.SIGINT: "interrupted", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP"}
-        for sig, name in names.items():
-            self._old[sig] = signal.signal(sig, lambda *_a, _n=name: self._set(_n))
-
-    def _set(self, reason: str) -> None:
-        self.reason = self.reason or reason
-
-    def restore(self) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-
-def _sample(loaded, link) -> dict:
-    from luabpf.runtime import kernel
-    info = kernel.prog_info(loaded.fd)
-    return {"run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"],
-            "errors": loaded.describe_errors(), "device_gone": _device_gone(link)}
-
-
-def _device_gone(link) -> bool:
-    from luabpf.runtime.attach import link as bpflink
-    fd = getattr(link, "link_fd", None)
-    if fd is None:
-        return False
-    try:
-        return bpflink.link_info(fd).get("ifindex", 1) == 0
-    except OSError:
-        return True
-
-
-def cmd_run(args) -> int:
-    from luabpf.runtime import kernel
-    from luabpf.runtime.attach import AttachError, attach, parse_target
-    hook = "xdp" if args.xdp else "tc"
-    try:
-        target = parse_target(hook, args.xdp or args.tc)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
-    if args.duration is not None and args.duration < 0:
-        raise UsageError("--duration must not be negative")
-    prog = _compile(args, hook)
-    stop = _Stop()
-    try:
-        with prog.load() as loaded:
-            stop.install()
-            try:
-                stats = kernel.enable_stats()
-            except kernel.BpfError as e:
-                stats = None
-                err.print(f"luabpf: run-time statistics are off ({e.strerror})", markup=False)
-            try:
-                link = attach(loaded.fd, target, netns=args.netns)
-            except AttachError as e:
-                err.print(f"luabpf: {e}", markup=False)
-                return EXIT_ERROR
-            try:
-                return _watch(args, loaded, link, stop)
-            finally:
-                link.detach()
-                if stats is not None:
-                    stats.close()
-    finally:
-        stop.restore()
-
-
-def _watch(args, loaded, link, stop: _Stop) -> int:
-    start = time.monotonic()
-    deadline = start + args.duration if args.duration is not None else None
-    first = _sample(loaded, link)
-    if args.json:
-        _emit({"event": "attached", "program": args.file, **link.info(), "pid": os.getpid()})
-    else:
-        err.print(f"luabpf: {args.file} attached: {link.describe()}; Ctrl-C detaches", markup=False)
-    live = None if args.json else _live(_view(args.file, link, first, first, 0.0))
-    last = first
-    next_json = start + 1.0
-    try:
-        while True:
-            now = time.monotonic()
-            if stop.reason is None and deadline is not None and now >= deadline:
-                stop.reason = "duration"
-            if stop.reason is None and last["device_gone"]:
-                stop.reason = "device gone"
-            if stop.reason:
-                break
-            time.sleep(min(1.0 / REFRESH_HZ, max(0.0, (deadline or now + 1) - now)))
-            last = _sample(loaded, link)
-            elapsed = time.monotonic() - start
-            if live is not None:
-                live.update(_view(args.file, link, first, last, elapsed))
-            elif time.monotonic() >= next_json:
-                next_json += 1.0
-                _emit({"event": "stats", **_numbers(first, last, elapsed)})
-    finally:
-        if live is not None:
-            live.stop()
-    elapsed = time.monotonic() - start
-    link.detach()
-    final = {"event": "detached", "reason": stop.reason, **_numbers(first, last, elapsed)}
-    if args.json:
-        _emit(final)
-    else:
-        out.print(_view(args.file, link, first, last, elapsed))
-        err.print(f"luabpf: detached ({stop.reason}) after {elapsed:.1f} s", markup=False)
-    if stop.reason == "device gone":
-        return EXIT_ERROR
-    return EXIT_ERROR if last["errors"] else EXIT_OK
-
-
-def _numbers(first: dict, last: dict, elapsed: float) -> dict:
-    runs = last["run_cnt"] - first["run_cnt"]
-    ns = last["run_time_ns"] - first["run_time_ns"]
-    return {"elapsed": round(elapsed, 3), "run_cnt": runs, "run_time_ns": ns,
-            "ns_per_run": round(ns / runs, 1) if runs else None,
-            "runs_per_s": round(runs / elapsed, 1) if elapsed > 0 else 0.0,
-            "errors": last["errors"]}
-
-
-def _emit(obj: dict) -> None:
-    print(json.dumps(obj), flush=True)
-
-
-def _live(view):
-    from rich.live import Live
-    live = Live(view, console=out, refresh_per_second=REFRESH_HZ, transient=True,
-                auto_refresh=True, redirect_stderr=False)
-    live.start()
-    return live
-
-
-def _view(file: str, link, first: dict, last: dict, elapsed: float):
-    from rich.table import Table
-    from rich.text import Text
-    n = _numbers(first, last, elapsed)
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold")
-    grid.add_column()
-    grid.add_row("program", Text(f"{file} (id {link.prog_id})"))
-    grid.add_row("attached", Text(link.describe() if link.attached else f"{link.describe()}, detached"))
-    grid.add_row("elapsed", f"{elapsed:.1f} s")
-    grid.add_row("runs", f"{n['run_cnt']:,} ({n['runs_per_s']:,.1f}/s)")
-    grid.add_row("run time", f"{n['ns_per_run']:.0f} ns per run" if n["ns_per_run"] is not None
-                 else "-")
-    if n["errors"]:
-        grid.add_row("runtime errors", Text("\n".join(n["errors"]), style="red"))
-    else:
-        grid.add_row("runtime errors", Text("none", style="green"))
-    return grid
-

@@ -30,7 +30,7 @@ MAX_VALUES = 16                 # values known only at run time, per print
 class PrintSite:
     line: int
     col: int
-    values: list = field(default_factory=list)   # per argument: ('const', its text) | ('run',)
+    values: list = field(default_factory=list)   # per argument: ('const', value) | ('run',)
 
     @property
     def record_size(self) -> int:
@@ -48,13 +48,19 @@ def lua_text(value) -> str:
     return str(value)
 
 
+def const_value(value):
+    """A constant argument as the manifest keeps it (JSON): None, a bool, an int, or a
+    string's text, so an event's values are the values printed (nil is None, not "nil")."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
 @intrinsics.register("print")
 def _print(lw, args: list[Val], node, scope):
     site = PrintSite(node.span.line, node.span.col)
     dynamic = []
     for i, v in enumerate(args):
         if v.is_const:
-            site.values.append(("const", lua_text(v.python())))
+            site.values.append(("const", const_value(v.python())))
         elif v.kinds <= {"nil", "bool", "int"}:
             site.values.append(("run",))
             dynamic.append(v)

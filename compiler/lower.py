@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from luabpf.compiler import ast, events, intrinsics, ir, maps
+from luabpf.compiler import ast, events, ir, maps  # noqa: F401  (events registers print)
 from luabpf.compiler.builder import Builder
 from luabpf.compiler.diagnostics import CompileError, Diagnostics, InternalError
 from luabpf.compiler.bpf.helpers import Helper

@@ -75,11 +75,12 @@ def _declare(kind: str):
         if lw.instances:
             lw.error(node, f"maps are declared at top level: name = map.{kind}(n)")
             return [Val.nil()]
-        n = args[0] if args else None
+        n = args[0] if len(args) == 1 else None
         if n is None or not (n.is_const and n.is_int) or not 1 <= n.payload <= MAX_ENTRIES:
             lw.error(node, f"map.{kind} takes its number of entries, a constant from 1 to "
                            f"{MAX_ENTRIES}")
-            return [Val.nil()]
+            # still a map, so the global it is bound to raises no second, misleading error
+            return [Val.object(MapDecl(kind, 1, node.span))]
         return [Val.object(MapDecl(kind, n.payload, node.span))]
     return lower
 

@@ -22,7 +22,7 @@ NIL, FALSE, TRUE, INT = 0, 1, 2, 3
 class Event:
     file: str
     line: int
-    values: tuple            # None, bool or int per printed value; strings for constants
+    values: tuple            # None, bool, int or (a constant string) str per printed value
 
     @property
     def text(self) -> str:

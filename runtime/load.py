@@ -9,7 +9,6 @@ counts, and closes every fd it opened.
 from __future__ import annotations
 
 import re
-import struct
 
 from luabpf.compiler.program import CompiledProgram
 from luabpf.runtime import kernel

@@ -1,0 +1,259 @@
+"""What luabpf has running, pinned under /sys/fs/bpf/luabpf/NAME/.
+
+Owns the pinned layout of a running program and its life: `pin_running` (what
+`luabpf run` calls once its program is attached), `list_running` (`luabpf ls`),
+`open_running` (`luabpf set`, and any process that wants to read a running
+program's maps, globals and error counts) and `clean_stale`.
+
+Layout of /sys/fs/bpf/luabpf/NAME/:
+    prog            the program
+    meta            an array map of one entry: the manifest and the run's owner, as JSON
+    maps/<name>     each map: the script's own, luabpf_globals, luabpf_errors, luabpf_events
+
+Decisions:
+- NAME is the script's file name without `.lua` unless `luabpf run --name` says
+  otherwise; a TARGET for `luabpf set` is that NAME or the path of such a directory.
+- The attachment itself (a BPF link) is never pinned: it lives exactly as long as
+  the `luabpf run` process, so a SIGKILL detaches the program. The pins outlive a
+  SIGKILL; the owner recorded in `meta` (pid and start time, so a reused pid is not
+  mistaken for it) tells a stale directory from a live one, and the next `luabpf
+  run` removes stale ones (`luabpf ls` shows them as stale).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import time
+from dataclasses import dataclass
+
+from luabpf.runtime import features, kernel
+from luabpf.runtime.state import ProgramState
+
+ROOT_NAME = "luabpf"
+MAP_TYPE_ARRAY = 2
+
+
+class PinError(Exception):
+    """A running program cannot be pinned or found; str() is one sentence for the user."""
+
+
+def root() -> str:
+    return os.path.join(features.ensure_bpffs(), ROOT_NAME)
+
+
+@dataclass
+class Running:
+    """One directory under the root: who owns it and what it runs."""
+    name: str
+    path: str
+    meta: dict
+
+    @property
+    def pid(self) -> int:
+        return self.meta["owner"]["pid"]
+
+    @property
+    def alive(self) -> bool:
+        owner = self.meta["owner"]
+        return _start_time(owner["pid"]) == owner["start_time"]
+
+    def as_json(self) -> dict:
+        m = self.meta
+        return {"name": self.name, "path": self.path, "pid": self.pid, "alive": self.alive,
+                "file": m["manifest"]["file"], "hook": m["manifest"]["hook"],
+                "attach": m.get("attach"), "prog_id": m.get("prog_id"),
+                "started": m["owner"]["started"], "maps": sorted(m["manifest"]["maps"]),
+                "globals": sorted(m["manifest"]["globals"])}
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def valid_name(name: str) -> bool:
+    return bool(name) and len(name) <= 64 and all(c.isalnum() or c in "_-." for c in name) \
+        and name not in (".", "..")
+
+
+def default_name(file: str) -> str:
+    base = os.path.basename(file)
+    stem = base[:-4] if base.endswith(".lua") else base
+    clean = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem).strip(".")
+    return clean or "script"
+
+
+# ---- pinning ---------------------------------------------------------------------------
+
+class PinnedRun:
+    """The pins of one run; `remove()` (or leaving `with`) takes them away."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def remove(self) -> None:
+        _remove_dir(self.path)
+
+    def __enter__(self) -> "PinnedRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.remove()
+
+
+def pin_running(name: str, loaded, attach_info: dict | None) -> PinnedRun:
+    """Pin `loaded` (a runtime.load.LoadedProgram) and its maps as NAME."""
+    if not valid_name(name):
+        raise PinError(f"{name!r} is not a usable name (letters, digits, '_', '-', '.'; "
+                       "at most 64)")
+    clean_stale()
+    base = root()
+    os.makedirs(base, exist_ok=True)
+    path = os.path.join(base, name)
+    existing = _read(path)
+    if existing is not None and existing.alive:
+        raise PinError(f"{name} is already running (pid {existing.pid}); give this run "
+                       "another --name")
+    _remove_dir(path)
+    os.mkdir(path)
+    try:
+        os.mkdir(os.path.join(path, "maps"))
+        kernel.obj_pin(loaded.fd, os.path.join(path, "prog"))
+        for map_name, fd in loaded.map_fds.items():
+            kernel.obj_pin(fd, os.path.join(path, "maps", map_name))
+        meta = {"manifest": loaded.compiled.manifest(), "attach": attach_info,
+                "prog_id": kernel.prog_info(loaded.fd)["id"],
+                "owner": {"pid": os.getpid(), "start_time": _start_time(os.getpid()),
+                          "started": time.time()}}
+        _pin_meta(os.path.join(path, "meta"), meta)
+    except BaseException:
+        _remove_dir(path)
+        raise
+    return PinnedRun(path)
+
+
+def _pin_meta(path: str, meta: dict) -> None:
+    data = json.dumps(meta).encode()
+    size = (len(data) + 4 + 7) // 8 * 8
+    value = struct.pack("<I", len(data)) + data
+    with kernel.map_create(MAP_TYPE_ARRAY, 4, size, 1, name="luabpf_meta") as fd:
+        kernel.map_update(fd, struct.pack("<I", 0), value.ljust(size, b"\0"))
+        kernel.obj_pin(fd, path)
+
+
+def _read_meta(path: str) -> dict:
+    with kernel.obj_get(path) as fd:
+        size = kernel.map_info(fd)["value_size"]
+        raw = kernel.map_lookup(fd, struct.pack("<I", 0), size)
+    n = struct.unpack_from("<I", raw)[0]
+    return json.loads(raw[4:4 + n])
+
+
+def _read(path: str) -> Running | None:
+    """The run pinned at `path`, None when there is none (or only debris of one)."""
+    try:
+        meta = _read_meta(os.path.join(path, "meta"))
+    except (OSError, ValueError, KeyError, struct.error):
+        return None
+    return Running(os.path.basename(path), path, meta)
+
+
+def _remove_dir(path: str) -> None:
+    """Unpin everything under `path` (bpffs removes a pin like a file)."""
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# ---- listing, cleaning, opening --------------------------------------------------------
+
+def list_running() -> list[Running]:
+    """Every run pinned under the root, live or stale, by name."""
+    base = root()
+    if not os.path.isdir(base):
+        return []
+    found = []
+    for name in sorted(os.listdir(base)):
+        run = _read(os.path.join(base, name))
+        if run is not None:
+            found.append(run)
+    return found
+
+
+def clean_stale() -> list[Running]:
+    """Remove the pins of runs whose process is gone (and debris without a meta); the
+    stale runs removed."""
+    base = root()
+    if not os.path.isdir(base):
+        return []
+    removed = []
+    for name in os.listdir(base):
+        path = os.path.join(base, name)
+        run = _read(path)
+        if run is None or not run.alive:
+            _remove_dir(path)
+            if run is not None:
+                removed.append(run)
+    return removed
+
+
+def resolve(target: str) -> str:
+    """The pin directory TARGET names: a NAME under the root, or a directory path."""
+    if os.sep in target:
+        path = target
+    else:
+        if not valid_name(target):
+            raise PinError(f"{target!r} is not the name of a running program")
+        path = os.path.join(root(), target)
+    if not os.path.isdir(path):
+        names = [r.name for r in list_running() if r.alive]
+        known = f" (running: {', '.join(names)})" if names else " (nothing is running)"
+        raise PinError(f"no running luabpf program {target!r}{known}")
+    return path
+
+
+class OpenedRun:
+    """A running program opened from its pins: `.state` (maps, globals, error counts),
+    `.running`; closes its fds on close() or leaving `with`."""
+
+    def __init__(self, path: str):
+        self.running = _read(path)
+        if self.running is None:
+            raise PinError(f"{path} holds no luabpf program")
+        self._fds = {}
+        try:
+            maps_dir = os.path.join(path, "maps")
+            for map_name in os.listdir(maps_dir):
+                self._fds[map_name] = kernel.obj_get(os.path.join(maps_dir, map_name))
+        except BaseException:
+            self.close()
+            raise
+        self.state = ProgramState(self._fds, self.running.meta["manifest"])
+
+    def close(self) -> None:
+        if getattr(self, "state", None) is not None:
+            self.state.close()
+        for fd in self._fds.values():
+            fd.close()
+        self._fds = {}
+
+    def __enter__(self) -> "OpenedRun":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_running(target: str) -> OpenedRun:
+    run = OpenedRun(resolve(target))
+    if not run.running.alive:
+        run.close()
+        raise PinError(f"{target}: its luabpf run (pid {run.running.pid}) is gone; the next "
+                       "`luabpf run` removes what it left")
+    return run
