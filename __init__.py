@@ -1,12 +1,14 @@
 """luabpf: kernel Lua compiled to eBPF.
 
-The public Python interface (DESIGN §4): `compile`, `run_function`, and the
+The public Python interface (DESIGN §4): `compile`, `run_function`, `open_running`
+(a program `luabpf run` keeps running), and the
 errors a caller can catch. The work is done in `luabpf.compiler` (pure, no
 kernel access) and `luabpf.runtime` (everything that touches the kernel).
 Names are imported on first use, so `import luabpf.compiler` stays free of
 the runtime.
 """
-_PUBLIC = ("CompileError", "LoadError", "LuaRuntimeError", "Program", "compile", "run_function")
+_PUBLIC = ("CompileError", "LoadError", "LuaRuntimeError", "Program", "compile", "run_function",
+           "open_running")
 __all__ = list(_PUBLIC)
 
 

@@ -16,7 +16,8 @@ from luabpf.compiler.program import CompiledProgram, compile_program
 from luabpf.compiler.values import FALSE, INT, NIL, TRUE
 from luabpf.runtime.load import LoadedProgram, LoadError
 
-__all__ = ["CompileError", "LoadError", "LuaRuntimeError", "Program", "compile", "run_function"]
+__all__ = ["CompileError", "LoadError", "LuaRuntimeError", "Program", "compile", "run_function",
+           "open_running"]
 
 
 class LuaRuntimeError(Exception):
@@ -177,3 +178,10 @@ def compile_file(source: str, filename: str, hook: str | None = None,
         raise CompileError([Diagnostic("the script defines no function to compile",
                                        Span(filename, 1, 1, 1, 2))], Source(source, filename))
     return programs
+
+
+def open_running(target: str):
+    """A program `luabpf run` has running, by its NAME or pin directory: `.maps`,
+    `.globals` (read and written live), `.describe_errors()`; close it (or use `with`)."""
+    from luabpf.runtime.pins import open_running as _open
+    return _open(target)

@@ -313,7 +313,11 @@ def cmd_set(args) -> int:
 
 def cmd_ls(args) -> int:
     from luabpf.runtime import pins
-    runs = pins.list_running()
+    try:
+        runs = pins.list_running()
+    except pins.PinError as e:
+        err.print(f"luabpf: {e}", markup=False)
+        return EXIT_ERROR
     rows = []
     for r in runs:
         row = r.as_json()

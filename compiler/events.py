@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from luabpf.compiler import intrinsics, ir
+from luabpf.compiler import intrinsics, ir, maps
 from luabpf.compiler.bpf.helpers import Helper
 from luabpf.compiler.values import Val, type_name
 
@@ -64,6 +64,11 @@ def _print(lw, args: list[Val], node, scope):
         elif v.kinds <= {"nil", "bool", "int"}:
             site.values.append(("run",))
             dynamic.append(v)
+        elif maps.decl_of(v) is not None:
+            name = maps.decl_of(v).name or "m"
+            lw.error(node, f"print cannot send a map (argument #{i + 1}, '{name}'); print its "
+                           f"entries: print(k, {name}[k])")
+            return []
         else:
             lw.error(node, f"print takes integers, booleans, nil and constant strings in kernel "
                            f"Lua; argument #{i + 1} is a {type_name(v.kinds)} known only at run time")

@@ -12,18 +12,22 @@ another process pinned (`luabpf set`).
 """
 from __future__ import annotations
 
+import errno
 import mmap
 import struct
 from collections.abc import MutableMapping
 
 from luabpf.runtime import kernel
+from luabpf.runtime.errors import BpfError
 
 ARRAY_KINDS = ("array", "percpu_array")
 WORD = struct.Struct("<q")
 
 
 class MapView(MutableMapping):
-    """m[k] -> int (KeyError when absent), m[k] = v, del m[k], iteration over keys."""
+    """m[k] -> int (KeyError when absent), m[k] = v, del m[k], iteration over keys.
+
+    Storing a new key in a full hash map raises `BpfError` (errno E2BIG) naming the map."""
 
     def __init__(self, fd: int, name: str, kind: str, max_entries: int):
         self.fd, self.name, self.kind, self.max_entries = fd, name, kind, max_entries
@@ -58,10 +62,20 @@ class MapView(MutableMapping):
         key = self._check_key(k)
         if isinstance(v, bool) or not isinstance(v, int):
             raise TypeError(f"map '{self.name}' holds integers, not {type(v).__name__}")
+        if not -(1 << 63) <= v < (1 << 63):
+            raise ValueError(f"{v} does not fit a 64-bit Lua integer")
         word = WORD.pack(v)
         if self.per_cpu_map:
             word = b"".join([word] + [WORD.pack(0)] * (kernel.possible_cpus() - 1))
-        kernel.map_update(self.fd, key, word)
+        try:
+            kernel.map_update(self.fd, key, word)
+        except BpfError as e:
+            if e.errno != errno.E2BIG:
+                raise
+            # the kernel's own words ("Argument list too long") do not say what happened
+            raise BpfError(e.errno, e.cmd, detail=f"map '{self.name}' is full: it holds "
+                                                  f"{self.max_entries} entries; key {k} was not "
+                                                  "stored") from None
 
     def __delitem__(self, k: int) -> None:
         if self.kind in ARRAY_KINDS:

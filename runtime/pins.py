@@ -21,6 +21,7 @@ Decisions:
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -40,7 +41,16 @@ class PinError(Exception):
 
 
 def root() -> str:
-    return os.path.join(features.ensure_bpffs(), ROOT_NAME)
+    try:
+        return os.path.join(features.ensure_bpffs(), ROOT_NAME)
+    except OSError as e:
+        raise PinError(f"{e.strerror or e}; luabpf keeps running programs in the BPF file "
+                       "system (run it as root)") from None
+
+
+def _denied(path: str) -> PinError:
+    return PinError(f"{path}: permission denied; what luabpf runs belongs to root "
+                    "(run it with sudo)")
 
 
 @dataclass
@@ -115,16 +125,16 @@ def pin_running(name: str, loaded, attach_info: dict | None) -> PinnedRun:
                        "at most 64)")
     clean_stale()
     base = root()
-    os.makedirs(base, exist_ok=True)
+    os.makedirs(base, mode=0o700, exist_ok=True)
     path = os.path.join(base, name)
     existing = _read(path)
     if existing is not None and existing.alive:
         raise PinError(f"{name} is already running (pid {existing.pid}); give this run "
                        "another --name")
     _remove_dir(path)
-    os.mkdir(path)
+    os.mkdir(path, mode=0o700)
     try:
-        os.mkdir(os.path.join(path, "maps"))
+        os.mkdir(os.path.join(path, "maps"), mode=0o700)
         kernel.obj_pin(loaded.fd, os.path.join(path, "prog"))
         for map_name, fd in loaded.map_fds.items():
             kernel.obj_pin(fd, os.path.join(path, "maps", map_name))
@@ -157,12 +167,27 @@ def _read_meta(path: str) -> dict:
 
 
 def _read(path: str) -> Running | None:
-    """The run pinned at `path`, None when there is none (or only debris of one)."""
+    """The run pinned at `path`, None when there is none (or only debris of one); PinError
+    when this process may not look."""
+    meta_path = os.path.join(path, "meta")
     try:
-        meta = _read_meta(os.path.join(path, "meta"))
-    except (OSError, ValueError, KeyError, struct.error):
+        meta = _read_meta(meta_path)
+    except PermissionError:
+        raise _denied(path) from None
+    except OSError as e:
+        if e.errno in (errno.EACCES, errno.EPERM):
+            raise _denied(path) from None
+        return None
+    except (ValueError, KeyError, struct.error):
         return None
     return Running(os.path.basename(path), path, meta)
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return sorted(os.listdir(path))
+    except PermissionError:
+        raise _denied(path) from None
 
 
 def _remove_dir(path: str) -> None:
@@ -179,7 +204,7 @@ def list_running() -> list[Running]:
     if not os.path.isdir(base):
         return []
     found = []
-    for name in sorted(os.listdir(base)):
+    for name in _listdir(base):
         run = _read(os.path.join(base, name))
         if run is not None:
             found.append(run)
@@ -193,7 +218,7 @@ def clean_stale() -> list[Running]:
     if not os.path.isdir(base):
         return []
     removed = []
-    for name in os.listdir(base):
+    for name in _listdir(base):
         path = os.path.join(base, name)
         run = _read(path)
         if run is None or not run.alive:
@@ -229,12 +254,23 @@ class OpenedRun:
         self._fds = {}
         try:
             maps_dir = os.path.join(path, "maps")
-            for map_name in os.listdir(maps_dir):
+            for map_name in _listdir(maps_dir):
                 self._fds[map_name] = kernel.obj_get(os.path.join(maps_dir, map_name))
         except BaseException:
             self.close()
             raise
         self.state = ProgramState(self._fds, self.running.meta["manifest"])
+
+    @property
+    def maps(self):
+        return self.state.maps
+
+    @property
+    def globals(self):
+        return self.state.globals
+
+    def describe_errors(self) -> list[str]:
+        return self.state.describe_errors()
 
     def close(self) -> None:
         if getattr(self, "state", None) is not None:

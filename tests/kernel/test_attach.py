@@ -18,7 +18,7 @@ import time
 import pytest
 
 from luabpf.compiler.bpf import asm, encode
-from luabpf.runtime import kernel
+from luabpf.runtime import kernel, pins
 from luabpf.runtime.attach import AttachError, Target, attach, parse_target
 from luabpf.runtime.attach import link as bpflink
 from luabpf.runtime.attach.tc import clsact_filters, has_clsact
@@ -190,6 +190,11 @@ def test_parse_target():
 
 # ---- `luabpf run` killed: link semantics ------------------------------------------------
 
+def run_cli(*argv) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "luabpf.cli", *argv], capture_output=True,
+                          text=True, cwd=ROOT, timeout=60)
+
+
 def start_run(tmp_path, end, *target) -> tuple[subprocess.Popen, dict]:
     script = tmp_path / "drop2222.lua"
     script.write_text(LUA_FILTER)
@@ -224,9 +229,22 @@ def test_sigkilled_run_leaves_nothing_attached(tmp_path, veth, hook):
     deadline = time.monotonic() + 5            # the kernel releases the link as the fds close
     while bpflink.link_exists(event["link_id"]) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert_gone(event["link_id"], event["prog_id"])
-    assert event["prog_id"] not in set(kernel.prog_ids())
+    assert not bpflink.link_exists(event["link_id"])
     assert "prog/xdp" not in ip_link(end)
+    # the pins outlive the process; `luabpf ls` calls them stale and the next run removes them
+    listed = [json.loads(l) for l in run_cli("ls", "--json").stdout.splitlines()]
+    assert [r["alive"] for r in listed if r["name"] == "drop2222"] == [False]
+    assert event["prog_id"] in set(kernel.prog_ids())           # held by its pin only
+    again, _ = start_run(tmp_path, end, *target)
+    try:
+        again.send_signal(signal.SIGTERM)
+        again.wait(15)
+    finally:
+        if again.poll() is None:
+            again.kill()
+        again.communicate(timeout=10)
+    assert event["prog_id"] not in set(kernel.prog_ids())
+    assert not os.path.exists(os.path.join(pins.root(), "drop2222"))
 
 
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGINT", "duration"])
