@@ -259,3 +259,42 @@ def test_without_permission_to_the_pins_one_sentence_and_exit_1(veth):
         os.chown(path, 0, 0)
         run.stop()
     assert not os.path.exists(path)
+
+
+def test_protocol_counter_sums_per_cpu_counts():
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import ARP, Ether
+    with open(os.path.join(ROOT, "examples", "proto_count.lua")) as f:
+        prog = luabpf.compile(f.read(), "proto_count.lua", hook="xdp")
+    frames = {6: Ether() / IP() / TCP(), 17: Ether() / IP() / UDP(), 1: Ether() / IP() / ICMP(),
+              58: Ether() / IPv6(nh=58) / b"\x80\0\0\0", 256: Ether() / ARP()}
+    with prog.load() as p:
+        for proto, frame in frames.items():
+            for _ in range(proto % 7 + 1):
+                assert p.run(bytes(frame)).name.endswith("PASS")
+        counts = p.maps["packets"]
+        for proto in frames:
+            assert counts[proto] == proto % 7 + 1, proto
+            assert len(counts.per_cpu(proto)) == luabpf.runtime.kernel.possible_cpus()
+        assert counts[2] == 0                                   # an array: present, zero
+        busiest = counts.busiest(2)
+        assert [k for k, _ in busiest] == sorted(frames, key=lambda k: (-(k % 7 + 1), k))[:2]
+        assert p.describe_errors() == []
+
+
+def test_a_name_already_running_is_refused(veth):
+    name = f"dup-{veth.token}"
+    run = Run("udp_threshold.lua", veth.b, name)
+    try:
+        r = cli("run", os.path.join(ROOT, "examples", "udp_threshold.lua"), "--xdp", veth.a.dev,
+                "--netns", veth.a.netns, "--name", name, "--duration", "0.2")
+        assert r.returncode == 1
+        assert f"{name} is already running (pid {run.attached['pid']})" in r.stderr
+        assert "Traceback" not in r.stderr
+        assert "prog/xdp" not in veth.a.run(["ip", "link", "show", veth.a.dev]).stdout
+        bad = cli("run", os.path.join(ROOT, "examples", "udp_threshold.lua"), "--xdp", veth.a.dev,
+                  "--netns", veth.a.netns, "--name", "no/slashes")
+        assert bad.returncode == 2 and "--name" in bad.stderr
+    finally:
+        run.stop()
