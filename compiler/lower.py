@@ -148,6 +148,12 @@ class Lowerer(ExprLowering, LoopLowering):
         self.b.cur = body
         self.b.targeted.add(id(body))
         vals, nret = self.inline_call(entry, args, entry.node.span)
+        for i, v in enumerate(vals):
+            if v.kinds - {"nil", "bool", "int"}:
+                self.error(entry.node, f"'{self.hook.entry}' returns a {type_name(v.kinds)} as "
+                                       f"value #{i + 1}: an entry function returns integers, "
+                                       "booleans or nil")
+                vals[i] = Val.nil()
         self.hook.epilogue(self, vals, nret)
         self.diags.raise_if_any(self.source)
         self._finish_prologue(body)
@@ -242,8 +248,13 @@ class Lowerer(ExprLowering, LoopLowering):
         self.top.names[name] = fd
 
     def define_global(self, target: ast.Name, value: ast.Expr | None) -> None:
+        before = len(self.diags.items)
         v = self.const_expr(value) if value is not None else Val.nil()
-        if v is None:
+        if v is None or len(self.diags.items) > before:   # its initializer was already reported
+            return
+        if target.name in self.top.names:
+            self.error(target, f"'{target.name}' is already defined at top level: each global, "
+                               "constant, map and function is defined once")
             return
         if "obj" in v.kinds or v.data is not None:   # a layout, a map, a constant string
             self.top.names[target.name] = v

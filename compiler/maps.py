@@ -26,6 +26,7 @@ from luabpf.compiler.values import INT, NIL, Val, type_name
 KINDS = {"hash": 1, "array": 2, "percpu_hash": 5, "percpu_array": 6, "lru": 9}
 MAX_ENTRIES = 1 << 24
 BPF_ANY, BPF_NOEXIST = 0, 1
+RESERVED_PREFIX = "luabpf_"       # the names of the maps every program may have
 
 
 @dataclass(eq=False)
@@ -66,6 +67,11 @@ def bind(lw, name: str, v: Val) -> None:
     """A top-level `name = map.kind(n)`: the map is known by `name` from now on."""
     decl = decl_of(v)
     if decl is not None and decl.name is None:
+        if name.startswith(RESERVED_PREFIX):
+            # the program's own maps (globals, error counts, the print ring buffer) have
+            # these names: a script's map of the same name would take their place
+            lw.diags.error(decl.span, f"'{name}': names starting with {RESERVED_PREFIX} are "
+                                      "luabpf's own maps; choose another name")
         decl.name = name
         lw.maps[name] = decl
 

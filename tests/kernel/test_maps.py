@@ -368,13 +368,13 @@ def op_strategy(maps):
                      st.booleans(), st.booleans())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(op_strategy(ALL), min_size=1, max_size=12))
 def test_generated_operation_sequences_match_the_model(ops):
     assert_like_model(body(render(ops)))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(op_strategy(["h", "a"]), min_size=4, max_size=14))
 def test_generated_sequences_on_a_small_hash_and_array(ops):
     """Two maps only, so the 3-entry hash map fills and empties often."""
@@ -551,6 +551,22 @@ def test_array_stores_outside_are_counted():
         ]
 
 
+def test_an_lru_map_evicts_and_never_drops():
+    src = ("l = map.lru(16)\nlost = 0\nfunction f(k)\n  for i = 1, 1000 do\n    l[k + i] = i\n"
+           "    if l[k + i] ~= i then lost = lost + 1 end\n  end\n  return lost\nend")
+    prog = compile_f(src)
+    with prog.load() as L:
+        cpus = sorted(os.sched_getaffinity(0))
+        for run in range(6):
+            cpu = cpus[run % len(cpus)]
+            assert _run_on(cpu, lambda: call(prog, L, run * 1000)) == 0   # a store reads back
+        view = L.maps["l"]
+        assert 0 < len(view) <= 16
+        assert all((k - 1) % 1000 + 1 == v for k, v in view.items())    # only what was stored
+        assert L.describe_errors() == []                                 # eviction, no drops
+        assert L.globals["lost"] == 0
+
+
 # ---- globals, live ----------------------------------------------------------------------
 
 GLOBALS = """limit = 10
@@ -638,6 +654,13 @@ COMPILE_ERRORS = [
     ("h = map.hash(3)\nfunction f(z)\n  map.add(z, 1, 1)\nend", 3, "map.add", "map.add(m, k, n)"),
     ("h = map.hash(3)\nfunction f(z)\n  map.add(h, false, 1)\nend", 3, "map.add", "this key is a boolean"),
     ("h = map.hash(3)\nfunction f(z)\n  h = 5\nend", 3, "h = 5", "'h' is a constant"),
+    ("luabpf_events = map.hash(2)\nfunction f(z) print(z) end", 1, "map.hash", "luabpf's own maps"),
+    ("local luabpf_errors = map.array(2)\nfunction f(z) end", 1, "map.array", "luabpf's own maps"),
+    ("h = map.queue(3)\nfunction f(z) end", 1, "map.queue", "unknown function 'map.queue'"),
+    ("h = map.hash(3)\nh = map.hash(4)\nfunction f(z) end", 2, "h = map.hash(4)",
+     "'h' is already defined at top level"),
+    ("h = map.hash(3)\nfunction f(z) return h end", 2, "function f",
+     "'f' returns a library value as value #1"),
 ]
 
 
