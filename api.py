@@ -70,9 +70,14 @@ def make_hook(hook):
 
 
 def compile(source: str, filename: str = "<string>", hook="xdp", *, max_loop: int | None = None,
-            loops: str | None = None) -> Program:
-    """Compile kernel Lua for a hook: 'xdp' or 'tc' for `filter(hdr, pld)`, or a hook record."""
-    return Program(compile_program(source, filename, make_hook(hook), _options(max_loop, loops)))
+            loops: str | None = None, count_verdicts: bool = False) -> Program:
+    """Compile kernel Lua for a hook: 'xdp' or 'tc' for `filter(hdr, pld)`, or a hook record.
+    count_verdicts: a packet filter counts its verdicts (`Program.load().verdict_counts()`),
+    at the cost of a map lookup per packet; `luabpf run` turns it on."""
+    hook = make_hook(hook)
+    if count_verdicts:
+        hook.count_verdicts = True
+    return Program(compile_program(source, filename, hook, _options(max_loop, loops)))
 
 
 def _arg_kind(value) -> str:

@@ -6,7 +6,8 @@ Owns what these commands do and print (DESIGN §4); `cli.py` registers them.
 so it dies with the process), pins it and its maps under
 /sys/fs/bpf/luabpf/NAME/ (`runtime/pins.py`; NAME from `--name`, else the file's
 name) and turns on the kernel's run-time statistics. A live view, 4 times a second,
-shows how often the program ran and its mean run time, the busiest entries of each
+shows how often the program ran and its mean run time, how often it returned each
+verdict, the busiest entries of each
 map, the globals, the latest print events and the runtime errors and drops. With
 `--json` it prints one JSON object per line instead: "attached", every print event
 as it comes, "stats" each second, "detached". It detaches and unpins on Ctrl-C,
@@ -100,7 +101,8 @@ def cmd_run(args) -> int:
     name = args.name or pins.default_name(args.file)
     if not pins.valid_name(name):
         raise UsageError(f"--name {name!r}: letters, digits, '_', '-' and '.' only, at most 64")
-    prog = luabpf.compile(read_source(args.file), args.file, hook=hook, max_loop=args.max_loop)
+    prog = luabpf.compile(read_source(args.file), args.file, hook=hook, max_loop=args.max_loop,
+                          count_verdicts=True)
     stop = _Stop()
     try:
         with prog.load() as loaded:
@@ -143,6 +145,7 @@ class _Sampler:
         info = kernel.prog_info(self.loaded.fd)
         return {"run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"],
                 "errors": self.loaded.describe_errors(), "device_gone": _device_gone(self.link),
+                "verdicts": self.loaded.verdict_counts(),
                 "maps": {name: view.busiest(TOP_ENTRIES) for name, view in self.loaded.maps.items()},
                 "globals": dict(self.loaded.globals)}
 
@@ -161,6 +164,7 @@ class _Sampler:
         return {"elapsed": round(elapsed, 3), "run_cnt": runs, "run_time_ns": ns,
                 "ns_per_run": round(ns / runs, 1) if runs else None,
                 "runs_per_s": round(runs / elapsed, 1) if elapsed > 0 else 0.0,
+                "verdicts": {k: v - first["verdicts"].get(k, 0) for k, v in last["verdicts"].items()},
                 "maps": {name: [[k, v] for k, v in top] for name, top in last["maps"].items()},
                 "globals": last["globals"], "errors": last["errors"]}
 
@@ -258,6 +262,9 @@ def _view(file: str, link, sampler: _Sampler, elapsed: float):
     grid.add_row("runs", f"{n['run_cnt']:,} ({n['runs_per_s']:,.1f}/s)")
     grid.add_row("run time", f"{n['ns_per_run']:.0f} ns per run" if n["ns_per_run"] is not None
                  else "-")
+    if n["verdicts"]:
+        grid.add_row("verdicts", Text("  ".join(f"{k} {v:,}" for k, v in
+                                                sorted(n["verdicts"].items(), key=lambda kv: -kv[1]))))
     for name, top in n["maps"].items():
         shown = "  ".join(f"{k}: {v:,}" for k, v in top) or "empty"
         grid.add_row(f"map {name}", Text(shown))

@@ -204,7 +204,15 @@ class Lowerer(ExprLowering, LoopLowering):
         self.hook.on_error(self, self.errsite)
         if getattr(self.hook, "count_errors", True):
             self._count_site(self.errsite)
-        b.terminate(ir.Exit(self.hook.default_return))
+        self.exit(self.hook.default_return)
+
+    def exit(self, value) -> None:
+        """End the program returning `value`, the way the hook ends it (a hook may count
+        its verdicts)."""
+        if hasattr(self.hook, "exit"):
+            self.hook.exit(self, value)
+        else:
+            self.b.terminate(ir.Exit(value))
 
     def gptr(self) -> ir.VReg:
         if self._gptr is None:

@@ -23,6 +23,7 @@ XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = 0, 1, 2, 3, 4
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
 ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q, ETH_P_8021AD = 0x0800, 0x86DD, 0x8100, 0x88A8
 HEADERS = ("eth", "vlan", "ip", "ip6", "tcp", "udp", "icmp")
+VERDICTS_MAP = "luabpf_verdicts"
 
 
 @dataclass
@@ -58,6 +59,7 @@ class PacketHook:
     kind: str = "xdp"
     entry: str = "filter"
     count_errors: bool = True
+    count_verdicts: bool = False          # count each verdict in VERDICTS_MAP (`luabpf run`)
     headers: Headers = field(default_factory=Headers)
 
     @property
@@ -101,7 +103,7 @@ class PacketHook:
         b = lw.b
         v = results[0] if results else Val.nil()
         if v.is_const:
-            b.terminate(ir.Exit(self.verdict_of(v.python(), lw)))
+            self.exit(lw, self.verdict_of(v.python(), lw))
             return
         # a value known only at run time: nil/true pass, false drops, an integer is the action
         out = b.vreg("verdict")
@@ -126,7 +128,34 @@ class PacketHook:
             b.mov(out, v.payload)
         b.jump(done)
         b.start(done)
-        b.terminate(ir.Exit(out))
+        self.exit(lw, out)
+
+    @property
+    def verdict_names(self) -> list[str]:
+        """The name of each verdict the program can return, by its number."""
+        names = {v: f"{k[0].upper()}_{k[1]}" if k[0] == "xdp" else f"TC_ACT_{k[1]}"
+                 for k, v in ACTIONS.items() if k[0] == self.kind}
+        return [names.get(i, str(i)) for i in range(self.max_action + 1)]
+
+    def exit(self, lw, verdict) -> None:
+        """Return `verdict`, counted in VERDICTS_MAP first when the hook counts verdicts."""
+        b = lw.b
+        if self.count_verdicts:
+            key = lw.scratch(4, "verdict_key")
+            b.emit(ir.Store(4, key, 0, verdict))
+            m, k, p = b.vreg("verdicts"), b.vreg("key"), b.vreg("count")
+            b.emit(ir.LoadMap(m, VERDICTS_MAP))
+            b.emit(ir.SlotAddr(k, key))
+            b.emit(ir.Call(Helper.map_lookup_elem, [m, k], p))
+            count, done = b.block("verdict_count"), b.block("verdict_counted")
+            b.branch("eq", p, 0, done, count)
+            b.start(count)
+            n = b.vreg("n")
+            b.emit(ir.Load(8, n, p, 0))                   # a per-CPU counter: no atomic needed
+            b.emit(ir.Store(8, p, 0, b.bin("add", n, 1)))
+            b.jump(done)
+            b.start(done)
+        b.terminate(ir.Exit(verdict))
 
     @property
     def max_action(self) -> int:

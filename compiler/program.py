@@ -24,6 +24,7 @@ from luabpf.compiler.regalloc import allocate
 from luabpf.compiler.source import Source, Span
 
 MAP_TYPE_ARRAY = 2
+MAP_TYPE_PERCPU_ARRAY = 6
 BPF_F_MMAPABLE = 1 << 10    # user space writes one global with one store, as the program does
 STACK_LIMIT = 512
 MAY_GOTO_STACK = 8          # the verifier keeps may_goto's counter on the program's stack
@@ -77,6 +78,8 @@ class CompiledProgram:
                      for name, d in self.user_maps.items()},
             "sites": [{"line": s.line, "message": s.message, "fatal": s.fatal} for s in self.sites],
             "prints": [{"line": p.line, "values": [list(v) for v in p.values]} for p in self.prints],
+            "verdicts": (self.hook.verdict_names if getattr(self.hook, "count_verdicts", False)
+                         else []),
         }
 
 
@@ -128,11 +131,11 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
     uses_loops = any(isinstance(b.term, ir.MayGoto) for b in fn.blocks)
     stack = layout_frame(fn, spill_slots + [cycle], uses_loops, source)
     insns = encode.resolve(emit(fn, alloc, cycle))
-    return CompiledProgram(source, hook, insns, program_maps(low), low.sites, low.globals, stack,
+    return CompiledProgram(source, hook, insns, program_maps(low, hook), low.sites, low.globals, stack,
                            low.maps, low.prints)
 
 
-def program_maps(low) -> list[MapSpec]:
+def program_maps(low, hook) -> list[MapSpec]:
     maps = []
     if low.uses_globals_map or low.globals:
         words = [0] + [g.initial for g in low.globals.values()]
@@ -143,6 +146,9 @@ def program_maps(low) -> list[MapSpec]:
         maps.append(MapSpec(ERRORS_MAP, MAP_TYPE_ARRAY, 4, 8, max(1, len(low.sites))))
     if low.prints:
         maps.append(MapSpec(events.EVENTS_MAP, events.MAP_TYPE_RINGBUF, 0, 0, events.EVENTS_SIZE))
+    if getattr(hook, "count_verdicts", False):
+        from luabpf.compiler.packet import VERDICTS_MAP
+        maps.append(MapSpec(VERDICTS_MAP, MAP_TYPE_PERCPU_ARRAY, 4, 8, len(hook.verdict_names)))
     for name, decl in low.maps.items():
         maps.append(MapSpec(name, decl.type, decl.key_size, 8, decl.max_entries))
     return maps

@@ -157,6 +157,10 @@ class LoadedProgram:
     def error_counts(self) -> dict[int, int]:
         return self.state.error_counts()
 
+    def verdict_counts(self) -> dict[str, int]:
+        """{'XDP_PASS': n, …}: a filter compiled with count_verdicts counts what it returns."""
+        return self.state.verdict_counts()
+
     def describe_errors(self) -> list[str]:
         """The runtime errors counted so far: ['f.lua:LINE: message (N times)', …]."""
         return self.state.describe_errors()

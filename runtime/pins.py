@@ -272,6 +272,9 @@ class OpenedRun:
     def describe_errors(self) -> list[str]:
         return self.state.describe_errors()
 
+    def verdict_counts(self) -> dict[str, int]:
+        return self.state.verdict_counts()
+
     def close(self) -> None:
         if getattr(self, "state", None) is not None:
             self.state.close()

@@ -14,6 +14,7 @@ from luabpf.runtime import kernel
 from luabpf.runtime.mapview import GlobalsView, MapView
 
 GLOBALS_MAP, ERRORS_MAP, EVENTS_MAP = "luabpf_globals", "luabpf_errors", "luabpf_events"
+VERDICTS_MAP = "luabpf_verdicts"
 
 
 class ProgramState:
@@ -59,6 +60,16 @@ class ProgramState:
             if n:
                 counts[site] = n
         return counts
+
+    def verdict_counts(self) -> dict[str, int]:
+        """How often the filter returned each verdict ({'XDP_PASS': 1234, …}, summed over
+        CPUs); empty unless it was compiled with count_verdicts."""
+        fd = self.map_fds.get(VERDICTS_MAP)
+        names = self.manifest.get("verdicts", [])
+        if fd is None or not names:
+            return {}
+        view = MapView(fd, VERDICTS_MAP, "percpu_array", len(names))
+        return {name: view[i] for i, name in enumerate(names) if view[i]}
 
     def describe_errors(self) -> list[str]:
         """['f.lua:LINE: message (N times)', …] for every site counted so far."""

@@ -172,6 +172,7 @@ def test_rate_limiter_holds_a_flood_while_another_source_passes(veth):
                          and any(k == ip_key(flooder) for k, _ in e["maps"]["dropped"]), timeout=5)
         assert stats is not None, "no stats line showed the flooder's drops"
         assert stats["globals"] == {"RATE": 40}
+        assert stats["verdicts"].get("XDP_DROP", 0) > 0 and stats["verdicts"].get("XDP_PASS", 0) > 0
     finally:
         errs = run.stop()
         traffic.close()
@@ -298,3 +299,26 @@ def test_a_name_already_running_is_refused(veth):
         assert bad.returncode == 2 and "--name" in bad.stderr
     finally:
         run.stop()
+
+
+@pytest.mark.parametrize("hook,passed,dropped", [("xdp", "XDP_PASS", "XDP_DROP"),
+                                                  ("tc", "TC_ACT_OK", "TC_ACT_SHOT")])
+def test_verdicts_are_counted_when_asked_and_runtime_errors_count_as_the_default(hook, passed,
+                                                                                  dropped):
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+    source = ("function filter(hdr, pld)\n"
+              "  if hdr.udp == nil then return true end\n"
+              "  if #pld == 3 then error('three') end\n"
+              "  return #pld < 10\n"
+              "end\n")
+    sizes = [1, 20, 3, 3, 5, 40, 60]
+    with luabpf.compile(source, "v.lua", hook=hook, count_verdicts=True).load() as p:
+        for n in sizes:
+            p.run(bytes(Ether() / IP() / UDP() / (b"x" * n)))
+        p.run(bytes(Ether() / IP() / b"not udp"))
+        assert p.verdict_counts() == {passed: 5, dropped: 3}       # 1, 5, the two errors, not-udp
+        assert p.describe_errors() == ["v.lua:3: three (2 times)"]
+    with luabpf.compile(source, "v.lua", hook=hook).load() as p:
+        p.run(bytes(Ether() / IP() / UDP() / b"x"))
+        assert p.verdict_counts() == {}
