@@ -7,25 +7,15 @@ while the program ran in the kernel, with `.line` and Lua's message).
 """
 from __future__ import annotations
 
-import struct
-
 from luabpf.compiler.diagnostics import CompileError
-from luabpf.compiler.hooks import ARGS_OFF, SLOT, STATUS_OFF, FunctionHook
+from luabpf.compiler.hooks import FunctionHook
 from luabpf.compiler.lower import Options
 from luabpf.compiler.program import CompiledProgram, compile_program
-from luabpf.compiler.values import FALSE, INT, NIL, TRUE
+from luabpf.runtime.call import LuaRuntimeError, arg_kind
 from luabpf.runtime.load import LoadedProgram, LoadError
 
 __all__ = ["CompileError", "LoadError", "LuaRuntimeError", "Program", "compile", "run_function",
            "open_running"]
-
-
-class LuaRuntimeError(Exception):
-    """A Lua runtime error inside the kernel program: `.file`, `.line`, `.message`."""
-
-    def __init__(self, file: str, line: int, message: str):
-        self.file, self.line, self.message = file, line, message
-        super().__init__(f"{file}:{line}: {message}")
 
 
 class Program:
@@ -80,35 +70,6 @@ def compile(source: str, filename: str = "<string>", hook="xdp", *, max_loop: in
     return Program(compile_program(source, filename, hook, _options(max_loop, loops)))
 
 
-def _arg_kind(value) -> str:
-    if value is None:
-        return "nil"
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int):
-        if not -(1 << 63) <= value < (1 << 63):
-            raise ValueError(f"{value} does not fit a 64-bit Lua integer")
-        return "int"
-    raise TypeError(f"kernel Lua functions take integers, booleans or nil, not {type(value).__name__}")
-
-
-def _encode_arg(value) -> bytes:
-    kind = _arg_kind(value)
-    if kind == "nil":
-        return struct.pack("<qq", NIL, 0)
-    if kind == "bool":
-        return struct.pack("<qq", TRUE if value else FALSE, 0)
-    return struct.pack("<qq", INT, value)
-
-
-def _decode(tag: int, payload: int):
-    if tag == NIL:
-        return None
-    if tag in (FALSE, TRUE):
-        return tag == TRUE
-    return payload
-
-
 def compile_function(source: str, name: str, arg_kinds: tuple[str, ...], filename: str = "<string>",
                      **kw) -> Program:
     hook = FunctionHook(entry=name, arg_kinds=arg_kinds)
@@ -118,28 +79,10 @@ def compile_function(source: str, name: str, arg_kinds: tuple[str, ...], filenam
 def run_function(source: str, name: str, *args, filename: str = "<string>",
                  max_loop: int | None = None, loops: str | None = None):
     """Call Lua function `name` with `args` in the kernel; return what Lua 5.4 would."""
-    prog = compile_function(source, name, tuple(_arg_kind(a) for a in args), filename,
+    prog = compile_function(source, name, tuple(arg_kind(a) for a in args), filename,
                             max_loop=max_loop, loops=loops)
-    hook = prog.compiled.hook
-    ctx = bytearray(hook.ctx_size)
-    struct.pack_into("<q", ctx, STATUS_OFF, -1)
-    for i, a in enumerate(args):
-        ctx[ARGS_OFF + SLOT * i: ARGS_OFF + SLOT * (i + 1)] = _encode_arg(a)
     with prog.load() as loaded:
-        out = loaded.run_ctx(bytes(ctx))
-    status, nret = struct.unpack_from("<qq", out, STATUS_OFF)
-    if status > 0:
-        site = prog.compiled.sites[status - 1]
-        raise LuaRuntimeError(filename, site.line, site.message)
-    if status < 0:
-        raise RuntimeError("the kernel program did not run to its end (no status written)")
-    values = []
-    for i in range(nret):
-        tag, payload = struct.unpack_from("<qq", out, hook.results_off + SLOT * i)
-        values.append(_decode(tag, payload))
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
+        return loaded.call(*args)
 
 
 def entry_points(source: str, filename: str = "<string>") -> list[tuple[str, int]]:

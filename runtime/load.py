@@ -127,6 +127,12 @@ class LoadedProgram:
         verdict = action_for(self.prog_type, res.retval)
         return (verdict, res.duration_ns) if timed else verdict
 
+    def call(self, *args):
+        """Run a function-hook program once (as `luabpf.run_function` does, but on this
+        loaded program, so its maps and globals persist between calls)."""
+        from luabpf.runtime.call import call
+        return call(self, args)
+
     def run_ctx(self, ctx: bytes) -> bytes:
         """BPF_PROG_TEST_RUN with a context the program reads and writes back."""
         res = kernel.prog_test_run(self.fd, ctx_in=ctx, ctx_inout=True)

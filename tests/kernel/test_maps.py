@@ -15,7 +15,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import struct
 from collections import Counter
 
 import pytest
@@ -25,9 +24,7 @@ from lupa import lua54
 
 import luabpf
 from luabpf import api
-from luabpf.compiler.hooks import ARGS_OFF, SLOT, STATUS_OFF
 from luabpf.compiler.luaint import MAXINT, MININT
-from luabpf.compiler.values import FALSE, INT, NIL, TRUE
 from luabpf.runtime import kernel
 from luabpf.runtime.errors import BpfError
 
@@ -157,34 +154,10 @@ def model_run(source: str, name: str, args, map_names):
 
 # ---- running a loaded function program ------------------------------------------------
 
-def _decode(tag: int, payload: int):
-    if tag == NIL:
-        return None
-    if tag in (FALSE, TRUE):
-        return tag == TRUE
-    assert tag == INT, f"unexpected result tag {tag}"
-    return payload
-
-
 def call(prog, loaded, *args):
-    """Run the loaded function program once with integer args; what Lua would return
-    (None, a value, or a tuple), or raise LuaRuntimeError."""
-    hook = prog.compiled.hook
-    ctx = bytearray(hook.ctx_size)
-    struct.pack_into("<q", ctx, STATUS_OFF, -1)
-    for i, a in enumerate(args):
-        struct.pack_into("<qq", ctx, ARGS_OFF + SLOT * i, INT, a)
-    out = loaded.run_ctx(bytes(ctx))
-    status, nret = struct.unpack_from("<qq", out, STATUS_OFF)
-    if status > 0:
-        site = prog.compiled.sites[status - 1]
-        raise luabpf.LuaRuntimeError(FILE, site.line, site.message)
-    assert status == 0, "the program did not run to its end"
-    values = [_decode(*struct.unpack_from("<qq", out, hook.results_off + SLOT * i))
-              for i in range(nret)]
-    if not values:
-        return None
-    return values[0] if len(values) == 1 else tuple(values)
+    """Run the loaded function program once (LoadedProgram.call): what Lua would return,
+    or LuaRuntimeError."""
+    return loaded.call(*args)
 
 
 def compile_f(source: str, nargs: int = 1, name: str = "f"):
