@@ -136,7 +136,7 @@ def _site_text(loaded, site: int) -> str:
     """"f.lua:LINE: message" for a runtime-error site of the program."""
     compiled = loaded.compiled
     try:
-        s = compiled.sites[site]
+        s = compiled.site(site)
         return f"{compiled.source.filename}:{s.line}: {s.message}"
     except (AttributeError, IndexError):
         return f"runtime error at site {site}"

@@ -233,8 +233,8 @@ def _watch(args, loaded, link, pin_path: str, stop: _Stop) -> int:
 
 def _fatal(loaded) -> bool:
     """Whether any counted site is a runtime error (drops alone do not fail the run)."""
-    sites = loaded.compiled.sites
-    return any(sites[i].fatal for i in loaded.error_counts())
+    sites = loaded.state.manifest["sites"]
+    return any(sites[i]["fatal"] for i in loaded.error_counts())
 
 
 def _emit(obj: dict) -> None:

@@ -22,6 +22,10 @@ class Restart(Exception):
 class Options:
     max_loop: int = 1_000_000
     loops: str = "may_goto"          # 'may_goto' | 'bounded' (plain back-edges)
+    # the ids of this program's first error site and first print site: the programs of
+    # one script number theirs one after another, sharing the errors map and ring buffer
+    first_site: int = 0
+    first_print: int = 0
 
 
 @dataclass
@@ -32,6 +36,7 @@ class ErrorSite:
     col: int
     message: str
     fatal: bool = True
+    file: str = ""
 
 
 @dataclass

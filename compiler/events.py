@@ -30,6 +30,7 @@ MAX_VALUES = 16                 # values known only at run time, per print
 class PrintSite:
     line: int
     col: int
+    file: str = ""
     values: list = field(default_factory=list)   # per argument: ('const', value) | ('run',)
 
     @property
@@ -56,7 +57,7 @@ def const_value(value):
 
 @intrinsics.register("print")
 def _print(lw, args: list[Val], node, scope):
-    site = PrintSite(node.span.line, node.span.col)
+    site = PrintSite(node.span.line, node.span.col, node.span.file)
     dynamic = []
     for i, v in enumerate(args):
         if v.is_const:
@@ -79,7 +80,7 @@ def _print(lw, args: list[Val], node, scope):
     if not lw.b.reachable:
         return []
     b = lw.b
-    sid = len(lw.prints)
+    sid = lw.options.first_print + len(lw.prints)
     lw.prints.append(site)
     record = lw.scratch(site.record_size, "print_record")
     b.emit(ir.Store(8, record, 0, sid))

@@ -88,8 +88,9 @@ class Lowerer(ExprLowering, LoopLowering):
     def runtime_error(self, span: Span | None, message: str) -> None:
         """End the current path with a Lua runtime error reported at span."""
         span = span or self.b.loc
-        site = len(self.sites)
-        self.sites.append(ErrorSite(span.line if span else 0, span.col if span else 0, message))
+        site = self.options.first_site + len(self.sites)
+        self.sites.append(ErrorSite(span.line if span else 0, span.col if span else 0, message,
+                                    file=span.file if span else self.source.filename))
         stub = ir.Block(f"err{site}", cold=True)
         self.site_blocks.append(stub)
         self.b.jump(stub)
@@ -103,9 +104,9 @@ class Lowerer(ExprLowering, LoopLowering):
         """Count, without stopping, something the script lives through (a store a full map
         dropped, a print a full ring buffer dropped): the runtime reports it like an error."""
         span = span or self.b.loc
-        site = len(self.sites)
+        site = self.options.first_site + len(self.sites)
         self.sites.append(ErrorSite(span.line if span else 0, span.col if span else 0, message,
-                                    fatal=False))
+                                    fatal=False, file=span.file if span else self.source.filename))
         self._count_site(site)
 
     def _count_site(self, site) -> None:

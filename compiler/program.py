@@ -8,6 +8,7 @@ the hook. Pure: no kernel access.
 """
 from __future__ import annotations
 
+import dataclasses
 import struct
 from dataclasses import dataclass, field
 
@@ -52,6 +53,7 @@ class CompiledProgram:
     stack_size: int
     user_maps: dict = field(default_factory=dict)    # script name → maps.MapDecl
     prints: list = field(default_factory=list)       # events.PrintSite, by record id
+    options: Options | None = None
 
     def asm(self) -> str:
         return disasm.disassemble(self.insns, self.source.lines)
@@ -69,18 +71,39 @@ class CompiledProgram:
     def manifest(self) -> dict:
         """What user space needs to read a running program's maps, globals, events and
         error counts, as JSON-ready data (kept with the program's pins for `luabpf set`)."""
-        return {
-            "file": self.source.filename,
-            "hook": self.hook.name,
-            "globals": {g.name: {"offset": g.offset, "kind": g.kind}
-                        for g in self.globals.values()},
-            "maps": {name: {"kind": d.kind, "max_entries": d.max_entries}
-                     for name, d in self.user_maps.items()},
-            "sites": [{"line": s.line, "message": s.message, "fatal": s.fatal} for s in self.sites],
-            "prints": [{"line": p.line, "values": [list(v) for v in p.values]} for p in self.prints],
-            "verdicts": (self.hook.verdict_names if getattr(self.hook, "count_verdicts", False)
-                         else []),
-        }
+        return script_manifest([self])
+
+    def site(self, site_id: int) -> ErrorSite:
+        """The error site a program reports by its id (ids of a script's programs follow
+        one another)."""
+        return self.sites[site_id - self.first_site]
+
+    @property
+    def first_site(self) -> int:
+        return self.options.first_site if self.options else 0
+
+
+def script_manifest(programs: list[CompiledProgram]) -> dict:
+    """The manifest of programs compiled from one script (`compile_script`): they share
+    globals, maps, the errors map and the ring buffer, their site ids one after another."""
+    first = programs[0]
+    verdicts = [p.hook.verdict_names for p in programs if getattr(p.hook, "count_verdicts", False)]
+    maps: dict = {}
+    for p in programs:
+        maps.update({name: {"kind": d.kind, "max_entries": d.max_entries}
+                     for name, d in p.user_maps.items() if not name.startswith("luabpf_")})
+    return {
+        "file": first.source.filename,
+        "hook": first.hook.name,
+        "programs": [{"entry": p.hook.entry, "hook": p.hook.name} for p in programs],
+        "globals": {g.name: {"offset": g.offset, "kind": g.kind} for g in first.globals.values()},
+        "maps": maps,
+        "sites": [{"line": s.line, "message": s.message, "fatal": s.fatal, "file": s.file}
+                  for p in programs for s in p.sites],
+        "prints": [{"line": s.line, "file": s.file, "values": [list(v) for v in s.values]}
+                   for p in programs for s in p.prints],
+        "verdicts": verdicts[0] if verdicts else [],
+    }
 
 
 def layout_frame(fn: ir.Function, spill_slots: list[ir.StackSlot], loops: bool, source: Source) -> int:
@@ -131,11 +154,27 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
     uses_loops = any(isinstance(b.term, ir.MayGoto) for b in fn.blocks)
     stack = layout_frame(fn, spill_slots + [cycle], uses_loops, source)
     insns = encode.resolve(emit(fn, alloc, cycle))
-    return CompiledProgram(source, hook, insns, program_maps(low, hook), low.sites, low.globals, stack,
-                           low.maps, low.prints)
+    return CompiledProgram(source, hook, insns, program_maps(low, hook, options), low.sites,
+                           low.globals, stack, low.maps, low.prints, options)
 
 
-def program_maps(low, hook) -> list[MapSpec]:
+def compile_script(text: str, filename: str, hooks: list, options: Options | None = None,
+                   chunk=None) -> list[CompiledProgram]:
+    """One program per hook, from one script: they share its maps and globals, and number
+    their error and print sites one after another (see `script_manifest`)."""
+    if chunk is None:
+        chunk = parse_and_check(text, filename)
+    options = options or Options()
+    programs = []
+    for hook in hooks:
+        first_site = sum(len(p.sites) for p in programs) + options.first_site
+        first_print = sum(len(p.prints) for p in programs) + options.first_print
+        these = dataclasses.replace(options, first_site=first_site, first_print=first_print)
+        programs.append(compile_program(text, filename, hook, these, chunk))
+    return programs
+
+
+def program_maps(low, hook, options: Options) -> list[MapSpec]:
     maps = []
     if low.uses_globals_map or low.globals:
         words = [0] + [g.initial for g in low.globals.values()]
@@ -143,7 +182,7 @@ def program_maps(low, hook) -> list[MapSpec]:
         maps.append(MapSpec(GLOBALS_MAP, MAP_TYPE_ARRAY, 4, len(value), 1,
                             {struct.pack("<I", 0): value}, BPF_F_MMAPABLE))
     if low.uses_errors_map:
-        maps.append(MapSpec(ERRORS_MAP, MAP_TYPE_ARRAY, 4, 8, max(1, len(low.sites))))
+        maps.append(MapSpec(ERRORS_MAP, MAP_TYPE_ARRAY, 4, 8, max(1, options.first_site + len(low.sites))))
     if low.prints:
         maps.append(MapSpec(events.EVENTS_MAP, events.MAP_TYPE_RINGBUF, 0, 0, events.EVENTS_SIZE))
     if getattr(hook, "count_verdicts", False):

@@ -69,7 +69,7 @@ def call(loaded, args: tuple):
     out = loaded.run_ctx(bytes(ctx))
     status, nret = PAIR.unpack_from(out, STATUS_OFF)
     if status > 0:
-        site = compiled.sites[status - 1]
+        site = compiled.site(status - 1)
         raise LuaRuntimeError(compiled.source.filename, site.line, site.message)
     if status < 0:
         raise RuntimeError("the kernel program did not run to its end (no status written)")

@@ -55,7 +55,7 @@ def decode(record: bytes, manifest: dict) -> Event:
         tag, payload = SLOT.unpack_from(record, off)
         off += SLOT.size
         values.append(None if tag == NIL else tag == TRUE if tag in (FALSE, TRUE) else payload)
-    return Event(manifest["file"], site["line"], tuple(values))
+    return Event(site.get("file") or manifest["file"], site["line"], tuple(values))
 
 
 class EventStream:

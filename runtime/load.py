@@ -58,32 +58,36 @@ def explain(compiled: CompiledProgram, log: str) -> LoadError:
     return LoadError(message or "rejected", compiled.source.filename, line, log)
 
 
-class LoadedProgram:
-    """A program the kernel verified; a context manager that closes its fds."""
+def merged_map_specs(programs: list[CompiledProgram]) -> list:
+    """The maps of programs compiled from one script, each once: programs share a map by
+    name (an errors map as large as the largest site id any of them counts)."""
+    merged: dict = {}
+    for compiled in programs:
+        for spec in compiled.maps:
+            have = merged.get(spec.name)
+            if have is None or spec.max_entries > have.max_entries:
+                merged[spec.name] = spec
+    return list(merged.values())
 
-    def __init__(self, compiled: CompiledProgram):
-        self.compiled = compiled
+
+class LoadedScript:
+    """Programs of one script the kernel verified, sharing their maps; a context manager
+    that closes every fd. `.programs` (CompiledProgram) and `.fds` go together."""
+
+    def __init__(self, programs: list[CompiledProgram]):
+        self.programs = list(programs)
         self.map_fds: dict[str, int] = {}
-        self.fd = -1
+        self.fds: list[int] = []
         self._state = None
         try:
-            for spec in compiled.maps:
+            for spec in merged_map_specs(self.programs):
                 fd = kernel.map_create(spec.type, spec.key_size, spec.value_size, spec.max_entries,
                                        name=spec.name[:15], flags=spec.flags)
                 self.map_fds[spec.name] = fd
                 for k, v in spec.initial.items():
                     kernel.map_update(fd, k, v)
-            hook = compiled.hook
-            code = compiled.bytecode(self.map_fds)
-            try:
-                self.fd = kernel.load_with_log(
-                    hook.prog_type, code, license="GPL", name=_prog_name(hook),
-                    prog_flags=getattr(hook, "prog_flags", 0),
-                    expected_attach_type=getattr(hook, "expected_attach_type", 0))
-            except kernel.BpfError as e:
-                if not e.log:
-                    raise
-                raise explain(compiled, e.log) from None
+            for compiled in self.programs:
+                self.fds.append(_load(compiled, self.map_fds))
         except BaseException:
             self.close()
             raise
@@ -93,19 +97,86 @@ class LoadedProgram:
         if self._state is not None:
             self._state.close()
             self._state = None
-        for fd in list(self.map_fds.values()) + ([self.fd] if self.fd >= 0 else []):
+        for fd in list(self.map_fds.values()) + self.fds:
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.map_fds.clear()
-        self.fd = -1
+        self.fds = []
 
-    def __enter__(self) -> "LoadedProgram":
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+    def manifest(self) -> dict:
+        from luabpf.compiler.program import script_manifest
+        return script_manifest(self.programs)
+
+    # ---- what user space sees: runtime.state.ProgramState ----
+    @property
+    def state(self):
+        if self._state is None:
+            from luabpf.runtime.state import ProgramState
+            self._state = ProgramState(self.map_fds, self.manifest())
+        return self._state
+
+    @property
+    def maps(self):
+        """The script's maps by name: dict-like views (runtime.mapview.MapView)."""
+        return self.state.maps
+
+    @property
+    def globals(self):
+        """The script's globals by name, read and written live (runtime.mapview.GlobalsView)."""
+        return self.state.globals
+
+    def events(self):
+        """The stream of print events (runtime.events.EventStream), None without print."""
+        return self.state.events()
+
+    def error_counts(self) -> dict[int, int]:
+        return self.state.error_counts()
+
+    def verdict_counts(self) -> dict[str, int]:
+        """{'XDP_PASS': n, …}: a filter compiled with count_verdicts counts what it returns."""
+        return self.state.verdict_counts()
+
+    def describe_errors(self) -> list[str]:
+        """The runtime errors counted so far: ['f.lua:LINE: message (N times)', …]."""
+        return self.state.describe_errors()
+
+
+def _load(compiled: CompiledProgram, map_fds: dict[str, int]) -> int:
+    """Load one program with its maps' fds; LoadError (the verifier's words at a Lua line)."""
+    hook = compiled.hook
+    code = compiled.bytecode(map_fds)
+    try:
+        return kernel.load_with_log(
+            hook.prog_type, code, license="GPL", name=_prog_name(hook),
+            prog_flags=getattr(hook, "prog_flags", 0),
+            expected_attach_type=getattr(hook, "expected_attach_type", 0))
+    except kernel.BpfError as e:
+        if not e.log:
+            raise
+        raise explain(compiled, e.log) from None
+
+
+class LoadedProgram(LoadedScript):
+    """One program the kernel verified (the common case: a filter, a function)."""
+
+    def __init__(self, compiled: CompiledProgram):
+        super().__init__([compiled])
+
+    @property
+    def compiled(self) -> CompiledProgram:
+        return self.programs[0]
+
+    @property
+    def fd(self) -> int:
+        return self.fds[0] if self.fds else -1
 
     @property
     def prog_type(self) -> int:
@@ -138,40 +209,7 @@ class LoadedProgram:
         res = kernel.prog_test_run(self.fd, ctx_in=ctx, ctx_inout=True)
         return res.ctx_out
 
-    # ---- what user space sees: runtime.state.ProgramState ----
-    @property
-    def state(self):
-        if self._state is None:
-            from luabpf.runtime.state import ProgramState
-            self._state = ProgramState(self.map_fds, self.compiled.manifest())
-        return self._state
-
-    @property
-    def maps(self):
-        """The script's maps by name: dict-like views (runtime.mapview.MapView)."""
-        return self.state.maps
-
-    @property
-    def globals(self):
-        """The script's globals by name, read and written live (runtime.mapview.GlobalsView)."""
-        return self.state.globals
-
-    def events(self):
-        """The stream of print events (runtime.events.EventStream), None without print."""
-        return self.state.events()
-
-    def error_counts(self) -> dict[int, int]:
-        return self.state.error_counts()
-
-    def verdict_counts(self) -> dict[str, int]:
-        """{'XDP_PASS': n, …}: a filter compiled with count_verdicts counts what it returns."""
-        return self.state.verdict_counts()
-
-    def describe_errors(self) -> list[str]:
-        """The runtime errors counted so far: ['f.lua:LINE: message (N times)', …]."""
-        return self.state.describe_errors()
-
 
 def _prog_name(hook) -> str:
-    name = re.sub(r"[^A-Za-z0-9_]", "_", getattr(hook, "entry", "lua"))
+    name = re.sub(r"[^A-Za-z0-9_]", "_", getattr(hook, "entry", "lua").rsplit(".", 1)[-1])
     return name[:15]

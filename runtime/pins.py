@@ -6,7 +6,7 @@ Owns the pinned layout of a running program and its life: `pin_running` (what
 program's maps, globals and error counts) and `clean_stale`.
 
 Layout of /sys/fs/bpf/luabpf/NAME/:
-    prog            the program
+    progs/<entry>   each program (`filter`, `throttle`, `tracepoint.sched.sched_switch`)
     meta            an array map of one entry: the manifest and the run's owner, as JSON
     maps/<name>     each map: the script's own, luabpf_globals, luabpf_errors, luabpf_events
 
@@ -73,7 +73,7 @@ class Running:
         m = self.meta
         return {"name": self.name, "path": self.path, "pid": self.pid, "alive": self.alive,
                 "file": m["manifest"]["file"], "hook": m["manifest"]["hook"],
-                "attach": m.get("attach"), "prog_id": m.get("prog_id"),
+                "attach": m.get("attach"), "prog_ids": m.get("prog_ids"),
                 "started": m["owner"]["started"], "maps": sorted(m["manifest"]["maps"]),
                 "globals": sorted(m["manifest"]["globals"])}
 
@@ -119,7 +119,7 @@ class PinnedRun:
 
 
 def pin_running(name: str, loaded, attach_info: dict | None) -> PinnedRun:
-    """Pin `loaded` (a runtime.load.LoadedProgram) and its maps as NAME."""
+    """Pin `loaded` (a runtime.load.LoadedScript: its programs) and its maps as NAME."""
     if not valid_name(name):
         raise PinError(f"{name!r} is not a usable name (letters, digits, '_', '-', '.'; "
                        "at most 64)")
@@ -135,11 +135,13 @@ def pin_running(name: str, loaded, attach_info: dict | None) -> PinnedRun:
     os.mkdir(path, mode=0o700)
     try:
         os.mkdir(os.path.join(path, "maps"), mode=0o700)
-        kernel.obj_pin(loaded.fd, os.path.join(path, "prog"))
+        os.mkdir(os.path.join(path, "progs"), mode=0o700)
+        for compiled, fd in zip(loaded.programs, loaded.fds):
+            kernel.obj_pin(fd, os.path.join(path, "progs", compiled.hook.entry))
         for map_name, fd in loaded.map_fds.items():
             kernel.obj_pin(fd, os.path.join(path, "maps", map_name))
-        meta = {"manifest": loaded.compiled.manifest(), "attach": attach_info,
-                "prog_id": kernel.prog_info(loaded.fd)["id"],
+        meta = {"manifest": loaded.manifest(), "attach": attach_info,
+                "prog_ids": [kernel.prog_info(fd)["id"] for fd in loaded.fds],
                 "owner": {"pid": os.getpid(), "start_time": _start_time(os.getpid()),
                           "started": time.time()}}
         _pin_meta(os.path.join(path, "meta"), meta)

@@ -76,7 +76,7 @@ class ProgramState:
         out = []
         for site, n in sorted(self.error_counts().items()):
             s = self.manifest["sites"][site]
-            out.append(f"{self.manifest['file']}:{s['line']}: {s['message']} "
+            out.append(f"{s.get('file') or self.manifest['file']}:{s['line']}: {s['message']} "
                        f"({n} time{'s' if n != 1 else ''})")
         return out
 
