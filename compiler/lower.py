@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from luabpf.compiler import ast, events, ir, maps  # noqa: F401  (events registers print)
+from luabpf.compiler import ast, events, ir, maps, tracepoint  # noqa: F401  (registers print, bpf.cpu)
 from luabpf.compiler.builder import Builder
 from luabpf.compiler.diagnostics import CompileError, Diagnostics, InternalError
 from luabpf.compiler.bpf.helpers import Helper
@@ -234,6 +234,9 @@ class Lowerer(ExprLowering, LoopLowering):
         for st in self.chunk.body.stmts:
             if isinstance(st, ast.FunctionDecl) and not st.method and len(st.path) == 1:
                 self.define_function(st.path[0], st.func, st)
+            elif isinstance(st, ast.FunctionDecl) and not st.method and len(st.path) == 3 \
+                    and st.path[0] == "tracepoint":       # function tracepoint.CATEGORY.EVENT(args)
+                self.define_function(".".join(st.path), st.func, st)
             elif isinstance(st, ast.LocalFunction):
                 self.define_function(st.name, st.func, st)
             elif isinstance(st, ast.Local):
