@@ -133,3 +133,24 @@ def open_running(target: str):
     `.globals` (read and written live), `.describe_errors()`; close it (or use `with`)."""
     from luabpf.runtime.pins import open_running as _open
     return _open(target)
+
+
+def tracepoint_hook(category: str, event: str):
+    """The hook of `function tracepoint.CATEGORY.EVENT(args)`, its fields from tracefs
+    (runtime.tracefs.TracefsError when there is no such event)."""
+    from luabpf.compiler.tracepoint import TraceField, TracepointHook
+    from luabpf.runtime.tracefs import event_format
+    fmt = event_format(category, event)
+    fields = {f.name: TraceField(f.name, f.offset, f.size, f.signed, f.decl or f.type,
+                                 scalar=not (f.is_array or f.dynamic))
+              for f in fmt.fields}
+    return TracepointHook(category, event, fields)
+
+
+def compile_policy(source: str, filename: str = "<string>", *, max_loop: int | None = None,
+                   loops: str | None = None) -> list[CompiledProgram]:
+    """A CPU-frequency policy (a script defining throttle(cpu, cur, max, min)): its two
+    programs, [the timer's luabpf_throttle, the sched_switch tracepoint], sharing maps."""
+    from luabpf.compiler.cpufreq import compile_policy as _compile
+    hook = tracepoint_hook("sched", "sched_switch")
+    return _compile(source, filename, hook.fields, _options(max_loop, loops))

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from luabpf.compiler import ast, events, ir, maps, tracepoint  # noqa: F401  (registers print, bpf.cpu)
+from luabpf.compiler import ast, cpufreq, events, ir, maps, tracepoint  # noqa: F401  (library functions)
 from luabpf.compiler.builder import Builder
 from luabpf.compiler.diagnostics import CompileError, Diagnostics, InternalError
 from luabpf.compiler.bpf.helpers import Helper
@@ -255,6 +255,10 @@ class Lowerer(ExprLowering, LoopLowering):
                                "constants, maps and globals may stand here")
 
     def define_function(self, name: str, func: ast.Function, node) -> None:
+        if name in self.top.names:
+            self.error(node, f"'{name}' is already defined at top level: each global, "
+                             "constant, map and function is defined once")
+            return
         fd = FuncDef(name, func)
         self.functions[name] = fd
         self.top.names[name] = fd

@@ -27,6 +27,7 @@ KINDS = {"hash": 1, "array": 2, "percpu_hash": 5, "percpu_array": 6, "lru": 9}
 MAX_ENTRIES = 1 << 24
 BPF_ANY, BPF_NOEXIST = 0, 1
 RESERVED_PREFIX = "luabpf_"       # the names of the maps every program may have
+LIBRARY_FILES = "<luabpf>/"       # luabpf's own kernel Lua (stdlib/cpufreq.lua) may use them
 
 
 @dataclass(eq=False)
@@ -67,7 +68,7 @@ def bind(lw, name: str, v: Val) -> None:
     """A top-level `name = map.kind(n)`: the map is known by `name` from now on."""
     decl = decl_of(v)
     if decl is not None and decl.name is None:
-        if name.startswith(RESERVED_PREFIX):
+        if name.startswith(RESERVED_PREFIX) and not decl.span.file.startswith(LIBRARY_FILES):
             # the program's own maps (globals, error counts, the print ring buffer) have
             # these names: a script's map of the same name would take their place
             lw.diags.error(decl.span, f"'{name}': names starting with {RESERVED_PREFIX} are "
@@ -269,11 +270,25 @@ def _add(lw, args, node, scope):
     if decl is None or len(args) != 3:
         lw.error(node, "map.add takes a map, a key and an integer: map.add(m, k, n)")
         return []
-    k = _key(lw, decl, args[1], node)
+    add(lw, decl, args[1], args[2], node)
+    return []
+
+
+def read_or_zero(lw, decl: MapDecl, key: Val, node) -> Val:
+    """m[k] as an integer, 0 when absent (for the library's own per-CPU maps)."""
+    v = read(lw, decl, key, node)
+    if v.kinds == frozenset({"nil"}):
+        return Val.int_(0)
+    return Val.int_(v.payload)           # an absent entry reads as payload 0
+
+
+def add(lw, decl: MapDecl, key: Val, amount: Val, node) -> None:
+    """m[k] = (m[k] or 0) + amount, atomically."""
+    k = _key(lw, decl, key, node)
     if k is None:
-        return []
-    n = lw.b.reg(lw.int_operand(args[2], node, lambda got: f"bad argument #3 to 'add' "
-                                                           f"(number expected, got {got})"))
+        return
+    n = lw.b.reg(lw.int_operand(amount, node, lambda got: f"bad argument #3 to 'add' "
+                                                          f"(number expected, got {got})"))
     b = lw.b
     done = b.block("add_done")
 
@@ -292,7 +307,7 @@ def _add(lw, args, node, scope):
         lw.count_at(node.span, _drop_message(decl))
         b.jump(done)
         b.start(done)
-        return []
+        return
     add_where_found(_lookup(lw, decl, k), absent)
     b.start(absent)
 
@@ -304,4 +319,3 @@ def _add(lw, args, node, scope):
     _update(lw, decl, k, n, BPF_NOEXIST, node, on_fail=raced)
     b.jump(done)
     b.start(done)
-    return []

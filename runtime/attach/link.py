@@ -12,7 +12,9 @@ into kernel.py as they are. Does not own what is attached where
 
 Only `link_create`'s XDP and tcx forms are laid out: `target_ifindex`,
 `attach_type`, `flags` (XDP_FLAGS_* for XDP; BPF_F_BEFORE/AFTER… for tcx)
-and, for tcx, `relative_fd` and `expected_revision`. The kernel zero-fills
+and, for tcx, `relative_fd` and `expected_revision`; and its perf-event form
+(`link_create_perf_event`: `target_fd` is a perf_event_open(2) fd, attach
+type BPF_PERF_EVENT, then `perf_event.bpf_cookie`). The kernel zero-fills
 the part of the attribute union we do not pass.
 """
 from __future__ import annotations
@@ -26,9 +28,10 @@ from typing import Iterator
 from luabpf.runtime import kernel
 from luabpf.runtime.kernel import AttachType, BpfError, Cmd, Fd
 
-__all__ = ["LinkType", "link_create", "link_detach", "link_info", "link_ids",
-           "link_get_fd_by_id", "link_exists", "XDP_FLAGS_UPDATE_IF_NOEXIST",
-           "XDP_FLAGS_SKB_MODE", "XDP_FLAGS_DRV_MODE", "XDP_FLAGS_HW_MODE"]
+__all__ = ["LinkType", "PerfEventType", "link_create", "link_create_perf_event", "link_detach",
+           "link_info", "link_ids", "link_get_fd_by_id", "link_exists",
+           "XDP_FLAGS_UPDATE_IF_NOEXIST", "XDP_FLAGS_SKB_MODE", "XDP_FLAGS_DRV_MODE",
+           "XDP_FLAGS_HW_MODE"]
 
 # include/uapi/linux/if_link.h
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
@@ -57,6 +60,17 @@ class LinkType(enum.IntEnum):
     SOCKMAP = 14
 
 
+class PerfEventType(enum.IntEnum):
+    """enum bpf_perf_event_type: what a PERF_EVENT link's perf event is."""
+    UNSPEC = 0
+    UPROBE = 1
+    URETPROBE = 2
+    KPROBE = 3
+    KRETPROBE = 4
+    TRACEPOINT = 5
+    EVENT = 6
+
+
 _u32, _u64 = ctypes.c_uint32, ctypes.c_uint64
 
 
@@ -65,6 +79,13 @@ class _LinkCreateAttr(ctypes.Structure):         # BPF_LINK_CREATE (`link_create
         ("prog_fd", _u32), ("target_ifindex", _u32), ("attach_type", _u32), ("flags", _u32),
         # the union starts here (8-aligned); its `tcx` member:
         ("relative_fd", _u32), ("_pad", _u32), ("expected_revision", _u64),
+    ]
+
+
+class _LinkCreatePerfAttr(ctypes.Structure):     # BPF_LINK_CREATE, `perf_event` member
+    _fields_ = [
+        ("prog_fd", _u32), ("target_fd", _u32), ("attach_type", _u32), ("flags", _u32),
+        ("bpf_cookie", _u64),
     ]
 
 
@@ -106,6 +127,21 @@ def link_create(prog_fd: int, attach_type: int, target_ifindex: int, *, flags: i
     return Fd(ret)
 
 
+def link_create_perf_event(prog_fd: int, perf_fd: int, *, bpf_cookie: int = 0) -> Fd:
+    """BPF_LINK_CREATE attaching a PERF_EVENT, TRACEPOINT or KPROBE program
+    to the perf event `perf_fd` (attach type BPF_PERF_EVENT, Linux >= 5.15);
+    the link's fd. The link holds the perf event until it is closed."""
+    attr = _LinkCreatePerfAttr()
+    attr.prog_fd = prog_fd
+    attr.target_fd = perf_fd
+    attr.attach_type = int(AttachType.PERF_EVENT)
+    attr.bpf_cookie = bpf_cookie
+    ret = kernel._bpf(Cmd.LINK_CREATE, attr)
+    if ret < 0:
+        raise kernel._fail(-ret, Cmd.LINK_CREATE)
+    return Fd(ret)
+
+
 def link_detach(link_fd: int) -> None:
     """BPF_LINK_DETACH: detach now, though the fd stays open (then close it).
     A link already detached (its device gone) is not an error."""
@@ -116,10 +152,7 @@ def link_detach(link_fd: int) -> None:
         raise kernel._fail(-ret, Cmd.LINK_DETACH)
 
 
-def link_info(link_fd: int) -> dict:
-    """The link's id, type (LinkType), prog_id, and for XDP and tcx links the
-    ifindex (0 once the device is gone) and, for tcx, the attach_type."""
-    info = _LinkInfo()
+def _get_link_info(link_fd: int, info: _LinkInfo) -> None:
     attr = _InfoAttr()
     attr.bpf_fd = link_fd
     attr.info_len = ctypes.sizeof(info)
@@ -127,6 +160,18 @@ def link_info(link_fd: int) -> dict:
     ret = kernel._bpf(Cmd.OBJ_GET_INFO_BY_FD, attr)
     if ret < 0:
         raise kernel._fail(-ret, Cmd.OBJ_GET_INFO_BY_FD)
+
+
+def link_info(link_fd: int) -> dict:
+    """The link's id, type (LinkType), prog_id, and for XDP and tcx links the
+    ifindex (0 once the device is gone) and, for tcx, the attach_type. For
+    PERF_EVENT links, "perf_event_type" (PerfEventType) and for a tracepoint
+    its "tp_name", for a perf event (EVENT) its "config" and "event_type"
+    (the event's attr.type as the kernel keeps it: Linux 6.18 reports a
+    cpu-clock event under its cpu_clock PMU's dynamic type, not
+    PERF_TYPE_SOFTWARE)."""
+    info = _LinkInfo()
+    _get_link_info(link_fd, info)
     try:
         kind = LinkType(info.type)
     except ValueError:
@@ -139,7 +184,32 @@ def link_info(link_fd: int) -> dict:
             out["attach_type"] = AttachType(info.attach_type)
         except ValueError:
             out["attach_type"] = info.attach_type
+    if kind == LinkType.PERF_EVENT:
+        _perf_event_info(link_fd, info, out)
     return out
+
+
+def _perf_event_info(link_fd: int, info: _LinkInfo, out: dict) -> None:
+    # bpf_link_info.perf_event: {u32 type; u32 pad; union {...}} — the `type`
+    # is where xdp's ifindex is; the union starts at _rest[0].
+    try:
+        ptype = PerfEventType(info.ifindex)
+    except ValueError:
+        ptype = info.ifindex
+    out["perf_event_type"] = ptype
+    if ptype == PerfEventType.EVENT:             # event {u64 config; u32 type; u32 pad; u64 cookie}
+        out["config"] = info._rest[0]
+        out["event_type"] = info._rest[1] & 0xFFFFFFFF
+    elif ptype == PerfEventType.TRACEPOINT:      # tracepoint {u64 tp_name; u32 name_len; …}
+        name = ctypes.create_string_buffer(256)
+        again = _LinkInfo()
+        again._rest[0] = ctypes.addressof(name)
+        again._rest[1] = ctypes.sizeof(name)     # name_len (low half, little-endian)
+        try:
+            _get_link_info(link_fd, again)
+        except BpfError:
+            return
+        out["tp_name"] = name.value.decode(errors="replace")
 
 
 def link_ids() -> Iterator[int]:
