@@ -94,6 +94,8 @@ def entry_points(source: str, filename: str = "<string>") -> list[tuple[str, int
     for st in chunk.body.stmts:
         if isinstance(st, ast.FunctionDecl) and len(st.path) == 1 and not st.method:
             found.append((st.path[0], len(st.func.params)))
+        elif isinstance(st, ast.FunctionDecl) and len(st.path) == 3 and st.path[0] == "tracepoint":
+            found.append((".".join(st.path), len(st.func.params)))
         elif isinstance(st, ast.LocalFunction):
             found.append((st.name, len(st.func.params)))
     return found
@@ -102,21 +104,37 @@ def entry_points(source: str, filename: str = "<string>") -> list[tuple[str, int
 def compile_file(source: str, filename: str, hook: str | None = None,
                  max_loop: int | None = None) -> list[tuple[str, Program]]:
     """Every program of a script file: `filter` makes a packet filter (XDP unless hook is
-    'tc'); with no hook entry point in the script, each top-level function is a program of
-    the function hook, called with integer arguments (what `luabpf call` runs)."""
-    from luabpf.compiler.program import parse_and_check
+    'tc'); `throttle` a CPU-frequency policy (its timer program and its sched_switch
+    companion); `tracepoint.C.E` functions tracepoint programs; with none of these, each
+    top-level function is a program of the function hook, called with integer arguments
+    (what `luabpf call` runs)."""
+    from luabpf.compiler.program import compile_script, parse_and_check
     parse_and_check(source, filename)
     programs = []
     entries = dict(entry_points(source, filename))
+    tracepoints = [n for n in entries if n.startswith("tracepoint.")]
     if "filter" in entries and hook in (None, "xdp", "tc"):
         kind = hook or "xdp"
         return [(f"{kind}/filter", compile(source, filename, kind, max_loop=max_loop))]
-    if hook in ("xdp", "tc"):
+    if "throttle" in entries and hook in (None, "cpufreq"):
+        policy = compile_policy(source, filename, max_loop=max_loop)
+        return [("cpufreq/throttle", Program(policy[0])),
+                ("tracepoint/sched/sched_switch", Program(policy[1]))]
+    if tracepoints and hook in (None, "tracepoint"):
+        hooks = [tracepoint_hook(*n.split(".")[1:]) for n in tracepoints]
+        compiled = compile_script(source, filename, hooks, _options(max_loop, None))
+        return [(c.hook.entry.replace(".", "/"), Program(c)) for c in compiled]
+    needs = {"xdp": "a function filter(hdr, pld)", "tc": "a function filter(hdr, pld)",
+             "cpufreq": "a function throttle(cpu, cur, max, min)",
+             "tracepoint": "a function tracepoint.CATEGORY.EVENT(args)"}
+    if hook in needs:
         from luabpf.compiler.diagnostics import Diagnostic
         from luabpf.compiler.source import Source, Span
-        raise CompileError([Diagnostic(f"a {hook} program needs a function filter(hdr, pld)",
+        raise CompileError([Diagnostic(f"a {hook} program needs {needs[hook]}",
                                        Span(filename, 1, 1, 1, 2))], Source(source, filename))
     for name, nparams in entry_points(source, filename):
+        if name.startswith("tracepoint."):
+            continue
         prog = compile_function(source, name, ("int",) * nparams, filename, max_loop=max_loop)
         programs.append((f"function/{name}", prog))
     if not programs:

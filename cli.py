@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp):
         sp.add_argument("file", metavar="FILE.lua")
-        sp.add_argument("--hook", choices=["xdp", "tc", "function"], default=None,
+        sp.add_argument("--hook", choices=["xdp", "tc", "cpufreq", "tracepoint", "function"],
+                        default=None,
                         help="what the script's entry points attach to (default: found by name)")
         sp.add_argument("--max-loop", type=int, default=None, metavar="N",
                         help="default iteration bound of while/repeat loops without --@bound")
@@ -177,7 +178,7 @@ def report(e: Exception) -> int:
         err.print(e.render(), markup=False)
     elif isinstance(e, (LoadError, LuaRuntimeError)):
         err.print(f"{e}", markup=False)
-    elif isinstance(e, PermissionProblem):
+    elif isinstance(e, PermissionProblem) or _one_sentence(e):
         err.print(f"luabpf: {e}", markup=False)
     elif isinstance(e, BpfError):
         err.print(f"luabpf: the kernel refused: {e}", markup=False)
@@ -187,6 +188,15 @@ def report(e: Exception) -> int:
         err.print(f"luabpf: internal error: {type(e).__name__}: {e} "
                   "(this is a bug in luabpf; LUABPF_DEBUG=1 shows where)", markup=False)
     return EXIT_ERROR
+
+
+def _one_sentence(e: Exception) -> bool:
+    """The runtime's errors whose text is one sentence for the user."""
+    from luabpf.runtime.attach import AttachError
+    from luabpf.runtime.cpufreq import CpufreqError
+    from luabpf.runtime.pins import PinError
+    from luabpf.runtime.tracefs import TracefsError
+    return isinstance(e, (AttachError, CpufreqError, PinError, TracefsError))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,12 @@
 
 Owns what these commands do and print (DESIGN §4); `cli.py` registers them.
 
-`run FILE --xdp DEV | --tc DEV[:ingress|:egress]` attaches the program (a BPF link,
-so it dies with the process), pins it and its maps under
+`run FILE --xdp DEV | --tc DEV[:ingress|:egress] | --cpufreq` attaches the program
+(a BPF link, so it dies with the process): a filter to the device's hook; a
+CPU-frequency policy to a per-CPU timer (with its sched_switch companion), its
+requests applied by the actuator each interval (`runtime/policy.py`); a script of
+`tracepoint.CATEGORY.EVENT` functions, with no flag, to those tracepoints. It pins it
+and its maps under
 /sys/fs/bpf/luabpf/NAME/ (`runtime/pins.py`; NAME from `--name`, else the file's
 name) and turns on the kernel's run-time statistics. A live view, 4 times a second,
 shows how often the program ran and its mean run time, how often it returned each
@@ -40,12 +44,20 @@ RECENT_EVENTS = 8            # print events kept in the live view
 def add_commands(sub, usage_here) -> None:
     r = sub.add_parser("run", help="attach a program, pin it, show live counters, maps and events")
     r.add_argument("file", metavar="FILE.lua")
-    where = r.add_mutually_exclusive_group(required=True)
-    where.add_argument("--xdp", metavar="DEV", help="attach to DEV's XDP hook")
+    where = r.add_mutually_exclusive_group()
+    where.add_argument("--xdp", metavar="DEV", help="attach filter() to DEV's XDP hook")
     where.add_argument("--tc", metavar="DEV[:DIR]",
-                       help="attach to DEV's tc hook, ingress (default) or egress")
+                       help="attach filter() to DEV's tc hook, ingress (default) or egress")
+    where.add_argument("--cpufreq", action="store_true",
+                       help="run throttle(cpu, cur, max, min) on every CPU each interval")
     r.add_argument("--netns", metavar="NAME", default=None,
                    help="the device is in network namespace NAME (as in `ip netns`)")
+    r.add_argument("--interval", type=int, default=20, metavar="MS",
+                   help="--cpufreq: how often the policy runs (default 20 ms)")
+    r.add_argument("--sysfs-root", default="/sys", metavar="DIR",
+                   help="--cpufreq: a /sys-shaped tree to read and write (a simulated one)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="--cpufreq: show the policy's decisions, write nothing")
     r.add_argument("--name", default=None,
                    help="pin as /sys/fs/bpf/luabpf/NAME (default: the file's name without .lua)")
     r.add_argument("--duration", type=float, default=None, metavar="S",
@@ -88,66 +100,171 @@ class _Stop:
 
 
 def cmd_run(args) -> int:
-    import luabpf
     from luabpf.runtime import kernel, pins
-    from luabpf.runtime.attach import AttachError, attach, parse_target
-    hook = "xdp" if args.xdp else "tc"
-    try:
-        target = parse_target(hook, args.xdp or args.tc)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    from luabpf.runtime.attach import AttachError
     if args.duration is not None and args.duration < 0:
         raise UsageError("--duration must not be negative")
+    if not 1 <= args.interval <= 60_000:
+        raise UsageError("--interval is in milliseconds, from 1 to 60000")
     name = args.name or pins.default_name(args.file)
     if not pins.valid_name(name):
-        raise UsageError(f"--name {name!r}: letters, digits, '_', '-' and '.' only, at most 64")
-    prog = luabpf.compile(read_source(args.file), args.file, hook=hook, max_loop=args.max_loop,
-                          count_verdicts=True)
+        raise UsageError(f"--name {name!r}: letters, digits, '_' and '-' only, at most 64")
+    text = read_source(args.file)
+    kind, programs = _compile(args, text)
     stop = _Stop()
     try:
-        with prog.load() as loaded:
+        with _load(programs) as loaded:
             stop.install()
             try:
                 stats = kernel.enable_stats()
             except kernel.BpfError as e:
                 stats = None
                 err.print(f"luabpf: run-time statistics are off ({e.strerror})", markup=False)
+            session = _Session(kind)
             try:
-                link = attach(loaded.fd, target, netns=args.netns)
-            except AttachError as e:
+                session.attach(args, loaded)
+            except (AttachError, _AttachProblem) as e:
+                session.detach()
                 err.print(f"luabpf: {e}", markup=False)
                 return EXIT_ERROR
             try:
-                with pins.pin_running(name, loaded, link.info()) as pinned:
-                    return _watch(args, loaded, link, pinned.path, stop)
+                with pins.pin_running(name, loaded, session.info()) as pinned:
+                    return _watch(args, loaded, session, pinned.path, stop)
             except pins.PinError as e:
                 err.print(f"luabpf: {e}", markup=False)
                 return EXIT_ERROR
             finally:
-                link.detach()
+                session.detach()
                 if stats is not None:
                     stats.close()
     finally:
         stop.restore()
 
 
+def _compile(args, text: str):
+    """(kind, programs): what the flags and the script's entry points say to run."""
+    import luabpf
+    from luabpf import api
+    from luabpf.compiler.program import compile_script
+    options = api._options(args.max_loop, None)
+    if args.xdp or args.tc:
+        hook = "xdp" if args.xdp else "tc"
+        prog = luabpf.compile(text, args.file, hook=hook, max_loop=args.max_loop,
+                              count_verdicts=True)
+        return hook, [prog.compiled]
+    if args.cpufreq:
+        return "cpufreq", api.compile_policy(text, args.file, max_loop=args.max_loop)
+    tracepoints = [n for n, _ in api.entry_points(text, args.file) if n.startswith("tracepoint.")]
+    if not tracepoints:
+        raise UsageError("say where to run it: --xdp DEV or --tc DEV for filter(hdr, pld), "
+                         "--cpufreq for throttle(cpu, cur, max, min); a script of "
+                         "tracepoint.CATEGORY.EVENT functions needs no flag")
+    hooks = [api.tracepoint_hook(*n.split(".")[1:]) for n in tracepoints]
+    return "tracepoint", compile_script(text, args.file, hooks, options)
+
+
+def _load(programs):
+    from luabpf.runtime.load import LoadedProgram, LoadedScript
+    return LoadedProgram(programs[0]) if len(programs) == 1 else LoadedScript(programs)
+
+
+class _AttachProblem(Exception):
+    """A policy cannot start (its sysfs tree); str() is one sentence."""
+
+
+class _Session:
+    """What one `luabpf run` attached: links (a device's hook, timers, tracepoints) and, for
+    a CPU-frequency policy, the actuator the loop ticks."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.links: list = []
+        self.policy = None
+
+    def attach(self, args, loaded) -> None:
+        from luabpf.runtime.attach import attach, parse_target
+        from luabpf.runtime.attach.perf import attach_timer, attach_tracepoint
+        if self.kind in ("xdp", "tc"):
+            try:
+                target = parse_target(self.kind, args.xdp or args.tc)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+            self.links.append(attach(loaded.fd, target, netns=args.netns))
+            return
+        if self.kind == "cpufreq":
+            self._start_policy(args, loaded)
+            self.links.append(attach_timer(loaded.fds[0], args.interval, self.policy.cpus))
+            self.links.append(attach_tracepoint(loaded.fds[1], "sched", "sched_switch"))
+            return
+        for compiled, fd in zip(loaded.programs, loaded.fds):
+            _, category, event = compiled.hook.entry.split(".")
+            self.links.append(attach_tracepoint(fd, category, event))
+
+    def _start_policy(self, args, loaded) -> None:
+        from luabpf.runtime.attach.perf import online_cpus
+        from luabpf.runtime.cpufreq import Actuator, CpufreqError, SysfsTree
+        from luabpf.runtime.policy import Policy
+        try:
+            tree = SysfsTree(args.sysfs_root)
+            actuator = Actuator(tree, dry_run=args.dry_run, min_gap_s=args.interval / 1000 * 0.9)
+            self.policy = Policy(loaded, tree, actuator, online_cpus()).start()
+        except CpufreqError as e:
+            raise _AttachProblem(str(e)) from None
+
+    def tick(self) -> list:
+        return self.policy.tick() if self.policy is not None else []
+
+    @property
+    def attached(self) -> bool:
+        return any(link.attached for link in self.links)
+
+    def describe(self) -> str:
+        return "; ".join(link.describe() for link in self.links)
+
+    def info(self) -> dict:
+        infos = [link.info() for link in self.links]
+        flat = dict(infos[0]) if len(infos) == 1 else {"hook": self.kind}
+        flat["links"] = infos
+        if self.policy is not None:
+            flat.update(sysfs_root=self.policy.tree.root, dry_run=self.policy.actuator.dry_run,
+                        cpus=self.policy.cpus)
+        return flat
+
+    def device_gone(self) -> bool:
+        return any(_device_gone(link) for link in self.links)
+
+    def detach(self) -> None:
+        """Put the governors back, then detach every link (each step runs, whatever fails)."""
+        try:
+            if self.policy is not None:
+                self.policy.stop()
+        finally:
+            for link in self.links:
+                link.detach()
+
+
 class _Sampler:
     """Samples a running program: statistics, maps, globals, errors; events as they come."""
 
-    def __init__(self, loaded, link):
-        self.loaded, self.link = loaded, link
+    def __init__(self, loaded, session: _Session):
+        self.loaded, self.session = loaded, session
         self.events = loaded.events()
         self.recent: collections.deque = collections.deque(maxlen=RECENT_EVENTS)
         self.first = self.last = self.sample()
 
     def sample(self) -> dict:
         from luabpf.runtime import kernel
-        info = kernel.prog_info(self.loaded.fd)
-        return {"run_cnt": info["run_cnt"], "run_time_ns": info["run_time_ns"],
-                "errors": self.loaded.describe_errors(), "device_gone": _device_gone(self.link),
+        runs = {}
+        for compiled, fd in zip(self.loaded.programs, self.loaded.fds):
+            info = kernel.prog_info(fd)
+            runs[_short(compiled.hook.entry)] = (info["run_cnt"], info["run_time_ns"])
+        policy = self.session.policy
+        return {"runs": runs,
+                "errors": self.loaded.describe_errors(), "device_gone": self.session.device_gone(),
                 "verdicts": self.loaded.verdict_counts(),
                 "maps": {name: view.busiest(TOP_ENTRIES) for name, view in self.loaded.maps.items()},
-                "globals": dict(self.loaded.globals)}
+                "globals": dict(self.loaded.globals),
+                "cpus": _cpus(policy) if policy is not None else None}
 
     def wait_events(self, timeout: float) -> list:
         if self.events is None:
@@ -159,14 +276,35 @@ class _Sampler:
 
     def numbers(self, elapsed: float) -> dict:
         first, last = self.first, self.last
-        runs = last["run_cnt"] - first["run_cnt"]
-        ns = last["run_time_ns"] - first["run_time_ns"]
-        return {"elapsed": round(elapsed, 3), "run_cnt": runs, "run_time_ns": ns,
-                "ns_per_run": round(ns / runs, 1) if runs else None,
-                "runs_per_s": round(runs / elapsed, 1) if elapsed > 0 else 0.0,
-                "verdicts": {k: v - first["verdicts"].get(k, 0) for k, v in last["verdicts"].items()},
-                "maps": {name: [[k, v] for k, v in top] for name, top in last["maps"].items()},
-                "globals": last["globals"], "errors": last["errors"]}
+        programs = {}
+        for entry, (cnt, ns) in last["runs"].items():
+            cnt0, ns0 = first["runs"].get(entry, (0, 0))
+            runs, spent = cnt - cnt0, ns - ns0
+            programs[entry] = {"run_cnt": runs, "run_time_ns": spent,
+                               "ns_per_run": round(spent / runs, 1) if runs else None,
+                               "runs_per_s": round(runs / elapsed, 1) if elapsed > 0 else 0.0}
+        main = next(iter(programs.values()))
+        out = {"elapsed": round(elapsed, 3), **main,
+               "verdicts": {k: v - first["verdicts"].get(k, 0) for k, v in last["verdicts"].items()},
+               "maps": {name: [[k, v] for k, v in top] for name, top in last["maps"].items()},
+               "globals": last["globals"], "errors": last["errors"]}
+        if len(programs) > 1:
+            out["programs"] = programs
+        if last["cpus"] is not None:
+            out["cpus"] = last["cpus"]
+        return out
+
+
+def _short(entry: str) -> str:
+    """How a program is named in the view: filter, throttle, sched_switch."""
+    return "throttle" if entry == "luabpf_throttle" else entry.rsplit(".", 1)[-1]
+
+
+def _cpus(policy) -> dict:
+    loads, freqs = policy.loads(), policy.frequencies()
+    return {str(cpu): {"cur_khz": freqs.get(cpu), "load": loads.get(cpu),
+                       "temp_c": policy.tree.temp_c(cpu) if cpu in freqs else None}
+            for cpu in policy.cpus}
 
 
 def _device_gone(link) -> bool:
@@ -180,18 +318,22 @@ def _device_gone(link) -> bool:
         return True
 
 
-def _watch(args, loaded, link, pin_path: str, stop: _Stop) -> int:
+def _watch(args, loaded, session: _Session, pin_path: str, stop: _Stop) -> int:
     start = time.monotonic()
     deadline = start + args.duration if args.duration is not None else None
-    sampler = _Sampler(loaded, link)
+    sampler = _Sampler(loaded, session)
+    decisions: collections.deque = collections.deque(maxlen=RECENT_EVENTS)
     if args.json:
-        _emit({"event": "attached", "program": args.file, **link.info(), "pinned": pin_path,
+        _emit({"event": "attached", "program": args.file, **session.info(), "pinned": pin_path,
                "pid": os.getpid()})
     else:
-        err.print(f"luabpf: {args.file} attached: {link.describe()}; pinned at {pin_path}; "
+        err.print(f"luabpf: {args.file} attached: {session.describe()}; pinned at {pin_path}; "
                   "Ctrl-C detaches", markup=False)
-    live = None if args.json else _live(_view(args.file, link, sampler, 0.0))
-    next_json = start + 1.0
+    live = None if args.json else _live(_view(args.file, session, sampler, decisions, 0.0))
+    step = 1.0 / REFRESH_HZ
+    if session.policy is not None:
+        step = min(step, args.interval / 1000)
+    next_sample, next_json = start + 1.0 / REFRESH_HZ, start + 1.0
     try:
         while True:
             now = time.monotonic()
@@ -201,21 +343,30 @@ def _watch(args, loaded, link, pin_path: str, stop: _Stop) -> int:
                 stop.reason = "device gone"
             if stop.reason:
                 break
-            wait = 1.0 / REFRESH_HZ if deadline is None else min(1.0 / REFRESH_HZ, deadline - now)
+            wait = step if deadline is None else min(step, deadline - now)
             for event in sampler.wait_events(max(0.0, wait)):
                 if args.json:
                     _emit(event.as_json())
+            for decision in session.tick():
+                if decision.reason not in ("unchanged", "rate limited"):
+                    decisions.append(decision)
+                    if args.json:
+                        _emit({"event": "decision", **decision.as_json()})
+            now = time.monotonic()
+            if now < next_sample:
+                continue
+            next_sample = now + 1.0 / REFRESH_HZ
             sampler.last = sampler.sample()
-            elapsed = time.monotonic() - start
+            elapsed = now - start
             if live is not None:
-                live.update(_view(args.file, link, sampler, elapsed))
-            elif time.monotonic() >= next_json:
+                live.update(_view(args.file, session, sampler, decisions, elapsed))
+            elif now >= next_json:
                 next_json += 1.0
                 _emit({"event": "stats", **sampler.numbers(elapsed)})
     finally:
         if live is not None:
             live.stop()
-    link.detach()
+    session.detach()
     for event in sampler.wait_events(0.0):       # what was printed before the detach
         if args.json:
             _emit(event.as_json())
@@ -224,7 +375,7 @@ def _watch(args, loaded, link, pin_path: str, stop: _Stop) -> int:
     if args.json:
         _emit({"event": "detached", "reason": stop.reason, **sampler.numbers(elapsed)})
     else:
-        out.print(_view(args.file, link, sampler, elapsed))
+        out.print(_view(args.file, session, sampler, decisions, elapsed))
         err.print(f"luabpf: detached ({stop.reason}) after {elapsed:.1f} s", markup=False)
     if stop.reason == "device gone":
         return EXIT_ERROR
@@ -249,22 +400,31 @@ def _live(view):
     return live
 
 
-def _view(file: str, link, sampler: _Sampler, elapsed: float):
+def _view(file: str, session: _Session, sampler: _Sampler, decisions, elapsed: float):
     from rich.table import Table
     from rich.text import Text
     n = sampler.numbers(elapsed)
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
-    grid.add_row("program", Text(f"{file} (id {link.prog_id})"))
-    grid.add_row("attached", Text(link.describe() if link.attached else f"{link.describe()}, detached"))
+    ids = ", ".join(str(kernel_id) for kernel_id in _prog_ids(session))
+    grid.add_row("program", Text(f"{file} (id {ids})"))
+    grid.add_row("attached", Text(session.describe() if session.attached
+                                  else f"{session.describe()}, detached"))
     grid.add_row("elapsed", f"{elapsed:.1f} s")
-    grid.add_row("runs", f"{n['run_cnt']:,} ({n['runs_per_s']:,.1f}/s)")
-    grid.add_row("run time", f"{n['ns_per_run']:.0f} ns per run" if n["ns_per_run"] is not None
-                 else "-")
+    for entry, p in (n.get("programs") or {"runs": n}).items():
+        label = "runs" if entry == "runs" else f"{entry} runs"
+        per = f", {p['ns_per_run']:.0f} ns per run" if p["ns_per_run"] is not None else ""
+        grid.add_row(label, f"{p['run_cnt']:,} ({p['runs_per_s']:,.1f}/s){per}")
     if n["verdicts"]:
         grid.add_row("verdicts", Text("  ".join(f"{k} {v:,}" for k, v in
                                                 sorted(n["verdicts"].items(), key=lambda kv: -kv[1]))))
+    for cpu, c in (n.get("cpus") or {}).items():
+        cur = f"{c['cur_khz'] / 1000:,.0f} MHz" if c["cur_khz"] is not None else "no cpufreq"
+        temp = f", {c['temp_c']} °C" if c["temp_c"] is not None else ""
+        grid.add_row(f"cpu {cpu}", Text(f"{cur}, load {c['load']}%{temp}"))
+    if decisions:
+        grid.add_row("decisions", Text("\n".join(_decision_text(d) for d in decisions)))
     for name, top in n["maps"].items():
         shown = "  ".join(f"{k}: {v:,}" for k, v in top) or "empty"
         grid.add_row(f"map {name}", Text(shown))
@@ -277,6 +437,20 @@ def _view(file: str, link, sampler: _Sampler, elapsed: float):
     else:
         grid.add_row("errors", Text("none", style="green"))
     return grid
+
+
+def _prog_ids(session: _Session) -> list:
+    ids = []
+    for link in session.links:
+        pid = getattr(link, "prog_id", None)
+        if pid is not None and pid not in ids:
+            ids.append(pid)
+    return ids
+
+
+def _decision_text(d) -> str:
+    how = "set" if d.written else (d.reason or "")
+    return f"cpu {d.cpu}: {d.relation} {d.requested:,} kHz → {d.resolved:,} kHz ({how})"
 
 
 # ---- luabpf set and ls -----------------------------------------------------------------

@@ -89,15 +89,21 @@ def _start_time(pid: int) -> int | None:
 
 
 def valid_name(name: str) -> bool:
-    return bool(name) and len(name) <= 64 and all(c.isalnum() or c in "_-." for c in name) \
-        and name not in (".", "..")
+    """bpffs refuses a '.' anywhere in a name (it keeps them for itself)."""
+    return bool(name) and len(name) <= 64 and all(c.isalnum() or c in "_-" for c in name)
 
 
 def default_name(file: str) -> str:
     base = os.path.basename(file)
     stem = base[:-4] if base.endswith(".lua") else base
-    clean = "".join(c if c.isalnum() or c in "_-." else "_" for c in stem).strip(".")
-    return clean or "script"
+    clean = "".join(c if c.isalnum() or c in "_-" else "_" for c in stem)
+    return clean[:64] or "script"
+
+
+def pin_name(entry: str) -> str:
+    """A program's pin: its entry function, with ':' for the dots bpffs refuses
+    (tracepoint:sched:sched_switch)."""
+    return entry.replace(".", ":")
 
 
 # ---- pinning ---------------------------------------------------------------------------
@@ -121,7 +127,7 @@ class PinnedRun:
 def pin_running(name: str, loaded, attach_info: dict | None) -> PinnedRun:
     """Pin `loaded` (a runtime.load.LoadedScript: its programs) and its maps as NAME."""
     if not valid_name(name):
-        raise PinError(f"{name!r} is not a usable name (letters, digits, '_', '-', '.'; "
+        raise PinError(f"{name!r} is not a usable name (letters, digits, '_' and '-'; "
                        "at most 64)")
     clean_stale()
     base = root()
@@ -137,7 +143,7 @@ def pin_running(name: str, loaded, attach_info: dict | None) -> PinnedRun:
         os.mkdir(os.path.join(path, "maps"), mode=0o700)
         os.mkdir(os.path.join(path, "progs"), mode=0o700)
         for compiled, fd in zip(loaded.programs, loaded.fds):
-            kernel.obj_pin(fd, os.path.join(path, "progs", compiled.hook.entry))
+            kernel.obj_pin(fd, os.path.join(path, "progs", pin_name(compiled.hook.entry)))
         for map_name, fd in loaded.map_fds.items():
             kernel.obj_pin(fd, os.path.join(path, "maps", map_name))
         meta = {"manifest": loaded.manifest(), "attach": attach_info,
