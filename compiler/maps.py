@@ -36,6 +36,8 @@ class MapDecl:
     max_entries: int
     span: Span
     name: str | None = None   # the script's name for it, given when it is bound at top level
+    value_size: int = 8       # an integer; luabpf's own maps may hold records
+    flags: int = 0            # BPF_MAP_CREATE flags (luabpf's own maps: BPF_F_MMAPABLE)
 
     @property
     def type(self) -> int:
@@ -133,6 +135,22 @@ def _outside(lw, decl: MapDecl, k, outside: ir.Block) -> None:
     inside = b.block("key_inside")
     b.branch("ge", k, decl.max_entries, outside, inside)
     b.start(inside)
+
+
+def lookup(lw, decl: MapDecl, k) -> ir.VReg:
+    """The address of m[k]'s value, 0 when k is absent (or outside an array)."""
+    b = lw.b
+    if decl.is_array and not (isinstance(k, int) and 0 <= k < decl.max_entries):
+        p = b.vreg("elem")
+        b.mov(p, 0)
+        inside, done = b.block("key_inside"), b.block("looked_up")
+        b.branch("ge", b.reg(k), decl.max_entries, done, inside)
+        b.start(inside)
+        b.mov(p, _lookup(lw, decl, k))
+        b.jump(done)
+        b.start(done)
+        return p
+    return _lookup(lw, decl, k)
 
 
 def _lookup(lw, decl: MapDecl, k) -> ir.VReg:

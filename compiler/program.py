@@ -189,5 +189,6 @@ def program_maps(low, hook, options: Options) -> list[MapSpec]:
         from luabpf.compiler.packet import VERDICTS_MAP
         maps.append(MapSpec(VERDICTS_MAP, MAP_TYPE_PERCPU_ARRAY, 4, 8, len(hook.verdict_names)))
     for name, decl in low.maps.items():
-        maps.append(MapSpec(name, decl.type, decl.key_size, 8, decl.max_entries))
+        maps.append(MapSpec(name, decl.type, decl.key_size, decl.value_size, decl.max_entries,
+                            flags=decl.flags))
     return maps

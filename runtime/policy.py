@@ -20,12 +20,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
+from luabpf.compiler.cpufreq import CPU_MAP, FIELDS, MAX_CPUS, OFF, RECORD_SIZE
 from luabpf.runtime import kernel
 from luabpf.runtime.cpufreq import Actuator, Decision, SysfsTree
 
 RELATION_NAMES = {1: "<=", 2: ">="}
 KEY = struct.Struct("<I")
-WORD = struct.Struct("<q")
+RECORD = struct.Struct("<" + "q" * len(FIELDS))
 
 
 @dataclass
@@ -37,22 +38,39 @@ class Policy:
     seen: dict[int, int] = field(default_factory=dict)      # cpu → request count applied
     decisions: list[Decision] = field(default_factory=list)
     ignored: int = 0
+    _mapping: object = None
+    _words: object = None
 
-    def _write(self, name: str, cpu: int, value: int) -> None:
-        kernel.map_update(self.loaded.map_fds[name], KEY.pack(cpu), WORD.pack(value))
+    def record(self, cpu: int) -> dict[str, int]:
+        """The CPU's record (compiler/cpufreq.py's FIELDS), as the kernel has it now."""
+        raw = kernel.map_lookup(self.loaded.map_fds[CPU_MAP], KEY.pack(cpu), RECORD_SIZE)
+        return dict(zip(FIELDS, RECORD.unpack(raw)))
 
-    def _read(self, name: str, cpu: int) -> int:
-        raw = kernel.map_lookup(self.loaded.map_fds[name], KEY.pack(cpu), 8)
-        return WORD.unpack(raw)[0] if raw else 0
+    def _write(self, field: str, cpu: int, value: int) -> None:
+        """One field of the CPU's record, written in place: the kernel programs write the
+        others meanwhile (a whole-record update would undo their stores)."""
+        self._mem(cpu)[OFF[field] // 8] = value
+
+    def _read(self, field: str, cpu: int) -> int:
+        return self._mem(cpu)[OFF[field] // 8]
+
+    def _mem(self, cpu: int) -> memoryview:
+        if self._mapping is None:
+            import mmap
+            size = (RECORD_SIZE * MAX_CPUS + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
+            self._mapping = mmap.mmap(self.loaded.map_fds[CPU_MAP], size)
+            self._words = memoryview(self._mapping).cast("q")
+        base = cpu * RECORD_SIZE // 8
+        return self._words[base: base + len(FIELDS)]
 
     def start(self) -> "Policy":
         """Feed min and max, switch the governors (the actuator), feed the first values."""
         have = set(self.tree.cpus())
         for cpu in self.cpus:
             lo, hi = self.tree.limits(cpu) if cpu in have else (0, 0)
-            self._write("luabpf_min", cpu, lo)
-            self._write("luabpf_max", cpu, hi)
-            self.seen[cpu] = self._read("luabpf_requests", cpu)
+            self._write("min", cpu, lo)
+            self._write("max", cpu, hi)
+            self.seen[cpu] = self._read("requests", cpu)
         self.actuator.start()
         self.feed()
         return self
@@ -61,20 +79,20 @@ class Policy:
         have = set(self.tree.cpus())
         for cpu in self.cpus:
             if cpu in have:
-                self._write("luabpf_cur", cpu, self.tree.cur(cpu))
-                self._write("luabpf_temp", cpu, self.tree.temp_c(cpu) or 0)
+                self._write("cur", cpu, self.tree.cur(cpu))
+                self._write("temp", cpu, self.tree.temp_c(cpu) or 0)
 
     def tick(self) -> list[Decision]:
         """Apply new requests, flush pending ones, feed the next interval's values."""
         made = []
         have = set(self.tree.cpus())
         for cpu in self.cpus:
-            count = self._read("luabpf_requests", cpu)
+            count = self._read("requests", cpu)
             if count == self.seen.get(cpu):
                 continue
             self.seen[cpu] = count
-            freq = self._read("luabpf_target", cpu)
-            relation = RELATION_NAMES.get(self._read("luabpf_relation", cpu))
+            freq = self._read("target", cpu)
+            relation = RELATION_NAMES.get(self._read("relation", cpu))
             if cpu not in have or relation is None:
                 self.ignored += 1
                 continue
@@ -86,12 +104,18 @@ class Policy:
         return made
 
     def stop(self) -> None:
-        """Put the governors back (idempotent)."""
-        self.actuator.stop()
+        """Put the governors back (idempotent) and let go of the records' mapping."""
+        try:
+            self.actuator.stop()
+        finally:
+            if self._mapping is not None:
+                self._words.release()
+                self._mapping.close()
+                self._mapping = self._words = None
 
     def loads(self) -> dict[int, int]:
         """The load each CPU's last interval had, as the kernel measured it (percent)."""
-        return {cpu: self._read("luabpf_load", cpu) for cpu in self.cpus}
+        return {cpu: self._read("load", cpu) for cpu in self.cpus}
 
     def frequencies(self) -> dict[int, int]:
         have = set(self.tree.cpus())
