@@ -62,7 +62,18 @@ def cmd_compile(args) -> int:
     text = read_source(args.file)
     programs = compile_file(text, args.file, hook=args.hook, max_loop=args.max_loop)
     if args.output:
-        raise UsageError("-o: writing object files is not available yet")
+        from luabpf.compiler.objfile import write_object
+        data = write_object([prog.compiled for _, prog in programs])
+        try:
+            with open(args.output, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise UsageError(f"{args.output}: cannot write it ({e.strerror})") from None
+        if not args.asm:
+            out.print(f"{args.output}: {len(programs)} program{'s' if len(programs) != 1 else ''} "
+                      f"({', '.join(name for name, _ in programs)}), {len(data):,} bytes",
+                      markup=False)
+            return EXIT_OK
     if args.asm:
         for name, prog in programs:
             out.print(f"[bold]; program {name}[/bold] ({prog.insn_count} instructions)")

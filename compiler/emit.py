@@ -114,7 +114,10 @@ class Emitter:
         self.put(ALUOp.ADD.imm(r, op.slot.offset, loc=self.loc))
 
     def op_LoadMap(self, op: ir.LoadMap) -> None:
-        self.put(I.ld_map_fd(self.reg(op.dst), op.map_name, loc=self.loc))
+        if op.value_offset is not None:
+            self.put(I.ld_map_value(self.reg(op.dst), op.map_name, op.value_offset, loc=self.loc))
+        else:
+            self.put(I.ld_map_fd(self.reg(op.dst), op.map_name, loc=self.loc))
 
     def op_Call(self, op: ir.Call) -> None:
         self.call_args(op.args)

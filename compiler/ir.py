@@ -159,8 +159,11 @@ class SlotAddr(Op):
 
 @dataclass(eq=False)
 class LoadMap(Op):
+    """dst = the map (for helpers), or with value_offset the address of that byte of its
+    single value (an array of one entry: BPF_PSEUDO_MAP_VALUE, no lookup)."""
     dst: VReg
     map_name: str
+    value_offset: int | None = None
 
     def defs(self):
         return [self.dst]

@@ -157,6 +157,7 @@ class Lowerer(ExprLowering, LoopLowering):
                 vals[i] = Val.nil()
         self.hook.epilogue(self, vals, nret)
         self.diags.raise_if_any(self.source)
+        self.b.loc = entry.node.span          # the hook's own code is the entry's first line
         self._finish_prologue(body)
         self._finish_error_path()
         fn = ir.Function(self.b.blocks + self.site_blocks + [self.err_block], self.b.slots,
@@ -171,7 +172,7 @@ class Lowerer(ExprLowering, LoopLowering):
 
     def _finish_prologue(self, body: ir.Block) -> None:
         """The entry block: the hook's set-up (a packet's pointers and headers), then the
-        globals map, looked up once if anything needs it."""
+        address of the globals map's value, if anything needs it."""
         b = self.b
         b.cur = self.prologue
         self.after_prologue = b.block("setup")
@@ -180,19 +181,9 @@ class Lowerer(ExprLowering, LoopLowering):
         if not b.terminated:
             b.jump(self.after_prologue)
         b.cur = self.after_prologue
-        if self._gptr is None:
-            b.jump(body)
-            return
-        key = b.slot(4, "zero_key")
-        b.emit(ir.Store(4, key, 0, 0))
-        m, k = b.vreg("globals"), b.vreg("key")
-        b.emit(ir.LoadMap(m, GLOBALS_MAP))
-        b.emit(ir.SlotAddr(k, key))
-        b.emit(ir.Call(Helper.map_lookup_elem, [m, k], self._gptr))
-        fail = b.block("no_globals")
-        b.branch("eq", self._gptr, 0, fail, body)
-        b.start(fail)
-        b.terminate(ir.Exit(self.hook.default_return))
+        if self._gptr is not None:            # the address of the globals (no lookup)
+            b.emit(ir.LoadMap(self._gptr, GLOBALS_MAP, value_offset=0))
+        b.jump(body)
 
     def _finish_error_path(self) -> None:
         """error: count the site in the errors map, tell the hook, return the default verdict."""

@@ -60,8 +60,9 @@ class CompiledProgram:
 
     def bytecode(self, map_fds: dict[str, int] | None = None) -> bytes:
         insns = self.insns
-        if map_fds is not None:
-            insns = [i.replace(imm=map_fds[i.map_ref]) if i.map_ref else i for i in insns]
+        if map_fds is not None:             # a map value's offset stays in the high half
+            insns = [i.replace(imm=(i.imm & ~0xFFFFFFFF) | map_fds[i.map_ref]) if i.map_ref else i
+                     for i in insns]
         return encode.encode(insns)
 
     @property
@@ -72,6 +73,22 @@ class CompiledProgram:
         """What user space needs to read a running program's maps, globals, events and
         error counts, as JSON-ready data (kept with the program's pins for `luabpf set`)."""
         return script_manifest([self])
+
+    def lines_of(self, file: str) -> list[str]:
+        """The lines of a file this program's code comes from: its script, or luabpf's own
+        kernel Lua (stdlib/)."""
+        if file == self.source.filename:
+            return self.source.lines
+        if file.startswith("<luabpf>/"):
+            import os
+            path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                file[len("<luabpf>/"):])
+            try:
+                with open(path, encoding="utf-8") as f:
+                    return f.read().split("\n")
+            except OSError:
+                return []
+        return []
 
     def site(self, site_id: int) -> ErrorSite:
         """The error site a program reports by its id (ids of a script's programs follow

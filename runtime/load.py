@@ -150,18 +150,26 @@ class LoadedScript:
 
 
 def _load(compiled: CompiledProgram, map_fds: dict[str, int]) -> int:
-    """Load one program with its maps' fds; LoadError (the verifier's words at a Lua line)."""
+    """Load one program with its maps' fds and its BTF (a FUNC for the entry, a line record
+    per Lua line, so bpftool and the verifier's log show Lua lines); LoadError (the
+    verifier's words at a Lua line)."""
+    from luabpf.compiler.btf import load_info
     hook = compiled.hook
     code = compiled.bytecode(map_fds)
-    try:
-        return kernel.load_with_log(
-            hook.prog_type, code, license="GPL", name=_prog_name(hook),
-            prog_flags=getattr(hook, "prog_flags", 0),
-            expected_attach_type=getattr(hook, "expected_attach_type", 0))
-    except kernel.BpfError as e:
-        if not e.log:
-            raise
-        raise explain(compiled, e.log) from None
+    name = _prog_name(hook)
+    blob, func_info, line_info = load_info(compiled, name)
+    with kernel.btf_load(blob) as btf_fd:
+        try:
+            return kernel.load_with_log(
+                hook.prog_type, code, license="GPL", name=name,
+                prog_flags=getattr(hook, "prog_flags", 0),
+                expected_attach_type=getattr(hook, "expected_attach_type", 0),
+                btf_fd=btf_fd, func_info=func_info, func_info_cnt=1,
+                line_info=line_info, line_info_cnt=len(line_info) // 16)
+        except kernel.BpfError as e:
+            if not e.log:
+                raise
+            raise explain(compiled, e.log) from None
 
 
 class LoadedProgram(LoadedScript):
