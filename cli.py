@@ -86,6 +86,26 @@ def cmd_compile(args) -> int:
     return EXIT_OK
 
 
+def cmd_inspect(args) -> int:
+    from luabpf.compiler.objread import ObjectError, describe, disassemble, read_object
+    try:
+        with open(args.object, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise UsageError(f"{args.object}: cannot read it ({e.strerror})") from None
+    try:
+        info = read_object(raw)
+    except ObjectError as e:
+        err.print(f"luabpf: {args.object}: {e}", markup=False)
+        return EXIT_ERROR
+    out.print(describe(info, args.object), markup=False)
+    if args.asm:
+        for p in info.programs:
+            out.print(f"\n; program {p.name} (section {p.section})", markup=False)
+            out.print(disassemble(p), markup=False)
+    return EXIT_OK
+
+
 def cmd_check(args) -> int:
     from luabpf.api import compile_file
     text = read_source(args.file)
@@ -155,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--max-loop", type=int, default=None, metavar="N")
     f.add_argument("--json", action="store_true")
     f.set_defaults(run=cmd_call)
+
+    i = sub.add_parser("inspect", help="what is in a BPF object file: programs, maps, Lua lines")
+    i.add_argument("object", metavar="OUT.o")
+    i.add_argument("--asm", action="store_true", help="also the instructions, with source lines")
+    i.set_defaults(run=cmd_inspect)
 
     d = sub.add_parser("demo", help="the built-in demonstration, in the kernel")
     d.set_defaults(run=cmd_demo)

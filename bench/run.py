@@ -31,12 +31,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
 
-import elfobj  # noqa: E402
 
 import luabpf  # noqa: E402
 from luabpf.api import compile_function, entry_points  # noqa: E402
+from luabpf.compiler import elfread  # noqa: E402
 from luabpf.runtime import kernel  # noqa: E402
 
 CLANG = "clang-19"
@@ -243,7 +242,7 @@ def measure_filters(args, ref_cls) -> dict:
     try:
         obj = os.path.join(tmp, "filters.o")
         clang_ms = clang_compile(os.path.join(HERE, "c", "filters.c"), obj)
-        c_progs = elfobj.read(obj).programs()
+        c_progs = elfread.read(obj).programs()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     frame_sets = frames()
@@ -331,7 +330,7 @@ def measure_intmath() -> list[dict]:
     try:
         obj = os.path.join(tmp, "intmath.o")
         clang_compile(os.path.join(HERE, "c", "intmath.c"), obj)
-        c_progs = elfobj.read(obj).programs()
+        c_progs = elfread.read(obj).programs()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     rows = []

@@ -111,19 +111,30 @@ class Lowerer(ExprLowering, LoopLowering):
 
     def _count_site(self, site) -> None:
         """errors[site] += 1, atomically; falls through to the current block's successor."""
+        self.count_in(ERRORS_MAP, site, "error_key", atomic=True, cold=True)
+
+    def count_in(self, map_name: str, index, key_name: str, *, atomic: bool,
+                 cold: bool = False) -> None:
+        """map_name[index] += 1 in a u32-keyed array of counters (per-CPU ones need no
+        atomic add); nothing when the index is outside the array."""
         b = self.b
-        key = self.scratch(4, "error_key")
-        b.emit(ir.Store(4, key, 0, site))
-        m, k, p = b.vreg("errors"), b.vreg("key"), b.vreg("counter")
-        b.emit(ir.LoadMap(m, ERRORS_MAP))
+        key = self.scratch(4, key_name)
+        b.emit(ir.Store(4, key, 0, index))
+        m, k, p = b.vreg(map_name), b.vreg("key"), b.vreg("counter")
+        b.emit(ir.LoadMap(m, map_name))
         b.emit(ir.SlotAddr(k, key))
         b.emit(ir.Call(Helper.map_lookup_elem, [m, k], p))
-        count, done = b.block("error_count", cold=True), b.block("error_counted", cold=True)
-        b.terminate(ir.Branch("eq", p, 0, done, count))
-        b.cur = count
-        b.emit(ir.AtomicAdd(8, p, 0, b.copy(1)))
+        count, done = b.block("count", cold=cold), b.block("counted", cold=cold)
+        b.branch("eq", p, 0, done, count)
+        b.start(count)
+        if atomic:
+            b.emit(ir.AtomicAdd(8, p, 0, b.copy(1)))
+        else:
+            n = b.vreg("n")
+            b.emit(ir.Load(8, n, p, 0))
+            b.emit(ir.Store(8, p, 0, b.bin("add", n, 1)))
         b.jump(done)
-        b.cur = done
+        b.start(done)
 
     def scratch(self, size: int, name: str) -> ir.StackSlot:
         """A stack slot shared by every use of one kind (a map key, a print record): each

@@ -80,7 +80,8 @@ class _Section:
 
 def write_object(programs: list, source_text: str | None = None) -> bytes:
     """The object of a script's programs (compiled together, so they share maps)."""
-    maps = _merged_maps(programs)
+    from luabpf.compiler.program import merged_map_specs
+    maps = merged_map_specs(programs)
     _check_names(programs, maps)
     btf = Btf()
     ext = BtfExt(btf)
@@ -178,16 +179,6 @@ def _for_object(insn):
 
 def _info(bind: int, type_: int) -> int:
     return bind << 4 | type_
-
-
-def _merged_maps(programs) -> list:
-    merged: dict = {}
-    for compiled in programs:
-        for spec in compiled.maps:
-            have = merged.get(spec.name)
-            if have is None or spec.max_entries > have.max_entries:
-                merged[spec.name] = spec
-    return list(merged.values())
 
 
 def _check_names(programs, maps) -> None:

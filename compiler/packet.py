@@ -141,20 +141,7 @@ class PacketHook:
         """Return `verdict`, counted in VERDICTS_MAP first when the hook counts verdicts."""
         b = lw.b
         if self.count_verdicts:
-            key = lw.scratch(4, "verdict_key")
-            b.emit(ir.Store(4, key, 0, verdict))
-            m, k, p = b.vreg("verdicts"), b.vreg("key"), b.vreg("count")
-            b.emit(ir.LoadMap(m, VERDICTS_MAP))
-            b.emit(ir.SlotAddr(k, key))
-            b.emit(ir.Call(Helper.map_lookup_elem, [m, k], p))
-            count, done = b.block("verdict_count"), b.block("verdict_counted")
-            b.branch("eq", p, 0, done, count)
-            b.start(count)
-            n = b.vreg("n")
-            b.emit(ir.Load(8, n, p, 0))                   # a per-CPU counter: no atomic needed
-            b.emit(ir.Store(8, p, 0, b.bin("add", n, 1)))
-            b.jump(done)
-            b.start(done)
+            lw.count_in(VERDICTS_MAP, verdict, "verdict_key", atomic=False)   # per-CPU counters
         b.terminate(ir.Exit(verdict))
 
     @property

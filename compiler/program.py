@@ -100,6 +100,18 @@ class CompiledProgram:
         return self.options.first_site if self.options else 0
 
 
+def merged_map_specs(programs: list[CompiledProgram]) -> list[MapSpec]:
+    """The maps of programs compiled from one script, each once: programs share a map by
+    name (an errors map as large as the largest site id any of them counts)."""
+    merged: dict = {}
+    for compiled in programs:
+        for spec in compiled.maps:
+            have = merged.get(spec.name)
+            if have is None or spec.max_entries > have.max_entries:
+                merged[spec.name] = spec
+    return list(merged.values())
+
+
 def script_manifest(programs: list[CompiledProgram]) -> dict:
     """The manifest of programs compiled from one script (`compile_script`): they share
     globals, maps, the errors map and the ring buffer, their site ids one after another."""

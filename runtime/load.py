@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from luabpf.compiler.program import CompiledProgram
+from luabpf.compiler.program import CompiledProgram, merged_map_specs
 from luabpf.runtime import kernel
 
 _INSN_LINE = re.compile(r"^(\d+): \(([0-9a-f]{2})\)")
@@ -56,18 +56,6 @@ def explain(compiled: CompiledProgram, log: str) -> LoadError:
                    "the code (each condition in a loop body doubles them); move conditions out of "
                    "loops or simplify them")
     return LoadError(message or "rejected", compiled.source.filename, line, log)
-
-
-def merged_map_specs(programs: list[CompiledProgram]) -> list:
-    """The maps of programs compiled from one script, each once: programs share a map by
-    name (an errors map as large as the largest site id any of them counts)."""
-    merged: dict = {}
-    for compiled in programs:
-        for spec in compiled.maps:
-            have = merged.get(spec.name)
-            if have is None or spec.max_entries > have.max_entries:
-                merged[spec.name] = spec
-    return list(merged.values())
 
 
 class LoadedScript:

@@ -285,6 +285,7 @@ def test_too_many_paths_for_the_verifier_is_a_located_error_that_says_why():
         luabpf.run_function(path_explosion(), "f", 3)
     assert 26 <= e.value.line <= 51
     assert "too many paths" in str(e.value)
+    assert "; if a > i + 3 then x3 = x3 + 1 else x3 = x3 + 2 end" in e.value.log   # BTF lines
 
 
 def test_path_budget_is_recognised_when_the_log_glues_it_to_an_instruction():

@@ -218,3 +218,16 @@ def test_an_unwritable_output_is_a_usage_error(tmp_path):
                         str(tmp_path / "no" / "such" / "dir.o")],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and "cannot write it" in r.stderr
+
+
+def test_programs_luabpf_loads_show_lua_lines_in_bpftool():
+    import luabpf
+    with open(os.path.join(ROOT, "examples", "port_blocklist.lua"), encoding="utf-8") as f:
+        text = f.read()
+    with luabpf.compile(text, "examples/port_blocklist.lua").load() as loaded:
+        prog_id = kernel.prog_info(loaded.fd)["id"]
+        dump = bpftool("prog", "dump", "xlated", "id", str(prog_id))
+    assert dump.returncode == 0, dump.stderr
+    assert dump.stdout.startswith("int filter(void * ctx):")
+    quoted = {l[2:].strip() for l in dump.stdout.splitlines() if l.startswith("; ")}
+    assert quoted & {l.strip() for l in text.splitlines() if l.strip()}

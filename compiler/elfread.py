@@ -1,8 +1,10 @@
-"""A tiny reader of clang's BPF object files (ELF64, little-endian), enough to load them raw.
+"""A small reader of BPF object files (ELF64, little-endian): clang's and luabpf's.
 
-Sections by name, function symbols (name, section, offset, size) and whether a section has
-relocations. The benchmark's C is written without maps or calls between functions, so its
-programs need no relocation: `programs()` refuses a section that has any.
+Owns reading: sections by name, symbols (name, section, offset, size, type),
+relocations of a section, and the programs (function symbols and their bytes).
+`luabpf inspect` (`compiler/objread.py`) and the benchmark (which loads clang's
+objects raw, so `programs(relocatable=False)` refuses a section with relocations)
+use it. Writing objects is `compiler/objfile.py`'s.
 """
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ class Symbol:
 
 class ElfObject:
     def __init__(self, raw: bytes):
-        if raw[:4] != b"\x7fELF" or raw[4] != 2 or raw[5] != 1:
+        if raw[:4] != b"\x7fELF" or len(raw) < 64 or raw[4] != 2 or raw[5] != 1:
             raise ValueError("not a little-endian ELF64 object")
         shoff, = struct.unpack_from("<Q", raw, 0x28)
         shentsize, shnum, shstrndx = struct.unpack_from("<HHH", raw, 0x3A)
@@ -66,17 +68,39 @@ class ElfObject:
     def relocated(self, sec: Section) -> bool:
         return any(s.type in (SHT_REL, SHT_RELA) and s.info == sec.index and s.data for s in self.sections)
 
-    def programs(self) -> dict[str, tuple[str, bytes]]:
-        """{function name: (section name, instruction bytes)} for every function symbol."""
+    def programs(self, relocatable: bool = False) -> dict[str, tuple[str, bytes]]:
+        """{function name: (section name, instruction bytes)} for every function symbol;
+        unless `relocatable`, a section with relocations is refused (ValueError)."""
         out = {}
         for sym in self.symbols:
             if sym.type != STT_FUNC or not sym.size:
                 continue
             sec = self.sections[sym.section]
-            if self.relocated(sec):
+            if not relocatable and self.relocated(sec):
                 raise ValueError(f"section {sec.name} has relocations: the benchmark loads "
                                  "objects without maps or calls only")
             out[sym.name] = (sec.name, sec.data[sym.value:sym.value + sym.size])
+        return out
+
+    def relocations(self, sec: Section) -> list[tuple[int, str]]:
+        """(byte offset in `sec`, symbol name) of each REL relocation against it."""
+        out = []
+        for rel in self.sections:
+            if rel.type != SHT_REL or rel.info != sec.index:
+                continue
+            symbols = self._symbols_of(rel.link)
+            for off in range(0, len(rel.data), 16):
+                offset, info = struct.unpack_from("<QQ", rel.data, off)
+                out.append((offset, symbols[info >> 32].name))
+        return out
+
+    def _symbols_of(self, symtab_index: int) -> list[Symbol]:
+        sec = self.sections[symtab_index]
+        strtab = self.sections[sec.link].data
+        out = []
+        for off in range(0, len(sec.data), 24):
+            name, info, _other, shndx, value, size = struct.unpack_from("<IBBHQQ", sec.data, off)
+            out.append(Symbol(_cstr(strtab, name), shndx, value, size, info & 15))
         return out
 
     def license(self) -> str:
