@@ -16,19 +16,18 @@ from luabpf.compiler import events, ir
 from luabpf.compiler.bpf import disasm, encode
 from luabpf.compiler.check import check
 
-from luabpf.compiler.diagnostics import CompileError, Diagnostic
+from luabpf.compiler.diagnostics import CompileError
 from luabpf.compiler.emit import emit
 from luabpf.compiler.lower import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
 from luabpf.compiler.opt import optimise
 from luabpf.compiler.parser import parse
 from luabpf.compiler.regalloc import allocate
-from luabpf.compiler.source import Source, Span
+from luabpf.compiler.stack import layout_frame
+from luabpf.compiler.source import Source
 
 MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_ARRAY = 6
 BPF_F_MMAPABLE = 1 << 10    # user space writes one global with one store, as the program does
-STACK_LIMIT = 512
-MAY_GOTO_STACK = 8          # the verifier keeps may_goto's counter on the program's stack
 
 
 @dataclass
@@ -135,22 +134,6 @@ def script_manifest(programs: list[CompiledProgram]) -> dict:
     }
 
 
-def layout_frame(fn: ir.Function, spill_slots: list[ir.StackSlot], loops: bool, source: Source) -> int:
-    """Give every stack slot its offset from r10; returns the bytes used."""
-    offset = 0
-    for slot in fn.slots + spill_slots:
-        size = (slot.size + 7) // 8 * 8
-        offset += size
-        slot.offset = -offset
-    limit = STACK_LIMIT - (MAY_GOTO_STACK if loops else 0)
-    if offset > limit:
-        raise CompileError([Diagnostic(
-            f"the program needs {offset} bytes of stack; the kernel allows {limit}",
-            Span(source.filename, 1, 1, 1, 2),
-            "split the work into smaller functions or use fewer live values at once")], source)
-    return offset
-
-
 def parse_and_check(text: str, filename: str):
     """The checked syntax tree of a script; every error carries the source for rendering."""
     try:
@@ -181,7 +164,7 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
     alloc = allocate(fn, new_slot)
     cycle = ir.StackSlot(8, "call_cycle")
     uses_loops = any(isinstance(b.term, ir.MayGoto) for b in fn.blocks)
-    stack = layout_frame(fn, spill_slots + [cycle], uses_loops, source)
+    stack = layout_frame(fn, spill_slots, [cycle], uses_loops, source)
     insns = encode.resolve(emit(fn, alloc, cycle))
     return CompiledProgram(source, hook, insns, program_maps(low, hook, options), low.sites,
                            low.globals, stack, low.maps, low.prints, options)

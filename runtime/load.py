@@ -53,8 +53,9 @@ def explain(compiled: CompiledProgram, log: str) -> LoadError:
         line = getattr(loc, "line", None)
     if "program is too large" in log or "jumps is too complex" in log:
         message = ("it gave up after exploring 1,000,000 instructions: too many paths through "
-                   "the code (each condition in a loop body doubles them); move conditions out of "
-                   "loops or simplify them")
+                   "the code (each condition in a loop body doubles them, and a loop without "
+                   "may_goto is walked iteration by iteration); move conditions out of loops, "
+                   "lower --@bound, or simplify")
     return LoadError(message or "rejected", compiled.source.filename, line, log)
 
 

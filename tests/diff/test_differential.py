@@ -46,8 +46,8 @@ def examples(n: int):
 
 class KnownLimits:
     """The two open limits of docs/language.md ("Known limits"), each a located refusal:
-    a program whose spilled values need more than the 512-byte stack (spill slots are
-    not yet shared) and a loop body with more paths than the verifier's budget. They are
+    a program with more values alive at once than the 512-byte stack holds, and a loop
+    body with more paths than the verifier's budget. They are
     counted and printed at the end of the run, never passed silently, and at most
     MAX_SHARE of a test's own cases may end so: more is a regression."""
     MAX_SHARE = 0.05
