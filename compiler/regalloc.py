@@ -165,6 +165,9 @@ def spill(fn: ir.Function, spilled: list[ir.VReg], new_slot) -> set[int]:
             if not touched:
                 out.append(op)
                 continue
+            if isinstance(op, ir.Mov) and isinstance(op.src, int) and -(1 << 31) <= op.src < (1 << 31):
+                out.append(ir.Store(8, slots[id(op.dst)], 0, op.src, loc=op.loc))   # store the
+                continue                                                            # constant itself
             renamed = {}
             for vid, v in touched.items():
                 t = ir.VReg(v.id * 1000 + len(temps) + 1, v.hint + "'")
@@ -172,7 +175,12 @@ def spill(fn: ir.Function, spilled: list[ir.VReg], new_slot) -> set[int]:
                 renamed[vid] = t
             for vid, v in touched.items():
                 if v in op.uses():
-                    out.append(ir.Load(8, renamed[vid], slots[vid], 0, loc=op.loc))
+                    last = out[-1] if out else None
+                    if isinstance(last, ir.Store) and last.base is slots[vid] \
+                            and isinstance(last.src, ir.VReg):       # just stored: still there
+                        out.append(ir.Mov(renamed[vid], last.src, loc=op.loc))
+                    else:
+                        out.append(ir.Load(8, renamed[vid], slots[vid], 0, loc=op.loc))
             for name in fields:
                 x = getattr(op, name, None)
                 if isinstance(x, ir.VReg) and id(x) in renamed:
