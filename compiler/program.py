@@ -22,7 +22,7 @@ from luabpf.compiler.lower import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar,
 from luabpf.compiler.opt import optimise
 from luabpf.compiler.parser import parse
 from luabpf.compiler.regalloc import allocate
-from luabpf.compiler.stack import layout_frame
+from luabpf.compiler.stack import layout_frame, remove_dead_stores
 from luabpf.compiler.source import Source
 
 MAP_TYPE_ARRAY = 2
@@ -164,6 +164,7 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
     alloc = allocate(fn, new_slot)
     cycle = ir.StackSlot(8, "call_cycle")
     uses_loops = any(isinstance(b.term, ir.MayGoto) for b in fn.blocks)
+    remove_dead_stores(fn, spill_slots)
     stack = layout_frame(fn, spill_slots, [cycle], uses_loops, source)
     insns = encode.resolve(emit(fn, alloc, cycle))
     return CompiledProgram(source, hook, insns, program_maps(low, hook, options), low.sites,

@@ -1,6 +1,6 @@
 """The stack frame: where every stack slot lives, spill slots shared where they can be.
 
-Owns `layout_frame`. The program's own slots (map keys, print records, …; their
+Owns `layout_frame` and `remove_dead_stores` (spill stores nothing reads). The program's own slots (map keys, print records, …; their
 addresses go to helpers) and the emitter's each get their own bytes. Spill slots, 8 bytes each and
 only ever read and written by the spill code, share bytes when their values are
 never live at once: a liveness dataflow over the slots (a store defines one, a load
@@ -28,9 +28,8 @@ def _accesses(op, slots: set[int]) -> tuple[list[int], list[int]]:
     return [], []
 
 
-def interference(fn: ir.Function, spill_slots: list[ir.StackSlot]) -> dict[int, set[int]]:
-    """For each spill slot (by id), the spill slots whose bytes it may not share."""
-    ids = {id(s) for s in spill_slots}
+def _live_in(fn: ir.Function, ids: set[int]) -> dict[int, set[int]]:
+    """The spill slots (by id) live at the start of each block."""
     gen, kill = {}, {}
     for b in fn.blocks:
         g, k = set(), set()
@@ -49,6 +48,35 @@ def interference(fn: ir.Function, spill_slots: list[ir.StackSlot]) -> dict[int, 
             if inn != live_in[id(b)]:
                 live_in[id(b)] = inn
                 changed = True
+    return live_in
+
+
+def remove_dead_stores(fn: ir.Function, spill_slots: list[ir.StackSlot]) -> int:
+    """Drop the spill stores no load ever reads (a value spilled, then moved rather than
+    reloaded); how many were dropped."""
+    ids = {id(s) for s in spill_slots}
+    live_in = _live_in(fn, ids)
+    dropped = 0
+    for b in fn.blocks:
+        live = set().union(*(live_in[id(s)] for s in b.successors()))
+        kept = []
+        for op in reversed(b.ops):
+            reads, writes = _accesses(op, ids)
+            if writes and writes[0] not in live:
+                dropped += 1
+                continue
+            for w in writes:
+                live.discard(w)
+            live |= set(reads)
+            kept.append(op)
+        b.ops = kept[::-1]
+    return dropped
+
+
+def interference(fn: ir.Function, spill_slots: list[ir.StackSlot]) -> dict[int, set[int]]:
+    """For each spill slot (by id), the spill slots whose bytes it may not share."""
+    ids = {id(s) for s in spill_slots}
+    live_in = _live_in(fn, ids)
     edges: dict[int, set[int]] = {i: set() for i in ids}
     for b in fn.blocks:
         live = set().union(*(live_in[id(s)] for s in b.successors()))
