@@ -145,7 +145,7 @@ def _site_text(loaded, site: int) -> str:
 def _progress(total: int):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     p = Progress(TextColumn("testing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                 console=err, transient=True, disable=not err.is_terminal)
+                 console=err.real, transient=True, disable=not err.is_terminal)
     p.start()
     return p
 

@@ -394,7 +394,7 @@ def _emit(obj: dict) -> None:
 
 def _live(view):
     from rich.live import Live
-    live = Live(view, console=out, refresh_per_second=REFRESH_HZ, transient=True,
+    live = Live(view, console=out.real, refresh_per_second=REFRESH_HZ, transient=True,
                 auto_refresh=True, redirect_stderr=False)
     live.start()
     return live
