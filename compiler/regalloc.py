@@ -13,6 +13,7 @@ writes its result at 2k+1. The right operand of `dst = a op b` is held until
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 
 from luabpf.compiler import ir
@@ -114,16 +115,43 @@ def intervals(fn: ir.Function) -> tuple[list[Interval], list[int]]:
     result = []
     for vid, rs in ranges.items():
         iv = Interval(vregs[vid], min(r[0] for r in rs), max(r[1] for r in rs))
-        iv.ranges = [tuple(r) for r in rs]
-        iv.crosses_call = any(a <= c and e > c + 1 for c in calls for a, e in iv.ranges)
+        iv.ranges = _merged(sorted(tuple(r) for r in rs))
+        iv.crosses_call = any(_call_within(calls, a, e - 2) for a, e in iv.ranges)
         iv.weight = uses.get(vid, 1)        # what spilling it costs: a load or store per use
         result.append(iv)
     result.sort(key=lambda iv: (iv.start, iv.end))
     return result, calls
 
 
+def _call_within(calls: list[int], lo: int, hi: int) -> bool:
+    """Whether a call position c (calls sorted) has lo <= c <= hi."""
+    i = bisect.bisect_left(calls, lo)
+    return i < len(calls) and calls[i] <= hi
+
+
+def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ranges with the ones that touch (consecutive blocks) joined."""
+    out: list[tuple[int, int]] = []
+    for r0, r1 in ranges:
+        if out and r0 <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], r1))
+        else:
+            out.append((r0, r1))
+    return out
+
+
 def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
-    return any(x0 <= y1 and y0 <= x1 for x0, x1 in a for y0, y1 in b)
+    """Whether two sorted lists of closed ranges meet (one pass over both)."""
+    i = j = 0
+    while i < len(a) and j < len(b):
+        (x0, x1), (y0, y1) = a[i], b[j]
+        if x0 <= y1 and y0 <= x1:
+            return True
+        if x1 < y1:
+            i += 1
+        else:
+            j += 1
+    return False
 
 
 def hints(fn: ir.Function) -> dict[int, list[ir.VReg]]:
@@ -206,7 +234,8 @@ def _scan(ivs: list[Interval], prefer, unspillable: set[int]):
     owners: dict[int, list[Interval]] = {r: [] for r in range(10)}
 
     def conflicts(r: int, iv: Interval) -> list[Interval]:
-        return [o for o in owners[r] if _overlap(o.ranges, iv.ranges)]
+        return [o for o in owners[r] if o.start <= iv.end and iv.start <= o.end
+                and _overlap(o.ranges, iv.ranges)]
 
     def cost(ivals) -> float:
         return sum(float("inf") if id(o.vreg) in unspillable else o.weight for o in ivals)
