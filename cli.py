@@ -70,9 +70,14 @@ def parse_value(text: str):
     if lowered == "nil":
         return None
     try:
-        return int(text, 0)
+        value = int(text, 0)
     except ValueError:
         raise UsageError(f"{text!r} is not an integer, true, false or nil") from None
+    if lowered.lstrip("+-").startswith("0x"):            # hex wraps around, as Lua's literals do
+        return (value + (1 << 63)) % (1 << 64) - (1 << 63)
+    if not -(1 << 63) <= value < (1 << 63):
+        raise UsageError(f"{text} does not fit a 64-bit integer (decimal numbers do not wrap)")
+    return value
 
 
 def lua_repr(v) -> str:
@@ -115,7 +120,7 @@ def cmd_compile(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from luabpf.compiler.objread import ObjectError, describe, disassemble, read_object
+    from luabpf.compiler.objread import DAMAGE, ObjectError, describe, disassemble, read_object
     try:
         with open(args.object, "rb") as f:
             raw = f.read()
@@ -129,8 +134,13 @@ def cmd_inspect(args) -> int:
     out.print(describe(info, args.object), markup=False)
     if args.asm:
         for p in info.programs:
+            try:
+                listing = disassemble(p)
+            except DAMAGE as e:               # code that does not decode
+                err.print(f"luabpf: {args.object}: program {p.name}: {e}", markup=False)
+                return EXIT_ERROR
             out.print(f"\n; program {p.name} (section {p.section})", markup=False)
-            out.print(disassemble(p), markup=False)
+            out.print(listing, markup=False)
     return EXIT_OK
 
 

@@ -52,9 +52,9 @@ def add_commands(sub, usage_here) -> None:
                        help="run throttle(cpu, cur, max, min) on every CPU each interval")
     r.add_argument("--netns", metavar="NAME", default=None,
                    help="the device is in network namespace NAME (as in `ip netns`)")
-    r.add_argument("--interval", type=int, default=20, metavar="MS",
+    r.add_argument("--interval", type=int, default=None, metavar="MS",
                    help="--cpufreq: how often the policy runs (default 20 ms)")
-    r.add_argument("--sysfs-root", default="/sys", metavar="DIR",
+    r.add_argument("--sysfs-root", default=None, metavar="DIR",
                    help="--cpufreq: a /sys-shaped tree to read and write (a simulated one)")
     r.add_argument("--dry-run", action="store_true",
                    help="--cpufreq: show the policy's decisions, write nothing")
@@ -99,18 +99,42 @@ class _Stop:
             signal.signal(sig, old)
 
 
+def _check_flags(args) -> None:
+    """Flags that do not belong to the chosen hook, or values that cannot work: usage errors."""
+    import math
+    if args.duration is not None and not (math.isfinite(args.duration) and args.duration >= 0):
+        raise UsageError("--duration is a number of seconds, 0 or more")
+    if args.max_loop is not None and args.max_loop < 1:
+        raise UsageError("--max-loop must be at least 1")
+    policy_only = [f for f, v in (("--interval", args.interval), ("--sysfs-root", args.sysfs_root),
+                                  ("--dry-run", args.dry_run)) if v not in (None, False)]
+    if policy_only and not args.cpufreq:
+        raise UsageError(f"{', '.join(policy_only)}: only with --cpufreq")
+    if args.netns is not None and not (args.xdp or args.tc):
+        raise UsageError("--netns: only with --xdp or --tc (the device's namespace)")
+    if args.cpufreq:
+        args.interval = 20 if args.interval is None else args.interval
+        args.sysfs_root = args.sysfs_root or "/sys"
+        if not 1 <= args.interval <= 60_000:
+            raise UsageError("--interval is in milliseconds, from 1 to 60000")
+
+
 def cmd_run(args) -> int:
     from luabpf.runtime import kernel, pins
     from luabpf.runtime.attach import AttachError
-    if args.duration is not None and args.duration < 0:
-        raise UsageError("--duration must not be negative")
-    if not 1 <= args.interval <= 60_000:
-        raise UsageError("--interval is in milliseconds, from 1 to 60000")
+    _check_flags(args)
     name = args.name or pins.default_name(args.file)
     if not pins.valid_name(name):
         raise UsageError(f"--name {name!r}: letters, digits, '_' and '-' only, at most 64")
     text = read_source(args.file)
     kind, programs = _compile(args, text)
+    try:
+        for run in pins.clean_stale():          # before attaching: a killed policy's governors
+            err.print(f"luabpf: removed the pins of {run.name} (pid {run.pid} is gone)",
+                      markup=False)
+    except pins.PinError as e:
+        err.print(f"luabpf: {e}", markup=False)
+        return EXIT_ERROR
     stop = _Stop()
     try:
         with _load(programs) as loaded:
@@ -127,6 +151,9 @@ def cmd_run(args) -> int:
                 session.detach()
                 err.print(f"luabpf: {e}", markup=False)
                 return EXIT_ERROR
+            except BaseException:
+                session.detach()
+                raise
             try:
                 with pins.pin_running(name, loaded, session.info()) as pinned:
                     return _watch(args, loaded, session, pinned.path, stop)
@@ -222,12 +249,16 @@ class _Session:
         return "; ".join(link.describe() for link in self.links)
 
     def info(self) -> dict:
+        """JSON-ready: a filter's link fields at the top (hook, dev, mode, prog_id, link_id…);
+        every link under "links"; a policy's tree, and the governors to put back."""
         infos = [link.info() for link in self.links]
-        flat = dict(infos[0]) if len(infos) == 1 else {"hook": self.kind}
+        flat = dict(infos[0]) if self.kind in ("xdp", "tc") and infos else {"hook": self.kind}
         flat["links"] = infos
         if self.policy is not None:
             flat.update(sysfs_root=self.policy.tree.root, dry_run=self.policy.actuator.dry_run,
-                        cpus=self.policy.cpus)
+                        cpus=self.policy.cpus,
+                        restore_governors={"root": self.policy.tree.root,
+                                           "governors": self.policy.actuator.changed_governors})
         return flat
 
     def device_gone(self) -> bool:
@@ -324,7 +355,7 @@ def _watch(args, loaded, session: _Session, pin_path: str, stop: _Stop) -> int:
     sampler = _Sampler(loaded, session)
     decisions: collections.deque = collections.deque(maxlen=RECENT_EVENTS)
     if args.json:
-        _emit({"event": "attached", "program": args.file, **session.info(), "pinned": pin_path,
+        _emit({**session.info(), "event": "attached", "program": args.file, "pinned": pin_path,
                "pid": os.getpid()})
     else:
         err.print(f"luabpf: {args.file} attached: {session.describe()}; pinned at {pin_path}; "
@@ -516,14 +547,27 @@ def cmd_ls(args) -> int:
     for col in ("name", "pid", "state", "file", "attached", "globals", "maps"):
         table.add_column(col)
     for row in rows:
-        a = row["attach"] or {}
-        where = f"{a.get('hook', '?')} on {a.get('dev', '?')}" if a else "-"
+        where = _where(row["attach"] or {})
         table.add_row(row["name"], str(row["pid"]), "running" if row["alive"] else "stale",
                       row["file"], where,
                       " ".join(f"{k}={lua_repr(v)}" for k, v in row["globals"].items()),
                       " ".join(row["maps"]))
     out.print(table)
     return EXIT_OK
+
+
+def _where(attach: dict) -> str:
+    """Where a run is attached, from its pinned attach info: "xdp on eth0", "cpufreq
+    every 20 ms on 2 CPUs", "tracepoint sched:sched_switch"."""
+    hook = attach.get("hook")
+    if hook in ("xdp", "tc"):
+        return f"{hook} on {attach.get('dev', '?')}"
+    links = attach.get("links") or []
+    if hook == "cpufreq":
+        timer = next((l for l in links if l.get("kind") == "timer"), {})
+        return f"cpufreq every {timer.get('interval_ms', '?')} ms on {len(attach.get('cpus') or [])} CPUs"
+    events = [l.get("event", "?") for l in links if l.get("kind") == "tracepoint"]
+    return "tracepoint " + ", ".join(events) if events else "-"
 
 
 def _globals_of(run) -> dict:

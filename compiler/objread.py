@@ -4,7 +4,9 @@ Owns reading an object's meaning: its programs (section, symbol, instructions, t
 maps they load), its BTF-defined maps (decoded from `.BTF`: the `int (*name)[value]`
 members libbpf reads), its data sections, license, and the line records of
 `.BTF.ext`, to print the disassembly annotated with the source lines the object
-carries. Works on luabpf's objects and on clang's. Pure: reads bytes.
+carries. Works on luabpf's objects and on clang's (whose `.text` subprograms and
+call relocations it leaves out: it lists programs and the maps they load). Pure:
+reads bytes; a damaged object is an ObjectError, never a crash.
 """
 from __future__ import annotations
 
@@ -64,25 +66,40 @@ class ObjectInfo:
     btf_types: int
 
 
+DAMAGE = (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError, struct.error)
+
+
 def read_object(raw: bytes) -> ObjectInfo:
+    """The object's programs, maps and data; ObjectError (one sentence) for what is not a
+    BPF object or is damaged."""
     try:
         elf = ElfObject(raw)
-    except (ValueError, struct.error, IndexError) as e:
+    except DAMAGE as e:
         raise ObjectError(f"not a BPF object file ({e})") from None
     if struct.unpack_from("<H", raw, 18)[0] != 247:
         raise ObjectError("an ELF file, but not for the BPF machine (e_machine is not EM_BPF)")
+    try:
+        return _read(elf)
+    except DAMAGE as e:
+        raise ObjectError(f"a damaged BPF object ({type(e).__name__}: {e})") from None
+
+
+def _read(elf: ElfObject) -> ObjectInfo:
     types, strings = _btf(elf)
     lines = _line_info(elf, strings)
-    programs, data_symbols = [], set()
+    programs = []
+    in_section = {s.name: elf.sections[s.section].name for s in elf.symbols
+                  if 0 < s.section < len(elf.sections)}
+    data_symbols = {n for n, sec in in_section.items() if sec.startswith((".data", ".rodata", ".bss"))}
+    map_symbols = data_symbols | {n for n, sec in in_section.items() if sec == ".maps"}
     for name, (section, code) in elf.programs(relocatable=True).items():
+        if section == ".text":                 # a subprogram that programs call, not a program
+            continue
         sec = elf.section(section)
         sym = next(s for s in elf.symbols if s.name == name and s.type == STT_FUNC)
         start = sym.value // 8
         relocs = [(off // 8 - start, n) for off, n in elf.relocations(sec)
-                  if sym.value <= off < sym.value + sym.size]
-        data_symbols.update(s.name for s in elf.symbols
-                            if 0 < s.section < len(elf.sections)
-                            and elf.sections[s.section].name.startswith((".data", ".rodata", ".bss")))
+                  if sym.value <= off < sym.value + sym.size and n in map_symbols]
         own = [(i - start, f, ln, t) for i, f, ln, t in lines.get(section, [])
                if start <= i < start + sym.size // 8]
         programs.append(Program(name, section, code, relocs, own))

@@ -6,7 +6,7 @@ Owns the pinned layout of a running program and its life: `pin_running` (what
 program's maps, globals and error counts) and `clean_stale`.
 
 Layout of /sys/fs/bpf/luabpf/NAME/:
-    progs/<entry>   each program (`filter`, `throttle`, `tracepoint.sched.sched_switch`)
+    progs/<entry>   each program (`filter`, `throttle`, `tracepoint:sched:sched_switch`)
     meta            an array map of one entry: the manifest and the run's owner, as JSON
     maps/<name>     each map: the script's own, luabpf_globals, luabpf_errors, luabpf_events
 
@@ -16,8 +16,11 @@ Decisions:
 - The attachment itself (a BPF link) is never pinned: it lives exactly as long as
   the `luabpf run` process, so a SIGKILL detaches the program. The pins outlive a
   SIGKILL; the owner recorded in `meta` (pid and start time, so a reused pid is not
-  mistaken for it) tells a stale directory from a live one, and the next `luabpf
-  run` removes stale ones (`luabpf ls` shows them as stale).
+  mistaken for it; a zombie counts as gone) tells a stale directory from a live one,
+  and the next `luabpf run` removes stale ones (`luabpf ls` shows them as stale),
+  first putting back the cpufreq governors a killed policy had switched.
+- `meta` is pinned first, so a run being set up is never taken for debris; a
+  directory without `meta` is removed once it is DEBRIS_AGE seconds old.
 """
 from __future__ import annotations
 
@@ -79,13 +82,17 @@ class Running:
 
 
 def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat);
+    None when there is no such process, or only its corpse (a zombie: killed, not reaped)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             stat = f.read()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[19])
 
 
 def valid_name(name: str) -> bool:
@@ -140,17 +147,18 @@ def pin_running(name: str, loaded, attach_info: dict | None) -> PinnedRun:
     _remove_dir(path)
     os.mkdir(path, mode=0o700)
     try:
+        # meta first: from now on another run's clean_stale sees a live owner, not debris
+        meta = {"manifest": loaded.manifest(), "attach": attach_info,
+                "prog_ids": [kernel.prog_info(fd)["id"] for fd in loaded.fds],
+                "owner": {"pid": os.getpid(), "start_time": _start_time(os.getpid()),
+                          "started": time.time()}}
+        _pin_meta(os.path.join(path, "meta"), meta)
         os.mkdir(os.path.join(path, "maps"), mode=0o700)
         os.mkdir(os.path.join(path, "progs"), mode=0o700)
         for compiled, fd in zip(loaded.programs, loaded.fds):
             kernel.obj_pin(fd, os.path.join(path, "progs", pin_name(compiled.hook.entry)))
         for map_name, fd in loaded.map_fds.items():
             kernel.obj_pin(fd, os.path.join(path, "maps", map_name))
-        meta = {"manifest": loaded.manifest(), "attach": attach_info,
-                "prog_ids": [kernel.prog_info(fd)["id"] for fd in loaded.fds],
-                "owner": {"pid": os.getpid(), "start_time": _start_time(os.getpid()),
-                          "started": time.time()}}
-        _pin_meta(os.path.join(path, "meta"), meta)
     except BaseException:
         _remove_dir(path)
         raise
@@ -219,9 +227,12 @@ def list_running() -> list[Running]:
     return found
 
 
+DEBRIS_AGE = 30.0        # seconds: a directory without meta younger than this is being made
+
+
 def clean_stale() -> list[Running]:
-    """Remove the pins of runs whose process is gone (and debris without a meta); the
-    stale runs removed."""
+    """Remove the pins of runs whose process is gone, putting back what they changed (a
+    policy's cpufreq governors), and debris without a meta; the stale runs removed."""
     base = root()
     if not os.path.isdir(base):
         return []
@@ -229,11 +240,34 @@ def clean_stale() -> list[Running]:
     for name in _listdir(base):
         path = os.path.join(base, name)
         run = _read(path)
-        if run is None or not run.alive:
+        if run is None:
+            try:
+                young = time.time() - os.stat(path).st_mtime < DEBRIS_AGE
+            except OSError:
+                continue
+            if not young:
+                _remove_dir(path)
+            continue
+        if not run.alive:
+            _restore_governors((run.meta.get("attach") or {}).get("restore_governors"))
             _remove_dir(path)
-            if run is not None:
-                removed.append(run)
+            removed.append(run)
     return removed
+
+
+def _restore_governors(saved: dict | None) -> None:
+    """Put back the governors a killed policy run had switched to userspace (where they
+    still are on userspace: someone may have set them since)."""
+    if not saved:
+        return
+    from luabpf.runtime.cpufreq import CpufreqError, SysfsTree
+    try:
+        tree = SysfsTree(saved["root"])
+        for cpu, governor in saved["governors"].items():
+            if tree.governor(int(cpu)) == "userspace":
+                tree.set_governor(int(cpu), governor)
+    except (CpufreqError, OSError, KeyError, ValueError):
+        pass
 
 
 def resolve(target: str) -> str:
