@@ -121,7 +121,7 @@ def compile_file(source: str, filename: str, hook: str | None = None,
         return [("cpufreq/throttle", Program(policy[0])),
                 ("tracepoint/sched/sched_switch", Program(policy[1]))]
     if tracepoints and hook in (None, "tracepoint"):
-        hooks = [tracepoint_hook(*n.split(".")[1:]) for n in tracepoints]
+        hooks = tracepoint_hooks(source, filename)
         compiled = compile_script(source, filename, hooks, _options(max_loop, None))
         return [(c.hook.entry.replace(".", "/"), Program(c)) for c in compiled]
     needs = {"xdp": "a function filter(hdr, pld)", "tc": "a function filter(hdr, pld)",
@@ -163,6 +163,26 @@ def tracepoint_hook(category: str, event: str):
                                  scalar=not (f.is_array or f.dynamic))
               for f in fmt.fields}
     return TracepointHook(category, event, fields)
+
+
+def tracepoint_hooks(source: str, filename: str = "<string>") -> list:
+    """The hooks of the script's `tracepoint.CATEGORY.EVENT` functions; an event tracefs
+    does not have is a CompileError at the function's line."""
+    from luabpf.compiler import ast
+    from luabpf.compiler.diagnostics import Diagnostic
+    from luabpf.compiler.parser import parse
+    from luabpf.compiler.source import Source
+    from luabpf.runtime.tracefs import TracefsError
+    hooks, problems = [], []
+    for st in parse(source, filename).body.stmts:
+        if isinstance(st, ast.FunctionDecl) and len(st.path) == 3 and st.path[0] == "tracepoint":
+            try:
+                hooks.append(tracepoint_hook(st.path[1], st.path[2]))
+            except TracefsError as e:
+                problems.append(Diagnostic(str(e), st.span))
+    if problems:
+        raise CompileError(problems, Source(source, filename))
+    return hooks
 
 
 def compile_policy(source: str, filename: str = "<string>", *, max_loop: int | None = None,

@@ -39,6 +39,7 @@ from luabpf.cli import EXIT_ERROR, EXIT_OK, UsageError, err, lua_repr, out, read
 REFRESH_HZ = 4
 TOP_ENTRIES = 5              # map entries shown per map
 RECENT_EVENTS = 8            # print events kept in the live view
+MAPS_EVERY = 1.0             # seconds between reads of the maps' busiest entries
 
 
 def add_commands(sub, usage_here) -> None:
@@ -186,8 +187,8 @@ def _compile(args, text: str):
         raise UsageError("say where to run it: --xdp DEV or --tc DEV for filter(hdr, pld), "
                          "--cpufreq for throttle(cpu, cur, max, min); a script of "
                          "tracepoint.CATEGORY.EVENT functions needs no flag")
-    hooks = [api.tracepoint_hook(*n.split(".")[1:]) for n in tracepoints]
-    return "tracepoint", compile_script(text, args.file, hooks, options)
+    return "tracepoint", compile_script(text, args.file, api.tracepoint_hooks(text, args.file),
+                                        options)
 
 
 def _load(programs):
@@ -281,10 +282,14 @@ class _Sampler:
         self.loaded, self.session = loaded, session
         self.events = loaded.events()
         self.recent: collections.deque = collections.deque(maxlen=RECENT_EVENTS)
+        self._maps_at: float | None = None
+        self._maps_last: dict = {}
         self.first = self.last = self.sample()
 
-    def sample(self) -> dict:
+    def sample(self, fresh: bool = False) -> dict:
         from luabpf.runtime import kernel
+        if fresh:
+            self._maps_at = None
         runs = {}
         for compiled, fd in zip(self.loaded.programs, self.loaded.fds):
             info = kernel.prog_info(fd)
@@ -293,9 +298,19 @@ class _Sampler:
         return {"runs": runs,
                 "errors": self.loaded.describe_errors(), "device_gone": self.session.device_gone(),
                 "verdicts": self.loaded.verdict_counts(),
-                "maps": {name: view.busiest(TOP_ENTRIES) for name, view in self.loaded.maps.items()},
+                "maps": self._maps(),
                 "globals": dict(self.loaded.globals),
                 "cpus": _cpus(policy) if policy is not None else None}
+
+    def _maps(self) -> dict:
+        """The busiest entries of each map, read at most once a second (a full 65,536-entry
+        map takes tens of milliseconds to read, even in batches)."""
+        now = time.monotonic()
+        if self._maps_at is None or now - self._maps_at >= MAPS_EVERY:
+            self._maps_at = now
+            self._maps_last = {name: view.busiest(TOP_ENTRIES)
+                               for name, view in self.loaded.maps.items()}
+        return self._maps_last
 
     def wait_events(self, timeout: float) -> list:
         if self.events is None:
@@ -401,7 +416,7 @@ def _watch(args, loaded, session: _Session, pin_path: str, stop: _Stop) -> int:
     for event in sampler.wait_events(0.0):       # what was printed before the detach
         if args.json:
             _emit(event.as_json())
-    sampler.last = sampler.sample()
+    sampler.last = sampler.sample(fresh=True)
     elapsed = time.monotonic() - start
     if args.json:
         _emit({"event": "detached", "reason": stop.reason, **sampler.numbers(elapsed)})

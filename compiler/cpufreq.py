@@ -56,6 +56,7 @@ class ThrottleHook:
     prog_type: int = PROG_TYPE_PERF_EVENT
     default_return: int = 0
     count_errors: bool = True
+    params: tuple = ("cpu", "cur", "max", "min")
 
     def prologue(self, lw) -> list[Val]:
         b = lw.b
@@ -183,10 +184,17 @@ def compile_policy(text: str, filename: str, sched_switch_fields: dict, options=
     chunk = parse_and_check(text, filename)
     entry = next((st for st in chunk.body.stmts if isinstance(st, ast.FunctionDecl)
                   and st.path == ["throttle"]), None)
-    if entry is None or len(entry.func.params) > 4:
+    if entry is None:
         raise CompileError([Diagnostic(
             "a CPU-frequency policy defines function throttle(cpu, cur, max, min)",
             entry.span if entry else Span(filename, 1, 1, 1, 2))], Source(text, filename))
+    own = next((st for st in chunk.body.stmts if isinstance(st, ast.FunctionDecl)
+                and st.path == ["tracepoint", "sched", "sched_switch"]), None)
+    if own is not None:
+        raise CompileError([Diagnostic(
+            "a CPU-frequency policy has its own sched:sched_switch program (it measures "
+            "cpufreq.load): put this tracepoint function in a script of its own", own.span)],
+            Source(text, filename))
     prelude = parse(stdlib_source(), STDLIB_FILE)
     merged = ast.Chunk(chunk.span, ast.Block(prelude.body.span, prelude.body.stmts + chunk.body.stmts),
                        filename)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from luabpf.compiler import ast, cpufreq, events, ir, maps, tracepoint  # noqa: F401  (library functions)
 from luabpf.compiler.builder import Builder
-from luabpf.compiler.diagnostics import CompileError, Diagnostics, InternalError
+from luabpf.compiler.diagnostics import CompileError, Diagnostic, Diagnostics, InternalError
 from luabpf.compiler.bpf.helpers import Helper
 from luabpf.compiler.bindings import (ErrorSite, FuncDef, GlobalVar, Instance, Options,  # noqa: F401
                                       Restart, Scope)
@@ -154,6 +154,12 @@ class Lowerer(ExprLowering, LoopLowering):
         if entry is None:
             raise CompileError([self._diag_at_top(f"no function '{self.hook.entry}' to run for the "
                                                    f"{self.hook.name} hook")], self.source)
+        params = getattr(self.hook, "params", None)
+        if params is not None and len(entry.node.params) > len(params):
+            raise CompileError([Diagnostic(
+                f"'{self.hook.entry}' takes at most {len(params)} parameter"
+                f"{'s' if len(params) != 1 else ''} in the {self.hook.name} hook: "
+                f"({', '.join(params)})", entry.node.span)], self.source)
         body = self.b.block("body")
         self.b.loc = entry.node.span
         args = self.hook.prologue(self)      # into the entry block, before anything clobbers r1

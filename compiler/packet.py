@@ -60,6 +60,7 @@ class PacketHook:
     entry: str = "filter"
     count_errors: bool = True
     count_verdicts: bool = False          # count each verdict in VERDICTS_MAP (`luabpf run`)
+    params: tuple = ("hdr", "pld")
     headers: Headers = field(default_factory=Headers)
 
     @property

@@ -40,6 +40,7 @@ class TracepointHook:
     prog_type: int = PROG_TYPE_TRACEPOINT
     default_return: int = 0
     count_errors: bool = True
+    params: tuple = ("args",)
 
     @property
     def entry(self) -> str:

@@ -294,6 +294,11 @@ class _MapElemAttr(ctypes.Structure):            # BPF_MAP_*_ELEM, BPF_MAP_GET_N
     # `value` is a union with `next_key`
 
 
+class _MapBatchAttr(ctypes.Structure):           # BPF_MAP_*_BATCH (`batch`)
+    _fields_ = [("in_batch", _u64), ("out_batch", _u64), ("keys", _u64), ("values", _u64),
+                ("count", _u32), ("map_fd", _u32), ("elem_flags", _u64), ("flags", _u64)]
+
+
 class _ProgLoadAttr(ctypes.Structure):           # BPF_PROG_LOAD
     _fields_ = [
         ("prog_type", _u32), ("insn_cnt", _u32), ("insns", _u64), ("license", _u64),
@@ -739,6 +744,37 @@ def map_next_key(fd: int, key: bytes | None, key_size: int) -> bytes | None:
     if ret < 0:
         raise _fail(-ret, Cmd.MAP_GET_NEXT_KEY)
     return c_next.raw
+
+
+def map_lookup_batch(fd: int, key_size: int, value_size: int,
+                     chunk: int = 4096) -> tuple[bytes, bytes, int]:
+    """Every entry of the map by BPF_MAP_LOOKUP_BATCH, `chunk` a call (a few system calls
+    for a map that GET_NEXT_KEY would walk with two per entry): (the keys back to back,
+    the values back to back, how many). Not a snapshot. `value_size` is per-CPU-sized for
+    per-CPU maps. BpfError(EINVAL) for map types without batch operations."""
+    token = max(key_size, 8)                     # hash maps keep a bucket number, arrays a key
+    in_batch, out_batch = ctypes.create_string_buffer(token), ctypes.create_string_buffer(token)
+    keys = ctypes.create_string_buffer(key_size * chunk)
+    values = ctypes.create_string_buffer(value_size * chunk)
+    all_keys, all_values, total = bytearray(), bytearray(), 0
+    first = True
+    while True:
+        attr = _MapBatchAttr()
+        attr.map_fd = fd
+        attr.in_batch = 0 if first else ctypes.addressof(in_batch)
+        attr.out_batch = ctypes.addressof(out_batch)
+        attr.keys, attr.values = ctypes.addressof(keys), ctypes.addressof(values)
+        attr.count = chunk
+        ret = _bpf(Cmd.MAP_LOOKUP_BATCH, attr)
+        if ret < 0 and -ret != errno.ENOENT:
+            raise _fail(-ret, Cmd.MAP_LOOKUP_BATCH)
+        all_keys += keys.raw[:attr.count * key_size]
+        all_values += values.raw[:attr.count * value_size]
+        total += attr.count
+        if ret < 0:                               # ENOENT: that was the last batch
+            return bytes(all_keys), bytes(all_values), total
+        ctypes.memmove(in_batch, out_batch, token)
+        first = False
 
 
 def map_keys(fd: int, key_size: int) -> Iterator[bytes]:

@@ -91,14 +91,21 @@ class MapView(MutableMapping):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
+    def entries(self) -> list[tuple[int, int]]:
+        """Every (key, value) now (per-CPU values summed, wrapping as Lua's sum does), read
+        in batches."""
+        keys, values, n = kernel.map_lookup_batch(self.fd, self._key.size, self._value_size)
+        ks = [k for (k,) in self._key.iter_unpack(keys)]
+        words = [w for (w,) in WORD.iter_unpack(values)]
+        if self.per_cpu_map:
+            cpus = len(words) // n if n else 1
+            words = [(sum(words[i * cpus:(i + 1) * cpus]) + (1 << 63)) % (1 << 64) - (1 << 63)
+                     for i in range(n)]
+        return list(zip(ks, words))
+
     def busiest(self, n: int) -> list[tuple[int, int]]:
         """The n entries with the largest values, largest first (what `luabpf run` shows)."""
-        entries = []
-        for k in self:
-            try:
-                entries.append((k, self[k]))
-            except KeyError:                # deleted by the program meanwhile
-                continue
+        entries = self.entries()
         entries.sort(key=lambda kv: (-kv[1], kv[0]))
         return entries[:n]
 
