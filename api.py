@@ -39,9 +39,13 @@ def _options(max_loop: int | None, loops: str | None) -> Options:
     opts = Options()
     if max_loop is not None:
         opts.max_loop = max_loop
-    if loops is None:
+    if loops is None:                   # what the running kernel verifies cheapest
         from luabpf.runtime import features
-        loops = "may_goto" if features.has_may_goto() else "bounded"
+        from luabpf.runtime.errors import PermissionProblem
+        try:
+            loops = "may_goto" if features.has_may_goto() else "bounded"
+        except PermissionProblem:       # compiling without privileges: kernels since 6.9
+            loops = "may_goto"
     opts.loops = loops
     return opts
 
@@ -102,7 +106,7 @@ def entry_points(source: str, filename: str = "<string>") -> list[tuple[str, int
 
 
 def compile_file(source: str, filename: str, hook: str | None = None,
-                 max_loop: int | None = None) -> list[tuple[str, Program]]:
+                 max_loop: int | None = None, loops: str | None = None) -> list[tuple[str, Program]]:
     """Every program of a script file: `filter` makes a packet filter (XDP unless hook is
     'tc'); `throttle` a CPU-frequency policy (its timer program and its sched_switch
     companion); `tracepoint.C.E` functions tracepoint programs; with none of these, each
@@ -115,14 +119,14 @@ def compile_file(source: str, filename: str, hook: str | None = None,
     tracepoints = [n for n in entries if n.startswith("tracepoint.")]
     if "filter" in entries and hook in (None, "xdp", "tc"):
         kind = hook or "xdp"
-        return [(f"{kind}/filter", compile(source, filename, kind, max_loop=max_loop))]
+        return [(f"{kind}/filter", compile(source, filename, kind, max_loop=max_loop, loops=loops))]
     if "throttle" in entries and hook in (None, "cpufreq"):
-        policy = compile_policy(source, filename, max_loop=max_loop)
+        policy = compile_policy(source, filename, max_loop=max_loop, loops=loops)
         return [("cpufreq/throttle", Program(policy[0])),
                 ("tracepoint/sched/sched_switch", Program(policy[1]))]
     if tracepoints and hook in (None, "tracepoint"):
         hooks = tracepoint_hooks(source, filename)
-        compiled = compile_script(source, filename, hooks, _options(max_loop, None))
+        compiled = compile_script(source, filename, hooks, _options(max_loop, loops))
         return [(c.hook.entry.replace(".", "/"), Program(c)) for c in compiled]
     needs = {"xdp": "a function filter(hdr, pld)", "tc": "a function filter(hdr, pld)",
              "cpufreq": "a function throttle(cpu, cur, max, min)",
@@ -135,7 +139,8 @@ def compile_file(source: str, filename: str, hook: str | None = None,
     for name, nparams in entry_points(source, filename):
         if name.startswith("tracepoint."):
             continue
-        prog = compile_function(source, name, ("int",) * nparams, filename, max_loop=max_loop)
+        prog = compile_function(source, name, ("int",) * nparams, filename, max_loop=max_loop,
+                                loops=loops)
         programs.append((f"function/{name}", prog))
     if not programs:
         from luabpf.compiler.diagnostics import Diagnostic

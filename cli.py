@@ -93,7 +93,8 @@ def lua_repr(v) -> str:
 def cmd_compile(args) -> int:
     from luabpf.api import compile_file
     text = read_source(args.file)
-    programs = compile_file(text, args.file, hook=args.hook, max_loop=args.max_loop)
+    programs = compile_file(text, args.file, hook=args.hook, max_loop=args.max_loop,
+                            loops=args.loops)
     if args.output:
         from luabpf.compiler.objfile import write_object
         data = write_object([prog.compiled for _, prog in programs])
@@ -147,7 +148,8 @@ def cmd_inspect(args) -> int:
 def cmd_check(args) -> int:
     from luabpf.api import compile_file
     text = read_source(args.file)
-    programs = compile_file(text, args.file, hook=args.hook, max_loop=args.max_loop)
+    programs = compile_file(text, args.file, hook=args.hook, max_loop=args.max_loop,
+                            loops=args.loops)
     rows = []
     for name, prog in programs:
         with prog.load():
@@ -194,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="what the script's entry points attach to (default: found by name)")
         sp.add_argument("--max-loop", type=int, default=None, metavar="N",
                         help="default iteration bound of while/repeat loops without --@bound")
+        sp.add_argument("--loops", choices=["may_goto", "bounded"], default=None,
+                        help="how loops are verified: may_goto (kernels 6.9+) or bounded "
+                             "back-edges; default: what the running kernel has")
 
     c = sub.add_parser("compile", help="compile to BPF; --asm prints the assembly with Lua lines")
     common(c)
@@ -232,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if getattr(args, "max_loop", None) is not None and args.max_loop < 1:
+        err.print("luabpf: --max-loop must be at least 1", markup=False)
+        return EXIT_USAGE
     try:
         return args.run(args)
     except UsageError as e:
