@@ -322,3 +322,36 @@ def test_verdicts_are_counted_when_asked_and_runtime_errors_count_as_the_default
     with luabpf.compile(source, "v.lua", hook=hook).load() as p:
         p.run(bytes(Ether() / IP() / UDP() / b"x"))
         assert p.verdict_counts() == {}
+
+
+def test_a_tracepoint_script_runs_with_no_flag_and_a_sigkill_detaches_it(tmp_path):
+    from luabpf.runtime.attach import link as bpflink
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "luabpf.cli", "run", os.path.join(ROOT, "examples", "idle_count.lua"),
+         "--json", "--name", f"tp-{os.getpid()}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        attached = json.loads(proc.stdout.readline())
+        assert attached["event"] == "attached" and attached["hook"] == "tracepoint"
+        [link] = attached["links"]
+        assert link["event"] == "sched:sched_switch" and link["mode"] == "link"
+        assert all(bpflink.link_exists(i) for i in link["link_ids"])
+        stats = json.loads(proc.stdout.readline())
+        while stats["event"] != "stats":
+            stats = json.loads(proc.stdout.readline())
+        assert stats["run_cnt"] > 0 and stats["maps"]["switches"]
+        proc.kill()
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=10)
+    deadline = time.monotonic() + 5
+    while any(bpflink.link_exists(i) for i in link["link_ids"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(bpflink.link_exists(i) for i in link["link_ids"])
+    listed = [json.loads(l) for l in cli("ls", "--json").stdout.splitlines()]
+    mine = [r for r in listed if r["name"] == f"tp-{os.getpid()}"]
+    assert [r["alive"] for r in mine] == [False]
+    pins.clean_stale()
+    assert not os.path.exists(os.path.join(pins.root(), f"tp-{os.getpid()}"))

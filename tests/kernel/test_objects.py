@@ -231,3 +231,30 @@ def test_programs_luabpf_loads_show_lua_lines_in_bpftool():
     assert dump.stdout.startswith("int filter(void * ctx):")
     quoted = {l[2:].strip() for l in dump.stdout.splitlines() if l.startswith("; ")}
     assert quoted & {l.strip() for l in text.splitlines() if l.strip()}
+
+
+FILTERS = [f for f in EXAMPLES
+           if "function filter(" in open(os.path.join(ROOT, "examples", f), encoding="utf-8").read()]
+
+
+@pytest.mark.parametrize("example", FILTERS)
+def test_ip_and_tc_load_every_filter_example(tmp_path, veth, example):
+    xdp_obj, tc_obj = str(tmp_path / "x.o"), str(tmp_path / "t.o")
+    assert compile_object(example, xdp_obj).returncode == 0
+    assert compile_object(example, tc_obj, "--hook", "tc").returncode == 0
+    end = veth.b
+    r = end.run(["ip", "link", "set", "dev", end.dev, "xdp", "obj", xdp_obj, "sec", "xdp"])
+    assert r.returncode == 0, r.stderr
+    try:
+        assert "prog/xdp" in end.run(["ip", "link", "show", end.dev]).stdout
+    finally:
+        end.run(["ip", "link", "set", "dev", end.dev, "xdp", "off"], check=True)
+    end.run(["tc", "qdisc", "add", "dev", end.dev, "clsact"], check=True)
+    try:
+        r = end.run(["tc", "filter", "add", "dev", end.dev, "ingress", "bpf", "da", "obj", tc_obj,
+                     "sec", "tc"])
+        assert r.returncode == 0, r.stderr
+        shown = end.run(["tc", "filter", "show", "dev", end.dev, "ingress"]).stdout
+        assert "bpf" in shown and "direct-action" in shown
+    finally:
+        end.run(["tc", "qdisc", "del", "dev", end.dev, "clsact"], check=True)
