@@ -81,11 +81,9 @@ def parse_value(text: str):
 
 
 def lua_repr(v) -> str:
-    if v is None:
-        return "nil"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
+    """A value as Lua's tostring writes it."""
+    from luabpf.compiler.events import lua_text
+    return lua_text(v)
 
 
 # ---- subcommands ---------------------------------------------------------------

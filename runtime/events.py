@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from luabpf.compiler.events import lua_text
 from luabpf.runtime.ringbuf import RingBuffer
 
 HEADER = struct.Struct("<II")
@@ -26,7 +27,7 @@ class Event:
 
     @property
     def text(self) -> str:
-        return "\t".join(_lua_text(v) for v in self.values)
+        return "\t".join(lua_text(v) for v in self.values)
 
     def render(self) -> str:
         return f"{self.file}:{self.line}: {self.text}"
@@ -34,14 +35,6 @@ class Event:
     def as_json(self) -> dict:
         return {"event": "print", "file": self.file, "line": self.line,
                 "values": list(self.values), "text": self.text}
-
-
-def _lua_text(v) -> str:
-    if v is None:
-        return "nil"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
 
 
 def decode(record: bytes, manifest: dict) -> Event:

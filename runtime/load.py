@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 
 from luabpf.compiler.program import CompiledProgram, merged_map_specs
+from luabpf.runtime.state import StateViews
 from luabpf.runtime import kernel
 
 _INSN_LINE = re.compile(r"^(\d+): \(([0-9a-f]{2})\)")
@@ -59,7 +60,7 @@ def explain(compiled: CompiledProgram, log: str) -> LoadError:
     return LoadError(message or "rejected", compiled.source.filename, line, log)
 
 
-class LoadedScript:
+class LoadedScript(StateViews):
     """Programs of one script the kernel verified, sharing their maps; a context manager
     that closes every fd. `.programs` (CompiledProgram) and `.fds` go together."""
 
@@ -111,31 +112,6 @@ class LoadedScript:
             from luabpf.runtime.state import ProgramState
             self._state = ProgramState(self.map_fds, self.manifest())
         return self._state
-
-    @property
-    def maps(self):
-        """The script's maps by name: dict-like views (runtime.mapview.MapView)."""
-        return self.state.maps
-
-    @property
-    def globals(self):
-        """The script's globals by name, read and written live (runtime.mapview.GlobalsView)."""
-        return self.state.globals
-
-    def events(self):
-        """The stream of print events (runtime.events.EventStream), None without print."""
-        return self.state.events()
-
-    def error_counts(self) -> dict[int, int]:
-        return self.state.error_counts()
-
-    def verdict_counts(self) -> dict[str, int]:
-        """{'XDP_PASS': n, …}: a filter compiled with count_verdicts counts what it returns."""
-        return self.state.verdict_counts()
-
-    def describe_errors(self) -> list[str]:
-        """The runtime errors counted so far: ['f.lua:LINE: message (N times)', …]."""
-        return self.state.describe_errors()
 
 
 def _load(compiled: CompiledProgram, map_fds: dict[str, int]) -> int:

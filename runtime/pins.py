@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 
 from luabpf.runtime import features, kernel
-from luabpf.runtime.state import ProgramState
+from luabpf.runtime.state import ProgramState, StateViews
 
 ROOT_NAME = "luabpf"
 MAP_TYPE_ARRAY = 2
@@ -285,7 +285,7 @@ def resolve(target: str) -> str:
     return path
 
 
-class OpenedRun:
+class OpenedRun(StateViews):
     """A running program opened from its pins: `.state` (maps, globals, error counts),
     `.running`; closes its fds on close() or leaving `with`."""
 
@@ -302,20 +302,6 @@ class OpenedRun:
             self.close()
             raise
         self.state = ProgramState(self._fds, self.running.meta["manifest"])
-
-    @property
-    def maps(self):
-        return self.state.maps
-
-    @property
-    def globals(self):
-        return self.state.globals
-
-    def describe_errors(self) -> list[str]:
-        return self.state.describe_errors()
-
-    def verdict_counts(self) -> dict[str, int]:
-        return self.state.verdict_counts()
 
     def close(self) -> None:
         if getattr(self, "state", None) is not None:

@@ -87,3 +87,33 @@ class ProgramState:
         if self._events is not None:
             self._events.close()
             self._events = None
+
+
+class StateViews:
+    """What a running program shows, for classes that hold a `state` (ProgramState): a
+    program loaded here (runtime.load.LoadedScript) or one opened from its pins."""
+
+    @property
+    def maps(self):
+        """The script's maps by name: dict-like views (runtime.mapview.MapView)."""
+        return self.state.maps
+
+    @property
+    def globals(self):
+        """The script's globals by name, read and written live (runtime.mapview.GlobalsView)."""
+        return self.state.globals
+
+    def events(self):
+        """The stream of print events (runtime.events.EventStream), None without print."""
+        return self.state.events()
+
+    def error_counts(self) -> dict[int, int]:
+        return self.state.error_counts()
+
+    def verdict_counts(self) -> dict[str, int]:
+        """{'XDP_PASS': n, …}: a filter compiled with count_verdicts counts what it returns."""
+        return self.state.verdict_counts()
+
+    def describe_errors(self) -> list[str]:
+        """The runtime errors counted so far: ['f.lua:LINE: message (N times)', …]."""
+        return self.state.describe_errors()
