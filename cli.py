@@ -162,11 +162,24 @@ def cmd_check(args) -> int:
 
 
 def cmd_call(args) -> int:
-    import luabpf
+    """Call the function in the kernel; what it prints comes first (on stderr as
+    `file.lua:LINE: …`, or JSON lines with --json), then what it returns."""
+    from luabpf.api import compile_function
+    from luabpf.runtime.call import arg_kind
     text = read_source(args.file)
     values = [parse_value(a) for a in args.args]
-    result = luabpf.run_function(text, args.function, *values, filename=args.file,
-                                 max_loop=args.max_loop)
+    prog = compile_function(text, args.function, tuple(arg_kind(v) for v in values), args.file,
+                            max_loop=args.max_loop)
+    with prog.load() as loaded:
+        try:
+            result = loaded.call(*values)
+        finally:
+            stream = loaded.events()
+            for event in stream.poll(0) if stream is not None else []:
+                if args.json:
+                    print(json.dumps(event.as_json()))
+                else:
+                    err.print(event.render(), markup=False)
     results = list(result) if isinstance(result, tuple) else [result]
     if args.json:
         print(json.dumps(results))

@@ -1,6 +1,7 @@
 """The `luabpf` command as a user runs it: a real process, its output and exit code."""
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -117,3 +118,20 @@ def test_without_bpf_privileges_one_sentence_and_exit_1():
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, r.stderr
     assert "root or CAP_BPF" in lines[0] and "Traceback" not in r.stderr
+
+
+@pytest.mark.kernel
+def test_call_shows_what_the_function_prints_then_what_it_returns(tmp_path):
+    script = write(tmp_path, "p.lua", 'function f(a)\n  print(a, "x", nil, a > 2)\n'
+                                      '  if a == 0 then error("zero") end\n  return a * 2\nend\n')
+    r = luabpf("call", script, "f", "3")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "6\n"
+    assert r.stderr == f"{script}:2: 3\tx\tnil\ttrue\n"
+    j = luabpf("call", script, "f", "3", "--json")
+    lines = [json.loads(l) for l in j.stdout.splitlines()]
+    assert lines == [{"event": "print", "file": script, "line": 2, "values": [3, "x", None, True],
+                      "text": "3\tx\tnil\ttrue"}, [6]]
+    e = luabpf("call", script, "f", "0")
+    assert e.returncode == 1
+    assert e.stderr.splitlines() == [f"{script}:2: 0\tx\tnil\tfalse", f"{script}:3: zero"]
