@@ -3,7 +3,9 @@
 Owns the record format the runtime decodes (`runtime/events.py`) and the print
 sites. A record is
 
-    u32 print-site id, u32 0, then (u64 tag, u64 payload) per value known only at run time
+    u32 print-site id, u32 0, then per value known only at run time
+        (u64 tag, u64 payload)                        an integer, a boolean, nil
+        (u64 STR, u64 n, MAX_BYTES bytes)             a packet string: its first n bytes
 
 Values known at compile time (constant strings, literals) stay in the `PrintSite`
 and cost nothing in the record. Every record is written with one
@@ -24,6 +26,9 @@ MAP_TYPE_RINGBUF = 27
 HEADER = 8
 SLOT = 16
 MAX_VALUES = 16                 # values known only at run time, per print
+MAX_BYTES = 64                  # bytes of a packet string a print carries (the rest is cut)
+MAX_RECORD = 336                # bytes of stack one print's record may take (4 packet strings)
+LOAD_BYTES = {"xdp": Helper.xdp_load_bytes, "tc": Helper.skb_load_bytes}
 
 
 @dataclass
@@ -35,7 +40,8 @@ class PrintSite:
 
     @property
     def record_size(self) -> int:
-        return HEADER + SLOT * sum(1 for v in self.values if v[0] == "run")
+        return HEADER + sum(SLOT if v[0] == "run" else SLOT + MAX_BYTES
+                            for v in self.values if v[0] != "const")
 
 
 def lua_text(value) -> str:
@@ -65,6 +71,10 @@ def _print(lw, args: list[Val], node, scope):
         elif v.kinds <= {"nil", "bool", "int"}:
             site.values.append(("run",))
             dynamic.append(v)
+        elif "str" in v.kinds and v.kinds <= {"nil", "str"} and lw.packet is not None \
+                and getattr(lw.hook, "kind", None) in LOAD_BYTES:
+            site.values.append(("bytes",))          # a view of the packet: its first bytes
+            dynamic.append(v)
         elif maps.decl_of(v) is not None:
             name = maps.decl_of(v).name or "m"
             lw.error(node, f"print cannot send a map (argument #{i + 1}, '{name}'); print its "
@@ -74,8 +84,9 @@ def _print(lw, args: list[Val], node, scope):
             lw.error(node, f"print takes integers, booleans, nil and constant strings in kernel "
                            f"Lua; argument #{i + 1} is a {type_name(v.kinds)} known only at run time")
             return []
-    if len(dynamic) > MAX_VALUES:
-        lw.error(node, f"print sends at most {MAX_VALUES} values known only at run time")
+    if len(dynamic) > MAX_VALUES or site.record_size > MAX_RECORD:
+        lw.error(node, f"print sends at most {MAX_VALUES} values known only at run time, and "
+                       f"at most {MAX_RECORD} bytes (a packet string takes {SLOT + MAX_BYTES})")
         return []
     if not lw.b.reachable:
         return []
@@ -84,9 +95,15 @@ def _print(lw, args: list[Val], node, scope):
     lw.prints.append(site)
     record = lw.scratch(site.record_size, "print_record")
     b.emit(ir.Store(8, record, 0, sid))
-    for i, v in enumerate(dynamic):
-        b.emit(ir.Store(8, record, HEADER + SLOT * i, v.tag))
-        b.emit(ir.Store(8, record, HEADER + SLOT * i + 8, v.payload))
+    off = HEADER
+    for spec, v in zip((x for x in site.values if x[0] != "const"), dynamic):
+        if spec[0] == "bytes":
+            _packet_bytes(lw, record, off, v)
+            off += SLOT + MAX_BYTES
+        else:
+            b.emit(ir.Store(8, record, off, v.tag))
+            b.emit(ir.Store(8, record, off + 8, v.payload))
+            off += SLOT
     m, p, r = b.vreg("events"), b.vreg("record"), b.vreg("sent")
     b.emit(ir.LoadMap(m, EVENTS_MAP))
     b.emit(ir.SlotAddr(p, record))
@@ -98,6 +115,33 @@ def _print(lw, args: list[Val], node, scope):
     b.jump(ok)
     b.start(ok)
     return []
+
+
+def _packet_bytes(lw, record, off: int, v: Val) -> None:
+    """At record+off: STR (or NIL), n, then the view's first n bytes (n ≤ MAX_BYTES; the
+    rest of the area zeroed, so the whole record is initialised for bpf_ringbuf_output)."""
+    b = lw.b
+    for i in range(0, MAX_BYTES, 8):
+        b.emit(ir.Store(8, record, off + SLOT + i, 0))
+    n = b.copy(v.length, "n")
+    cut, counted = b.block("print_cut"), b.block("print_counted")
+    b.branch("gt", n, MAX_BYTES, cut, counted)
+    b.start(cut)
+    b.mov(n, MAX_BYTES)
+    b.jump(counted)
+    b.start(counted)
+    b.emit(ir.Store(8, record, off, v.tag))          # STR, or NIL (a nil has no length)
+    b.emit(ir.Store(8, record, off + 8, n))
+    copy, done = b.block("print_copy"), b.block("print_copied")
+    b.branch("eq", n, 0, done, copy)
+    b.start(copy)
+    base = b.vreg("dst")
+    b.emit(ir.SlotAddr(base, record))
+    dst = b.bin("add", base, off + SLOT, "dst")
+    start = v.payload if isinstance(v.payload, ir.VReg) else b.copy(v.payload)
+    b.emit(ir.Call(LOAD_BYTES[lw.hook.kind], [lw.hook.ctx, start, dst, n], b.vreg("copied")))
+    b.jump(done)
+    b.start(done)
 
 
 @intrinsics.register("time.ns")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from luabpf.compiler.events import lua_text
+from luabpf.compiler.events import MAX_BYTES, lua_text
 from luabpf.runtime.ringbuf import RingBuffer
 
 HEADER = struct.Struct("<II")
@@ -47,6 +47,11 @@ def decode(record: bytes, manifest: dict) -> Event:
             continue
         tag, payload = SLOT.unpack_from(record, off)
         off += SLOT.size
+        if spec[0] == "bytes":              # a packet string: payload is how many bytes came
+            text = record[off:off + payload].decode("utf-8", "replace")
+            values.append(None if tag == NIL else text)
+            off += MAX_BYTES
+            continue
         values.append(None if tag == NIL else tag == TRUE if tag in (FALSE, TRUE) else payload)
     return Event(site.get("file") or manifest["file"], site["line"], tuple(values))
 

@@ -301,3 +301,49 @@ def test_print_refuses_what_it_cannot_send(src, line, needle, fragment, alone):
     col = src.splitlines()[line - 1].index(needle) + 1
     assert (d.line, d.col) == (line, col), str(d)
     assert fragment in d.message, str(d)
+
+
+# ---- packet strings -----------------------------------------------------------------------
+
+PACKET_PRINTS = """function filter(hdr, pld)
+  local version = pld:match("^SSH%-[^-]+%-([^-%s]+)")
+  print("ssh", version, #pld, pld:sub(1, 4), pld:sub(-3))
+  return true
+end
+"""
+
+
+def lua_packet_print(payload: bytes) -> tuple:
+    """What Lua 5.4 would print for PACKET_PRINTS on this payload, each string cut to the
+    first MAX_BYTES bytes as an event carries it."""
+    lua = lua54.LuaRuntime(encoding=None)
+    show = lua.eval('function(pld) return pld:match("^SSH%-[^-]+%-([^-%s]+)"), #pld, '
+                    'pld:sub(1, 4), pld:sub(-3) end')
+    version, n, head, tail = show(payload)
+    cut = [None if v is None else v[:cevents.MAX_BYTES].decode("utf-8", "replace")
+           for v in (version, head, tail)]
+    return ("ssh", cut[0], n, cut[1], cut[2])
+
+
+@pytest.mark.parametrize("hook", ["xdp", "tc"])
+@settings(max_examples=25, deadline=None)
+@given(st.one_of(
+    st.builds(lambda v, rest: b"SSH-2.0-" + v + rest,
+              st.binary(min_size=0, max_size=90).map(lambda b: bytes(c % 94 + 33 for c in b)),
+              st.sampled_from([b"\r\n", b" x\r\n", b"-y", b""])),
+    st.binary(min_size=1, max_size=120)))
+def test_packet_strings_print_as_lua_prints_them(hook, payload):
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    with luabpf.compile(PACKET_PRINTS, FILE, hook=hook).load() as L:
+        L.run(bytes(Ether() / IP() / TCP() / payload))
+        (event,) = drain(L.events())
+    assert event.values == lua_packet_print(payload)
+    assert event.line == 3
+
+
+def test_a_print_record_over_its_stack_budget_is_refused():
+    src = ("function filter(hdr, pld)\n  print(pld, pld, pld, pld, pld)\nend\n")
+    with pytest.raises(luabpf.CompileError) as e:
+        luabpf.compile(src, FILE, hook="xdp")
+    assert "at most 336 bytes (a packet string takes 80)" in str(e.value)
