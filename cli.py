@@ -80,6 +80,11 @@ def parse_value(text: str):
     return value
 
 
+def emit_json(obj) -> None:
+    """One JSON line on stdout, flushed (a reader may be waiting for it)."""
+    print(json.dumps(obj), flush=True)
+
+
 def lua_repr(v) -> str:
     """A value as Lua's tostring writes it."""
     from luabpf.compiler.events import lua_text
@@ -239,9 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(run=cmd_demo)
 
     from luabpf.cli_packets import _usage_here, add_commands as add_packet_commands   # test
-    from luabpf.cli_run import add_commands as add_run_commands                    # run, set, ls
+    from luabpf.cli_pins import add_commands as add_pins_commands                  # set, ls
+    from luabpf.cli_run import add_commands as add_run_commands                    # run
     add_packet_commands(sub)
     add_run_commands(sub, _usage_here)
+    add_pins_commands(sub, _usage_here)
     return p
 
 

@@ -1,6 +1,6 @@
-"""`luabpf run`, `luabpf set` and `luabpf ls`: living with a running program.
+"""`luabpf run`: attach a program and live with it.
 
-Owns what these commands do and print (DESIGN §4); `cli.py` registers them.
+Owns what the command does and prints (DESIGN §4); `cli.py` registers it.
 
 `run FILE --xdp DEV | --tc DEV[:ingress|:egress] | --cpufreq` attaches the program
 (a BPF link, so it dies with the process): a filter to the device's hook; a
@@ -18,9 +18,7 @@ as it comes, "stats" each second, "detached". It detaches and unpins on Ctrl-C,
 SIGTERM or SIGHUP, after `--duration S`, or when the device goes away; a SIGKILL
 detaches too (the link dies with the process) and the next `run` removes the pins.
 
-`set TARGET NAME=VALUE…` changes globals of a running program (TARGET: its NAME or
-its pin directory). `ls` lists what luabpf has running (and stale pins of runs
-that were killed).
+`luabpf set` and `luabpf ls`, which work on what `run` pinned, are `cli_pins.py`'s.
 
 Exit codes: 0; 1 when the program failed to compile, verify or attach, raised
 runtime errors while running, or `set` named an unknown program, global or a
@@ -29,12 +27,11 @@ value of the wrong type; 2 for malformed arguments.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import signal
 import time
 
-from luabpf.cli import EXIT_ERROR, EXIT_OK, UsageError, err, lua_repr, out, read_source
+from luabpf.cli import EXIT_ERROR, EXIT_OK, UsageError, emit_json, err, lua_repr, out, read_source
 
 REFRESH_HZ = 4
 TOP_ENTRIES = 5              # map entries shown per map
@@ -67,15 +64,6 @@ def add_commands(sub, usage_here) -> None:
     r.add_argument("--json", action="store_true",
                    help="JSON lines: attached, each print event, stats each second, detached")
     r.set_defaults(run=usage_here(cmd_run))
-
-    s = sub.add_parser("set", help="change globals of a running program: luabpf set TARGET NAME=VALUE…")
-    s.add_argument("target", metavar="TARGET", help="the run's NAME (see `luabpf ls`) or pin directory")
-    s.add_argument("assignments", nargs="+", metavar="NAME=VALUE")
-    s.set_defaults(run=usage_here(cmd_set))
-
-    ls = sub.add_parser("ls", help="what luabpf has running")
-    ls.add_argument("--json", action="store_true", help="one JSON object per run")
-    ls.set_defaults(run=usage_here(cmd_ls))
 
 
 # ---- luabpf run ---------------------------------------------------------------------
@@ -370,7 +358,7 @@ def _watch(args, loaded, session: _Session, pin_path: str, stop: _Stop) -> int:
     sampler = _Sampler(loaded, session)
     decisions: collections.deque = collections.deque(maxlen=RECENT_EVENTS)
     if args.json:
-        _emit({**session.info(), "event": "attached", "program": args.file, "pinned": pin_path,
+        emit_json({**session.info(), "event": "attached", "program": args.file, "pinned": pin_path,
                "pid": os.getpid()})
     else:
         err.print(f"luabpf: {args.file} attached: {session.describe()}; pinned at {pin_path}; "
@@ -392,12 +380,12 @@ def _watch(args, loaded, session: _Session, pin_path: str, stop: _Stop) -> int:
             wait = step if deadline is None else min(step, deadline - now)
             for event in sampler.wait_events(max(0.0, wait)):
                 if args.json:
-                    _emit(event.as_json())
+                    emit_json(event.as_json())
             for decision in session.tick():
                 if decision.reason not in ("unchanged", "rate limited"):
                     decisions.append(decision)
                     if args.json:
-                        _emit({"event": "decision", **decision.as_json()})
+                        emit_json({"event": "decision", **decision.as_json()})
             now = time.monotonic()
             if now < next_sample:
                 continue
@@ -408,18 +396,18 @@ def _watch(args, loaded, session: _Session, pin_path: str, stop: _Stop) -> int:
                 live.update(_view(args.file, session, sampler, decisions, elapsed))
             elif now >= next_json:
                 next_json += 1.0
-                _emit({"event": "stats", **sampler.numbers(elapsed)})
+                emit_json({"event": "stats", **sampler.numbers(elapsed)})
     finally:
         if live is not None:
             live.stop()
     session.detach()
     for event in sampler.wait_events(0.0):       # what was printed before the detach
         if args.json:
-            _emit(event.as_json())
+            emit_json(event.as_json())
     sampler.last = sampler.sample(fresh=True)
     elapsed = time.monotonic() - start
     if args.json:
-        _emit({"event": "detached", "reason": stop.reason, **sampler.numbers(elapsed)})
+        emit_json({"event": "detached", "reason": stop.reason, **sampler.numbers(elapsed)})
     else:
         out.print(_view(args.file, session, sampler, decisions, elapsed))
         err.print(f"luabpf: detached ({stop.reason}) after {elapsed:.1f} s", markup=False)
@@ -432,10 +420,6 @@ def _fatal(loaded) -> bool:
     """Whether any counted site is a runtime error (drops alone do not fail the run)."""
     sites = loaded.state.manifest["sites"]
     return any(sites[i]["fatal"] for i in loaded.error_counts())
-
-
-def _emit(obj: dict) -> None:
-    print(json.dumps(obj), flush=True)
 
 
 def _live(view):
@@ -497,98 +481,3 @@ def _prog_ids(session: _Session) -> list:
 def _decision_text(d) -> str:
     how = "set" if d.written else (d.reason or "")
     return f"cpu {d.cpu}: {d.relation} {d.requested:,} kHz → {d.resolved:,} kHz ({how})"
-
-
-# ---- luabpf set and ls -----------------------------------------------------------------
-
-def _assignment(text: str) -> tuple[str, object]:
-    from luabpf.cli import parse_value
-    name, eq, value = text.partition("=")
-    if not eq or not name.strip():
-        raise UsageError(f"{text!r}: write NAME=VALUE (an integer, true or false)")
-    parsed = parse_value(value)
-    if parsed is None:
-        raise UsageError(f"{text!r}: a global cannot be set to nil")
-    return name.strip(), parsed
-
-
-def cmd_set(args) -> int:
-    from luabpf.runtime import pins
-    assignments = [_assignment(a) for a in args.assignments]
-    try:
-        with pins.open_running(args.target) as run:
-            g = run.state.globals
-            for name, _ in assignments:                 # all or nothing: check before writing
-                if name not in g.layout:
-                    known = ", ".join(sorted(g.layout)) or "none"
-                    raise pins.PinError(f"{args.target} has no global '{name}' (its globals: {known})")
-            for name, value in assignments:
-                kind = g.layout[name]["kind"]
-                if (kind == "bool") != isinstance(value, bool):
-                    want = "booleans" if kind == "bool" else "integers"
-                    raise pins.PinError(f"global '{name}' holds {want}; {lua_repr(value)} is not one")
-            for name, value in assignments:
-                old = g[name]
-                g[name] = value
-                out.print(f"{args.target}: {name} = {lua_repr(value)} (was {lua_repr(old)})",
-                          markup=False)
-    except pins.PinError as e:
-        err.print(f"luabpf: {e}", markup=False)
-        return EXIT_ERROR
-    return EXIT_OK
-
-
-def cmd_ls(args) -> int:
-    from luabpf.runtime import pins
-    try:
-        runs = pins.list_running()
-    except pins.PinError as e:
-        err.print(f"luabpf: {e}", markup=False)
-        return EXIT_ERROR
-    rows = []
-    for r in runs:
-        row = r.as_json()
-        row["globals"] = _globals_of(r) if r.alive else {}
-        rows.append(row)
-    if args.json:
-        for row in rows:
-            _emit(row)
-        return EXIT_OK
-    if not rows:
-        out.print("nothing is running", markup=False)
-        return EXIT_OK
-    from rich.table import Table
-    table = Table(show_edge=False)
-    for col in ("name", "pid", "state", "file", "attached", "globals", "maps"):
-        table.add_column(col)
-    for row in rows:
-        where = _where(row["attach"] or {})
-        table.add_row(row["name"], str(row["pid"]), "running" if row["alive"] else "stale",
-                      row["file"], where,
-                      " ".join(f"{k}={lua_repr(v)}" for k, v in row["globals"].items()),
-                      " ".join(row["maps"]))
-    out.print(table)
-    return EXIT_OK
-
-
-def _where(attach: dict) -> str:
-    """Where a run is attached, from its pinned attach info: "xdp on eth0", "cpufreq
-    every 20 ms on 2 CPUs", "tracepoint sched:sched_switch"."""
-    hook = attach.get("hook")
-    if hook in ("xdp", "tc"):
-        return f"{hook} on {attach.get('dev', '?')}"
-    links = attach.get("links") or []
-    if hook == "cpufreq":
-        timer = next((l for l in links if l.get("kind") == "timer"), {})
-        return f"cpufreq every {timer.get('interval_ms', '?')} ms on {len(attach.get('cpus') or [])} CPUs"
-    events = [l.get("event", "?") for l in links if l.get("kind") == "tracepoint"]
-    return "tracepoint " + ", ".join(events) if events else "-"
-
-
-def _globals_of(run) -> dict:
-    from luabpf.runtime import pins
-    try:
-        with pins.OpenedRun(run.path) as opened:
-            return dict(opened.state.globals)
-    except (OSError, pins.PinError):
-        return {}
