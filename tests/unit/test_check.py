@@ -2,59 +2,18 @@
 and the programs kernel Lua accepts (the paper's two scripts among them)."""
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 
 from luabpf.compiler.check import DEFAULT_GLOBALS, check
 from luabpf.compiler.diagnostics import CompileError
 from luabpf.compiler.parser import parse
 
-FIGURE1 = """\
-up = 80
-down = 30
-overheated = 100
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from paper_figures import FIGURE1, FIGURE2, GET_LOAD  # noqa: E402
 
-local function get_load(cpu)
-  return cpufreq.load(cpu)
-end
-
-function throttle(cpu, cur, max, min)
-  -- get utilization since last check
-  local load = get_load(cpu)
-  -- get temperature
-  local temp = acpi.get_temp(cpu)
-  if temp >= overheated then
-    -- decrease frequency by 20%
-    cpufreq.target(cpu, cur * 80 / 100, '<=')
-  else
-    if load > up then
-      -- rise frequency to the maximum value
-      cpufreq.target(cpu, max, '>=')
-    elseif load < down then
-      -- decrease frequency by 20%
-      cpufreq.target(cpu, cur * 80 / 100, '<=')
-    end
-  end
-end
-"""
-
-FIGURE2 = """\
-function filter(hdr, pld)
-  -- get a segment of the payload
-  local seg = pld:segment(0, 255)
-  -- convert segment data to string
-  local str = tostring(seg)
-  -- pattern to capture the software version
-  local pattern = 'SSH%-[^-%G]+%-([^-%G]+)'
-  -- get the software version
-  local software_version = str:match(pattern)
-  if software_version == 'OpenSSH_6.4' then
-    -- reject the packet
-    return false
-  end
-  -- accept the packet
-  return true
-end
-"""
 
 
 def diagnostics(src: str, known=DEFAULT_GLOBALS):
@@ -161,7 +120,7 @@ def test_known_globals_can_be_extended():
 
 
 @pytest.mark.parametrize("src", [
-    FIGURE1,
+    GET_LOAD + FIGURE1,
     FIGURE2,
     # constants, maps and layouts at top level; functions use them
     "local LIMIT <const> = 10\nlocal SHIFT = 2 * 4\ncounts = map.hash(1024)\n"

@@ -5,6 +5,7 @@ Lua 5.4 itself (lupa) is the oracle for string escapes and operator precedence.
 from __future__ import annotations
 
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -17,50 +18,10 @@ from luabpf.compiler.luaint import BINARY, LuaArithError, bnot, neg
 from luabpf.compiler.parser import parse
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from paper_figures import FIGURE1, FIGURE2  # noqa: E402
 PAPER = ROOT.parent / "shared" / "seeds" / "scriptable-os-paper.txt"
 
-FIGURE1 = """\
-up = 80
-down = 30
-overheated = 100
-function throttle(cpu, cur, max, min)
-  -- get utilization since last check
-  local load = get_load(cpu)
-  -- get temperature
-  local temp = acpi.get_temp(cpu)
-  if temp >= overheated then
-    -- decrease frequency by 20%
-    cpufreq.target(cpu, cur * 80 / 100, '<=')
-  else
-    if load > up then
-      -- rise frequency to the maximum value
-      cpufreq.target(cpu, max, '>=')
-    elseif load < down then
-      -- decrease frequency by 20%
-      cpufreq.target(cpu, cur * 80 / 100, '<=')
-    end
-  end
-end
-"""
-
-FIGURE2 = """\
-function filter(hdr, pld)
-  -- get a segment of the payload
-  local seg = pld:segment(0, 255)
-  -- convert segment data to string
-  local str = tostring(seg)
-  -- pattern to capture the software version
-  local pattern = 'SSH%-[^-%G]+%-([^-%G]+)'
-  -- get the software version
-  local software_version = str:match(pattern)
-  if software_version == 'OpenSSH_6.4' then
-    -- reject the packet
-    return false
-  end
-  -- accept the packet
-  return true
-end
-"""
 
 
 def r(n):
