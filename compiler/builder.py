@@ -96,6 +96,16 @@ class Builder:
         """The operand in a register (immediates are moved into a fresh one)."""
         return operand if isinstance(operand, ir.VReg) else self.copy(operand)
 
+    def limit(self, r: ir.VReg, cond: str, bound, hint: str = "limit") -> None:
+        """if r cond bound then r = bound: clamp a register to a bound ("slt", 0 floors
+        it at 0; "gt", n caps it at n)."""
+        over, done = self.block(hint), self.block(hint + "_ok")
+        self.branch(cond, r, bound, over, done)
+        self.start(over)
+        self.mov(r, bound)
+        self.jump(done)
+        self.start(done)
+
     def jump(self, target: ir.Block) -> None:
         self.terminate(ir.Jump(target))
 

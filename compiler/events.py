@@ -124,12 +124,7 @@ def _packet_bytes(lw, record, off: int, v: Val) -> None:
     for i in range(0, MAX_BYTES, 8):
         b.emit(ir.Store(8, record, off + SLOT + i, 0))
     n = b.copy(v.length, "n")
-    cut, counted = b.block("print_cut"), b.block("print_counted")
-    b.branch("gt", n, MAX_BYTES, cut, counted)
-    b.start(cut)
-    b.mov(n, MAX_BYTES)
-    b.jump(counted)
-    b.start(counted)
+    b.limit(n, "gt", MAX_BYTES, "print_cut")
     b.emit(ir.Store(8, record, off, v.tag))          # STR, or NIL (a nil has no length)
     b.emit(ir.Store(8, record, off + 8, n))
     copy, done = b.block("print_copy"), b.block("print_copied")
