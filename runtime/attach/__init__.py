@@ -89,6 +89,25 @@ class Link:
         return f"<{type(self).__name__} {self.describe()}{'' if self.attached else ' detached'}>"
 
 
+class DeviceLink(Link):
+    """A program held on a device's hook by a BPF link (`.link_fd`): the kernel lets go
+    when the fd closes; `_detach` detaches the link first, so other holders see it gone."""
+    mode = "link"
+
+    def __init__(self, link_fd, dev: str, ifindex: int, netns: str | None, direction: str,
+                 prog_id: int):
+        from luabpf.runtime.attach import link as bpflink
+        self.link_fd = link_fd
+        super().__init__(dev, ifindex, netns, direction, prog_id, bpflink.link_info(link_fd)["id"])
+
+    def _detach(self) -> None:
+        from luabpf.runtime.attach import link as bpflink
+        try:
+            bpflink.link_detach(self.link_fd)
+        finally:
+            self.link_fd.close()
+
+
 # Netlink attachments outlive the process: detach whatever is still attached
 # when the interpreter exits normally (links need no help: their fds close).
 # Strong references, so an attachment dropped without detach() is still found.

@@ -19,7 +19,7 @@ from __future__ import annotations
 import errno
 
 from luabpf.runtime import kernel
-from luabpf.runtime.attach import AttachError, Link, ifindex_of, prog_id_of
+from luabpf.runtime.attach import AttachError, DeviceLink, Link, ifindex_of, prog_id_of
 from luabpf.runtime.attach import link as bpflink
 from luabpf.runtime.errors import PermissionProblem
 from luabpf.runtime.netns import entered
@@ -35,21 +35,9 @@ ENOTSUPP = 524
 _NO_TCX = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, ENOTSUPP)
 
 
-class TcxLink(Link):
+class TcxLink(DeviceLink):
     """A SCHED_CLS program held on a device's tcx hook by a BPF link."""
-    kind, mode = "tc", "link"
-
-    def __init__(self, link_fd: kernel.Fd, dev: str, ifindex: int, netns: str | None,
-                 direction: str, prog_id: int):
-        self.link_fd = link_fd
-        info = bpflink.link_info(link_fd)
-        super().__init__(dev, ifindex, netns, direction, prog_id, info["id"])
-
-    def _detach(self) -> None:
-        try:
-            bpflink.link_detach(self.link_fd)
-        finally:
-            self.link_fd.close()
+    kind = "tc"
 
 
 class ClsactFilter(Link):

@@ -21,7 +21,7 @@ import errno
 import os
 
 from luabpf.runtime import kernel
-from luabpf.runtime.attach import AttachError, Link, ifindex_of, prog_id_of
+from luabpf.runtime.attach import AttachError, DeviceLink, Link, ifindex_of, prog_id_of
 from luabpf.runtime.attach import link as bpflink
 from luabpf.runtime.errors import PermissionProblem
 from luabpf.runtime.netns import entered
@@ -33,21 +33,13 @@ ENOTSUPP = 524                     # the kernel's internal "not supported" (incl
 _NO_LINKS = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, ENOTSUPP)
 
 
-class XdpLink(Link):
-    """An XDP program held on a device by a BPF link (`.link_fd`)."""
-    kind, mode = "xdp", "link"
+class XdpLink(DeviceLink):
+    """An XDP program held on a device by a BPF link (`.link_fd`); XDP sees ingress."""
+    kind = "xdp"
 
     def __init__(self, link_fd: kernel.Fd, dev: str, ifindex: int, netns: str | None,
                  prog_id: int):
-        self.link_fd = link_fd
-        info = bpflink.link_info(link_fd)
-        super().__init__(dev, ifindex, netns, "ingress", prog_id, info["id"])
-
-    def _detach(self) -> None:
-        try:
-            bpflink.link_detach(self.link_fd)
-        finally:
-            self.link_fd.close()
+        super().__init__(link_fd, dev, ifindex, netns, "ingress", prog_id)
 
 
 class XdpNetlink(Link):
