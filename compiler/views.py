@@ -167,10 +167,7 @@ def lua_index(lw, i, n, default_end: bool = False):
     b.start(neg)
     b.emit(ir.Bin("add", r, r, b.small(n) if isinstance(n, int) else n))
     b.emit(ir.Bin("add", r, r, 1))
-    clamp = b.block("pos_clamp")
-    b.branch("sge", r, 0, done, clamp)
-    b.start(clamp)
-    b.mov(r, 0)
+    b.limit(r, "slt", 0, "pos_clamp")
     b.jump(done)
     b.start(done)
     return r

@@ -107,8 +107,22 @@ def _read_int(path: str) -> int:
         raise CpufreqError(f"{path}: expected a whole number, found {text[:40]!r}") from None
 
 
-def _write(path: str, value: str) -> None:
-    """Write without creating: a missing file is an error, as it is in sysfs."""
+def _write(path: str, value: str, atomic: bool = False) -> None:
+    """Write without creating: a missing file is an error, as it is in sysfs. `atomic`
+    (what luabpf writes as the simulated driver, scaling_cur_freq: a plain file others
+    read meanwhile): write a sibling and rename it over the file, so a reader never sees
+    it empty, as a sysfs file is never seen empty."""
+    if atomic:
+        if not os.path.isfile(path):
+            raise _failure(path, FileNotFoundError(2, "No such file or directory"), value)
+        tmp = f"{path}.luabpf-{os.getpid()}"
+        try:
+            with open(tmp, "w") as f:
+                f.write(value + "\n")
+            os.replace(tmp, path)
+        except OSError as e:
+            raise _failure(path, e, value) from None
+        return
     try:
         fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
     except OSError as e:
@@ -210,7 +224,7 @@ class SysfsTree:
         if not self.simulated:
             raise CpufreqError(f"{path} is the kernel's read-only report and luabpf "
                                "never writes it")
-        _write(path, str(int(khz)))
+        _write(path, str(int(khz)), atomic=True)
 
     def thermal_zone(self, cpu: int) -> str | None:
         """The zone directory for the CPU: thermal_zone{cpu}, else thermal_zone0, else None."""

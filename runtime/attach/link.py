@@ -246,6 +246,18 @@ def link_exists(link_id: int) -> bool:
     return True
 
 
+def links_gone(link_ids, timeout: float = 5.0) -> bool:
+    """Wait until none of these links is in the kernel any more (it releases a link as
+    its last fd closes, e.g. when a killed process's files are closed); whether they went."""
+    import time
+    deadline = time.monotonic() + timeout
+    while any(link_exists(i) for i in link_ids):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def links_of_prog(prog_id: int) -> list[dict]:
     """The info of every link that holds program `prog_id`."""
     found = []
