@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from luabpf.compiler import ast
 
@@ -20,6 +20,8 @@ class Field:
     bit_offset: int
     bit_width: int
     is_string: bool = False
+    reg: object = field(default=None, compare=False)     # a computed field: its value's register
+    owner: object = field(default=None, compare=False)   # the Builder that defines `reg`
 
     @property
     def byte_start(self) -> int:

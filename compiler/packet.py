@@ -1,12 +1,8 @@
 """The packet-filter hook: `filter(hdr, pld)` on XDP and tc.
 
-Owns the hook records (program type, context offsets, verdict mapping) and
-the header parser: eth, stacked VLAN tags (802.1Q/802.1ad; `hdr.vlan` is the
-outer one), IPv4 (with options; fragments after the first carry no L4 header),
-IPv6 (no extension headers), then TCP (with options), UDP or ICMP/ICMPv6. A
-header is nil when absent or truncated; `pld` is the bytes after the last
-header parsed, cut at the IP length (Ethernet padding is not payload). The
-parser runs once at entry and only if the script reads `hdr` or `pld`.
+Owns the hook records (program type, context offsets, verdict mapping); the
+`hdr` table and its parser are `headers`'. The parser runs once at entry and
+only if the script reads `hdr` or `pld`.
 """
 from __future__ import annotations
 
@@ -14,43 +10,14 @@ from dataclasses import dataclass, field
 
 from luabpf.compiler import ir
 from luabpf.compiler.bpf.helpers import Helper
-from luabpf.compiler.layout import stdlib_layouts
-from luabpf.compiler.values import FALSE, INT, LVIEW, NIL, TRUE, Val
-from luabpf.compiler.views import Packet, load_bytes_be, window
+from luabpf.compiler.headers import HeaderParser, Headers
+from luabpf.compiler.values import FALSE, INT, TRUE, Val
+from luabpf.compiler.views import Packet
 
 PROG_TYPE_SCHED_CLS, PROG_TYPE_XDP = 3, 6
 XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = 0, 1, 2, 3, 4
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
-ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q, ETH_P_8021AD = 0x0800, 0x86DD, 0x8100, 0x88A8
-HEADERS = ("eth", "vlan", "ip", "ip6", "tcp", "udp", "icmp")
 VERDICTS_MAP = "luabpf_verdicts"
-
-
-@dataclass
-class Headers:
-    """The compile-time `hdr` table: which headers the script reads, and their registers."""
-    tags: dict[str, ir.VReg] = field(default_factory=dict)
-    starts: dict[str, ir.VReg] = field(default_factory=dict)
-    pld: tuple[ir.VReg, ir.VReg] | None = None
-
-    def demand(self, lw, name: str) -> Val:
-        if name not in self.tags:
-            self.tags[name] = lw.b.vreg(name + ".present")
-            self.starts[name] = lw.b.vreg(name + ".start")
-        layout = stdlib_layouts()[name]
-        return Val(self.tags[name], self.starts[name], frozenset({"nil", "lview"}),
-                   (layout.size, 0xFFFF), layout.size, None, layout)
-
-    def index(self, lw, key: str, node) -> Val:
-        if key not in HEADERS:
-            lw.error(node, f"hdr has no header '{key}' (it has {', '.join(HEADERS)})")
-            return Val.nil()
-        return self.demand(lw, key)
-
-    def payload(self, lw) -> Val:
-        if self.pld is None:
-            self.pld = (lw.b.vreg("pld.start"), lw.b.vreg("pld.len"))
-        return Val.view(*self.pld)
 
 
 @dataclass
@@ -161,173 +128,6 @@ class PacketHook:
 
     def on_error(self, lw, site) -> None:
         pass
-
-
-class HeaderParser:
-    """Emits the parse of eth → vlan* → ip/ip6 → tcp/udp/icmp into the entry block."""
-
-    def __init__(self, lw, headers: Headers):
-        self.lw, self.h, self.b = lw, headers, lw.b
-
-    def publish(self, name: str, start) -> None:
-        if name in self.h.tags:
-            self.b.mov(self.h.tags[name], LVIEW)
-            self.b.mov(self.h.starts[name], start)
-
-    def emit(self) -> None:
-        lw, b, h = self.lw, self.b, self.h
-        pkt: Packet = lw.packet
-        for name in h.tags:
-            b.mov(h.tags[name], NIL)
-            b.mov(h.starts[name], 0)
-        pld_start, pld_len = h.pld if h.pld else (b.vreg(), b.vreg())
-        size = b.bin("sub", pkt.data_end, pkt.data, "pkt_len")
-        b.mov(pld_start, 0)
-        b.mov(pld_len, size)
-        self.done = b.block("parsed")
-        self.pld_start, self.pld_len, self.size = pld_start, pld_len, size
-        p = window(lw, 0, 14, self.done)
-        self.publish("eth", 0)
-        etype = load_bytes_be(lw, p, 12, 2)
-        off = b.copy(14, "l3")
-        for _ in range(2):                                  # up to two VLAN tags
-            tagged, untagged, check = b.block("vlan"), b.block("no_vlan"), b.block("vlan_q")
-            b.branch("eq", etype, ETH_P_8021Q, tagged, check)
-            b.start(check)
-            b.branch("eq", etype, ETH_P_8021AD, tagged, untagged)
-            b.start(tagged)
-            q = window(lw, off, 4, self.done, bounded=True)
-            if "vlan" in h.tags:                            # hdr.vlan is the outer tag
-                outer, inner = b.block("vlan_outer"), b.block("vlan_inner")
-                b.branch("eq", h.tags["vlan"], NIL, outer, inner)
-                b.start(outer)
-                self.publish("vlan", off)
-                b.jump(inner)
-                b.start(inner)
-            b.emit(ir.Mov(etype, load_bytes_be(lw, q, 2, 2)))
-            b.emit(ir.Bin("add", off, off, 4))
-            b.jump(untagged)
-            b.start(untagged)
-        self.payload_from(off, size)
-        v4, not_v4, v6 = b.block("ipv4"), b.block("not_ipv4"), b.block("ipv6")
-        b.branch("eq", etype, ETH_P_IP, v4, not_v4)
-        b.start(not_v4)
-        b.branch("eq", etype, ETH_P_IPV6, v6, self.done)
-        b.start(v4)
-        self.ipv4(off, size)
-        b.start(v6)
-        self.ipv6(off, size)
-        b.start(self.done)
-        b.jump(self.lw.after_prologue)
-
-    def payload_from(self, start, end) -> None:
-        b = self.b
-        b.mov(self.pld_start, start)
-        b.emit(ir.Bin("sub", self.pld_len, end, start))
-
-    def ipv4(self, off, size) -> None:
-        lw, b = self.lw, self.b
-        p = window(lw, off, 20, self.done, bounded=True)
-        b0 = b.vreg("ip.b0")
-        b.emit(ir.Load(1, b0, p, 0))
-        version = b.bin("rsh", b0, 4)
-        ok, ihl_ok = b.block("ip_v4"), b.block("ip_ihl")
-        b.branch("eq", version, 4, ok, self.done)
-        b.start(ok)
-        ihl = b.bin("lsh", b.bin("and", b0, 15), 2)
-        b.branch("ge", ihl, 20, ihl_ok, self.done)
-        b.start(ihl_ok)
-        total = load_bytes_be(lw, p, 2, 2)
-        l4 = b.bin("add", off, ihl, "l4")
-        len_ok, cut = b.block("ip_len"), b.block("ip_cut")
-        b.branch("lt", total, ihl, self.done, len_ok)       # a total length below the header
-        b.start(len_ok)
-        end = b.bin("add", off, total, "ip_end")
-        keep = b.block("ip_end_ok")
-        b.branch("gt", end, size, cut, keep)
-        b.start(cut)
-        b.mov(end, size)
-        b.jump(keep)
-        b.start(keep)
-        present = b.block("ip_present")
-        b.branch("gt", l4, end, self.done, present)
-        b.start(present)
-        self.publish("ip", off)
-        self.payload_from(l4, end)
-        frag = b.bin("and", load_bytes_be(lw, p, 6, 2), 0x1FFF)
-        first, proto_blk = b.block("ip_first"), b.block("ip_proto")
-        b.branch("eq", frag, 0, first, self.done)
-        b.start(first)
-        proto = b.vreg("ip.proto")
-        b.emit(ir.Load(1, proto, p, 9))
-        b.jump(proto_blk)
-        b.start(proto_blk)
-        self.l4(proto, l4, end, icmp_proto=1)
-
-    def ipv6(self, off, size) -> None:
-        lw, b = self.lw, self.b
-        p = window(lw, off, 40, self.done, bounded=True)
-        b0 = b.vreg("ip6.b0")
-        b.emit(ir.Load(1, b0, p, 0))
-        ok = b.block("ip6_v6")
-        b.branch("eq", b.bin("rsh", b0, 4), 6, ok, self.done)
-        b.start(ok)
-        plen = load_bytes_be(lw, p, 4, 2)
-        l4 = b.bin("add", off, 40, "l4")
-        end = b.bin("add", l4, plen, "ip6_end")
-        cut, keep = b.block("ip6_cut"), b.block("ip6_end_ok")
-        b.branch("gt", end, size, cut, keep)
-        b.start(cut)
-        b.mov(end, size)
-        b.jump(keep)
-        b.start(keep)
-        self.publish("ip6", off)
-        self.payload_from(l4, end)
-        nh = b.vreg("ip6.nh")
-        b.emit(ir.Load(1, nh, p, 6))
-        self.l4(nh, l4, end, icmp_proto=58)
-
-    def l4(self, proto, off, end, icmp_proto: int) -> None:
-        lw, b = self.lw, self.b
-        tcp, not_tcp, udp, not_udp, icmp = (b.block("tcp"), b.block("not_tcp"), b.block("udp"),
-                                            b.block("not_udp"), b.block("icmp"))
-        b.branch("eq", proto, 6, tcp, not_tcp)
-        b.start(not_tcp)
-        b.branch("eq", proto, 17, udp, not_udp)
-        b.start(not_udp)
-        b.branch("eq", proto, icmp_proto, icmp, self.done)
-        b.start(tcp)
-        self.fits(off, 20, end)
-        p = window(lw, off, 20, self.done, bounded=True)
-        doff_byte = b.vreg("tcp.doff")
-        b.emit(ir.Load(1, doff_byte, p, 12))
-        doff = b.bin("lsh", b.bin("rsh", doff_byte, 4), 2)
-        opts_ok, has_room = b.block("tcp_doff"), b.block("tcp_room")
-        b.branch("ge", doff, 20, opts_ok, self.done)
-        b.start(opts_ok)
-        pld = b.bin("add", off, doff, "tcp_pld")
-        b.branch("gt", pld, end, self.done, has_room)
-        b.start(has_room)
-        self.publish("tcp", off)
-        self.payload_from(pld, end)
-        b.jump(self.done)
-        b.start(udp)
-        self.fits(off, 8, end)
-        self.publish("udp", off)
-        self.payload_from(b.bin("add", off, 8), end)
-        b.jump(self.done)
-        b.start(icmp)
-        self.fits(off, 8, end)
-        self.publish("icmp", off)
-        self.payload_from(b.bin("add", off, 8), end)
-        b.jump(self.done)
-
-    def fits(self, off, n: int, end) -> None:
-        b = self.b
-        need = b.bin("add", off, n)
-        ok = b.block("fits")
-        b.branch("gt", need, end, self.done, ok)
-        b.start(ok)
 
 
 def filter_hook(kind: str) -> PacketHook:
