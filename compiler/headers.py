@@ -57,7 +57,7 @@ class Headers:
             return base
         # ip6.proto is no bytes of the IPv6 header: the parser leaves it in a register
         self.ip6_proto = lw.b.vreg("ip6.proto")
-        proto = Field("proto", 0, 8, reg=self.ip6_proto, owner=lw.b)
+        proto = Field("proto", 0, 8, reg=self.ip6_proto)
         return Layout(base.name, {**base.fields, "proto": proto})
 
     def index(self, lw, key: str, node) -> Val:
@@ -101,6 +101,7 @@ class HeaderParser:
         self.publish("eth", 0)
         etype = load_bytes_be(lw, p, 12, 2)
         off = b.copy(14, "l3")
+        self.payload_from(off, size)
         for name in ("vlan", "vlan2"):                      # up to two tags, outer first
             tagged, untagged, check = b.block("vlan"), b.block("no_vlan"), b.block("vlan_q")
             b.branch("eq", etype, ETH_P_8021Q, tagged, check)
@@ -111,9 +112,9 @@ class HeaderParser:
             self.publish(name, off)
             b.emit(ir.Mov(etype, load_bytes_be(lw, q, 2, 2)))
             b.emit(ir.Bin("add", off, off, 4))
+            self.payload_from(off, size)
             b.jump(untagged)
             b.start(untagged)
-        self.payload_from(off, size)
         v4, not_v4, v6 = b.block("ipv4"), b.block("not_ipv4"), b.block("ipv6")
         b.branch("eq", etype, ETH_P_IP, v4, not_v4)
         b.start(not_v4)

@@ -20,8 +20,8 @@ class Field:
     bit_offset: int
     bit_width: int
     is_string: bool = False
-    reg: object = field(default=None, compare=False)     # a computed field: its value's register
-    owner: object = field(default=None, compare=False)   # the Builder that defines `reg`
+    reg: object = field(default=None, compare=False)     # a computed field (hdr.ip6.proto): its
+                                                         # register in the entry function, like hdr's
 
     @property
     def byte_start(self) -> int:

@@ -118,9 +118,6 @@ def index_layout(lw, v: Val, key: str, node) -> Val:
         return Val.nil()
     v = require(lw, v, "lview", node, f"attempt to index a nil value ({describe_holder(node)})")
     if f.reg is not None:                # computed by the header parser (hdr.ip6.proto)
-        if f.owner is not lw.b:
-            lw.error(node, f"'{layout.name}.{key}' is known only in the entry function's body "
-                           "(and in the functions inlined into it)")
         return Val.int_(f.reg, (0, (1 << f.bit_width) - 1))
     return read_field(lw, v, f, node)
 

@@ -1,8 +1,8 @@
 """The reference model of a packet filter: the same Lua script, run by Lua 5.4.
 
-`reference_verdict(source, frame)` dissects the frame with scapy, builds the
-`hdr` table from scapy's fields (a header that scapy did not find whole is
-nil) and the payload `pld` as a view over Lua strings implemented in plain
+`Reference(source).verdict(frame)` walks the frame's headers as the rules of
+docs/language.md say (`headers`), builds the `hdr` table from scapy's fields of
+each header found whole (others are nil) and the payload `pld` as a view over Lua strings implemented in plain
 Lua below (segment, sub, byte, layout, match, find, #, tostring), calls the
 script's `filter` in lupa, and returns "pass" or "drop" — what the kernel
 must answer for the same frame.
@@ -10,7 +10,7 @@ must answer for the same frame.
 from __future__ import annotations
 
 from lupa import lua54
-from scapy.all import ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, IPv6, Raw  # noqa: F401
+from scapy.all import ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, IPv6, IPv6ExtHdrFragment, Raw  # noqa: F401
 
 PRELUDE = r"""
 local View = {}
@@ -50,56 +50,119 @@ function tostring(v) if getmetatable(v) == View then return v.s end return tostr
 """
 
 
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+VLAN_TPIDS = (0x8100, 0x88A8)                 # 802.1Q, 802.1ad: either, at either depth
+EXT_HEADERS = (0, 43, 44, 51, 60)             # Hop-by-Hop, Routing, Fragment, AH, Destination Options
+MAX_EXT_HEADERS = 8
+ICMP, ICMPV6 = 1, 58
+
+
 def _ip4(addr: str) -> int:
     return int.from_bytes(bytes(map(int, addr.split("."))), "big")
 
 
+def _be16(frame: bytes, at: int) -> int:
+    return int.from_bytes(frame[at:at + 2], "big")
+
+
 def headers(frame: bytes) -> tuple[dict, bytes]:
-    """hdr's fields and the payload bytes, as the kernel parser must find them."""
-    pkt = Ether(frame)
-    hdr: dict = {"eth": {"dst": int(pkt.dst.replace(":", ""), 16), "src": int(pkt.src.replace(":", ""), 16),
-                         "type": pkt.type}}
-    payload = frame[14:]
-    vlan = pkt.getlayer(Dot1Q) or pkt.getlayer(Dot1AD)
-    if vlan is not None:
-        hdr["vlan"] = {"prio": vlan.prio, "dei": vlan.dei, "vlan": vlan.vlan, "type": vlan.type}
-        depth = 1 + (pkt.getlayer(Dot1Q, 2) is not None or (pkt.haslayer(Dot1AD) and pkt.haslayer(Dot1Q)))
-        payload = frame[14 + 4 * depth:]
-    ip, ip6 = pkt.getlayer(IP), pkt.getlayer(IPv6)
-    l4 = None
-    if ip is not None and isinstance(ip, IP):
-        raw = bytes(ip)
-        if len(raw) >= 20 and ip.version == 4 and ip.ihl >= 5 and ip.len >= ip.ihl * 4 \
-                and len(raw) >= ip.ihl * 4:
-            hdr["ip"] = {f: getattr(ip, f) for f in ("version", "ihl", "tos", "len", "id", "ttl", "proto")}
-            hdr["ip"].update(flags=int(ip.flags), frag=ip.frag, chksum=ip.chksum, src=_ip4(ip.src),
-                             dst=_ip4(ip.dst))
-            end = min(len(raw), ip.len)
-            payload = raw[ip.ihl * 4:end]
-            if ip.frag == 0:
-                l4 = (ip.proto, payload, 1)
-    elif ip6 is not None and len(bytes(ip6)) >= 40 and ip6.version == 6:
-        raw = bytes(ip6)
-        hdr["ip6"] = {"version": 6, "tc": ip6.tc, "fl": ip6.fl, "plen": ip6.plen, "nh": ip6.nh,
-                      "hlim": ip6.hlim, "src": raw[8:24], "dst": raw[24:40]}
-        payload = raw[40:40 + ip6.plen]
-        l4 = (ip6.nh, payload, 58)
-    if l4 is not None:
-        proto, body, icmp = l4
-        if proto == 6 and len(body) >= 20 and 20 <= (body[12] >> 4) * 4 <= len(body):
-            t = TCP(body)
-            hdr["tcp"] = {"sport": t.sport, "dport": t.dport, "seq": t.seq, "ack": t.ack,
-                          "dataofs": t.dataofs, "reserved": t.reserved, "flags": int(t.flags),
-                          "window": t.window, "chksum": t.chksum, "urgptr": t.urgptr}
-            payload = body[t.dataofs * 4:]
-        elif proto == 17 and len(body) >= 8:
-            hdr["udp"] = {"sport": int.from_bytes(body[0:2], "big"), "dport": int.from_bytes(body[2:4], "big"),
-                          "len": int.from_bytes(body[4:6], "big"), "chksum": int.from_bytes(body[6:8], "big")}
-            payload = body[8:]
-        elif proto == icmp and len(body) >= 8:
-            hdr["icmp"] = {"type": body[0], "code": body[1], "chksum": int.from_bytes(body[2:4], "big"),
-                           "id": int.from_bytes(body[4:6], "big"), "seq": int.from_bytes(body[6:8], "big")}
-            payload = body[8:]
+    """hdr's fields and the payload bytes, as the kernel parser must find them.
+
+    The walk (which header is where, and which are whole) is written out here from the
+    rules in docs/language.md; each header's fields are scapy's dissection of its bytes.
+    `pld` is the bytes after the last header parsed (the whole frame without one)."""
+    hdr: dict = {}
+    if len(frame) < 14:
+        return hdr, frame
+    eth = Ether(frame[:14])
+    hdr["eth"] = {"dst": int(eth.dst.replace(":", ""), 16), "src": int(eth.src.replace(":", ""), 16),
+                  "type": eth.type}
+    etype, off = eth.type, 14
+    payload = frame[off:]
+    for name in ("vlan", "vlan2"):                # the outer tag, then the inner one
+        if etype not in VLAN_TPIDS:
+            break
+        if len(frame) < off + 4:
+            return hdr, payload
+        tag = Dot1Q(frame[off:off + 4])
+        hdr[name] = {"prio": tag.prio, "dei": tag.dei, "vlan": tag.vlan, "type": tag.type}
+        etype, off = tag.type, off + 4
+        payload = frame[off:]
+    if etype == ETH_P_IP:
+        return _ipv4(frame, off, hdr, payload)
+    if etype == ETH_P_IPV6:
+        return _ipv6(frame, off, hdr, payload)
+    return hdr, payload
+
+
+def _ipv4(frame: bytes, off: int, hdr: dict, payload: bytes) -> tuple[dict, bytes]:
+    if len(frame) < off + 20 or frame[off] >> 4 != 4:
+        return hdr, payload
+    ihl, total = (frame[off] & 15) * 4, _be16(frame, off + 2)
+    if ihl < 20 or total < ihl:
+        return hdr, payload
+    end = min(off + total, len(frame))
+    if off + ihl > end:
+        return hdr, payload
+    ip = IP(frame[off:off + ihl])
+    hdr["ip"] = {f: getattr(ip, f) for f in ("version", "ihl", "tos", "len", "id", "ttl", "proto")}
+    hdr["ip"].update(flags=int(ip.flags), frag=ip.frag, chksum=ip.chksum, src=_ip4(ip.src), dst=_ip4(ip.dst))
+    payload = frame[off + ihl:end]
+    if ip.frag != 0:                              # a later fragment: no L4 header
+        return hdr, payload
+    return _l4(ip.proto, frame, off + ihl, end, ICMP, hdr, payload)
+
+
+def _ipv6(frame: bytes, off: int, hdr: dict, payload: bytes) -> tuple[dict, bytes]:
+    if len(frame) < off + 40 or frame[off] >> 4 != 6:
+        return hdr, payload
+    ip6 = IPv6(frame[off:off + 40])
+    cur = off + 40
+    end = min(cur + ip6.plen, len(frame))
+    fields = {"version": 6, "tc": ip6.tc, "fl": ip6.fl, "plen": ip6.plen, "nh": ip6.nh,
+              "hlim": ip6.hlim, "src": frame[off + 8:off + 24], "dst": frame[off + 24:off + 40]}
+    hdr["ip6"] = fields
+    nh, walked = ip6.nh, 0
+    while nh in EXT_HEADERS:
+        if walked == MAX_EXT_HEADERS or cur + 8 > end:       # past the bound, or cut short
+            fields["proto"] = nh
+            return hdr, frame[cur:end]
+        if nh == 44:                              # Fragment: 8 bytes
+            frag = IPv6ExtHdrFragment(frame[cur:cur + 8])
+            hdr["frag6"] = {"nh": frag.nh, "res1": frag.res1, "offset": frag.offset, "res2": frag.res2,
+                            "m": frag.m, "id": frag.id}
+            if frag.offset != 0:                  # a later fragment: no L4 header
+                fields["proto"] = frag.nh
+                return hdr, frame[cur + 8:end]
+            size = 8
+        elif nh == 51:                            # AH: (len + 2) 4-octet units
+            size = (frame[cur + 1] + 2) * 4
+        else:                                     # (len + 1) 8-octet units
+            size = (frame[cur + 1] + 1) * 8
+        if cur + size > end:
+            fields["proto"] = nh
+            return hdr, frame[cur:end]
+        nh, cur, walked = frame[cur], cur + size, walked + 1
+    fields["proto"] = nh
+    return _l4(nh, frame, cur, end, ICMPV6, hdr, frame[cur:end])
+
+
+def _l4(proto: int, frame: bytes, off: int, end: int, icmp: int, hdr: dict, payload: bytes):
+    body = frame[off:end]
+    if proto == 6 and len(body) >= 20 and 20 <= (body[12] >> 4) * 4 <= len(body):
+        t = TCP(body)
+        hdr["tcp"] = {"sport": t.sport, "dport": t.dport, "seq": t.seq, "ack": t.ack,
+                      "dataofs": t.dataofs, "reserved": t.reserved, "flags": int(t.flags),
+                      "window": t.window, "chksum": t.chksum, "urgptr": t.urgptr}
+        payload = body[t.dataofs * 4:]
+    elif proto == 17 and len(body) >= 8:
+        hdr["udp"] = {"sport": _be16(body, 0), "dport": _be16(body, 2), "len": _be16(body, 4),
+                      "chksum": _be16(body, 6)}
+        payload = body[8:]
+    elif proto == icmp and len(body) >= 8:
+        hdr["icmp"] = {"type": body[0], "code": body[1], "chksum": _be16(body, 2),
+                       "id": _be16(body, 4), "seq": _be16(body, 6)}
+        payload = body[8:]
     return hdr, payload
 
 
