@@ -11,7 +11,8 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from scapy.all import ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6EchoRequest, IPv6, Raw
+from scapy.all import (ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment,
+                       IPv6ExtHdrHopByHop, Raw)
 
 import luabpf
 from luabpf.compiler.layout import stdlib_layouts
@@ -19,9 +20,11 @@ from luabpf.runtime.verdicts import XdpAction
 
 pytestmark = pytest.mark.kernel
 
-SCAPY = {"eth": Ether, "vlan": Dot1Q, "ip": IP, "ip6": IPv6, "tcp": TCP, "udp": UDP, "icmp": ICMP}
+SCAPY = {"eth": Ether, "vlan": Dot1Q, "vlan2": Dot1Q, "ip": IP, "ip6": IPv6, "frag6": IPv6ExtHdrFragment,
+         "tcp": TCP, "udp": UDP, "icmp": ICMP}
 INT_FIELDS = {name: [f for f, spec in layout.fields.items() if not spec.is_string]
               for name, layout in stdlib_layouts().items()}
+INT_FIELDS["vlan2"] = INT_FIELDS["vlan"]
 
 FIELD_PROBE = """
 function filter(hdr, pld)
@@ -58,10 +61,20 @@ def verdict(source: str, frame: bytes):
         return p.run(frame)
 
 
+def vlan_tags(pkt) -> list:
+    """The VLAN tags right after the Ethernet header, outer first (Dot1AD is a Dot1Q)."""
+    tags, layer = [], pkt.payload
+    while isinstance(layer, Dot1Q):
+        tags.append(layer)
+        layer = layer.payload
+    return tags
+
+
 def scapy_value(pkt, header: str, field: str) -> int:
-    layer = pkt[SCAPY[header]] if header != "vlan" else pkt.getlayer(Dot1Q) or pkt.getlayer(Dot1AD)
-    if header == "vlan":
+    if header in ("vlan", "vlan2"):
+        layer = vlan_tags(pkt)[header == "vlan2"]
         return {"prio": layer.prio, "dei": layer.dei, "vlan": layer.vlan, "type": layer.type}[field]
+    layer = pkt[SCAPY[header]]
     if header == "eth" and field in ("dst", "src"):
         return int(getattr(layer, field).replace(":", ""), 16)
     if header in ("ip",) and field in ("src", "dst"):
@@ -156,17 +169,21 @@ COMPLETE = [
     bytes(Ether() / IPv6(src="2001:db8::1", dst="2001:db8::2", hlim=7, fl=0xABCDE, tc=3)
           / TCP(sport=443, dport=1234, flags="S")),
     bytes(Ether() / IP(src="1.2.3.4", dst="4.3.2.1") / ICMP(type=8, code=0, id=77, seq=9) / Raw(b"ping")),
+    bytes(Ether() / Dot1AD(vlan=300, prio=6, dei=1) / Dot1Q(vlan=4001, prio=2) / IPv6(hlim=9, tc=5)
+          / IPv6ExtHdrHopByHop() / IPv6ExtHdrFragment(offset=0, m=1, id=0x8765_4321, res1=3, res2=1)
+          / UDP(sport=1234, dport=53) / Raw(b"q")),
 ]
 
 
-@pytest.mark.parametrize("frame", COMPLETE, ids=["tcp", "vlan-udp", "ip6-tcp", "icmp"])
+@pytest.mark.parametrize("frame", COMPLETE, ids=["tcp", "vlan-udp", "ip6-tcp", "icmp", "qinq-ip6-frag-udp"])
 def test_every_integer_field_equals_scapys(frame):
     pkt = Ether(frame)
     checked = 0
     for header, cls in SCAPY.items():
-        if header == "vlan" and not pkt.haslayer(Dot1Q):
-            continue
-        if header != "vlan" and not pkt.haslayer(cls):
+        if header in ("vlan", "vlan2"):
+            if len(vlan_tags(pkt)) < 1 + (header == "vlan2"):
+                continue
+        elif not pkt.haslayer(cls):
             continue
         for field in INT_FIELDS[header]:
             if header == "icmp" and field in ("id", "seq") and pkt[ICMP].type not in (0, 8):
