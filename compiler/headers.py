@@ -190,14 +190,14 @@ class HeaderParser:
         self.publish("ip6", off)
         nh = b.vreg("ip6.nh")
         b.emit(ir.Load(1, nh, p, 6))
-        self.extension_headers(nh, cur, end, p)
+        self.extension_headers(nh, cur, end)
 
     def opaque_zero(self, ptr: ir.VReg) -> ir.VReg:
         """0, but not to the verifier: two loads of the same 8 packet bytes at `ptr`, subtracted."""
         b = self.b
         word, again = b.vreg("word"), b.vreg("word_again")
-        b.emit(ir.Load(8, word, ptr, 8))
-        b.emit(ir.Load(8, again, ptr, 8))
+        b.emit(ir.Load(8, word, ptr, 0))
+        b.emit(ir.Load(8, again, ptr, 0))
         return b.bin("sub", word, again, "zero")
 
     def blind(self, reg: ir.VReg, zero: ir.VReg, missing: ir.Block, bound: int = MAX_OFF) -> None:
@@ -211,7 +211,7 @@ class HeaderParser:
         b.branch("gt", reg, bound, missing, sane)
         b.start(sane)
 
-    def extension_headers(self, nh: ir.VReg, cur: ir.VReg, end: ir.VReg, ip6: ir.VReg) -> None:
+    def extension_headers(self, nh: ir.VReg, cur: ir.VReg, end: ir.VReg) -> None:
         """Walk the IPv6 extension headers, `nh` the type of the one at `cur`, then the L4
         header. A real loop of at most MAX_EXT_HEADERS trips; the walk stops (no L4 header,
         `ip6.proto` = the type of the header not walked) at a header cut short by `end` or
@@ -243,10 +243,10 @@ class HeaderParser:
         walk = b.block("ext_walk")
         b.branch("ge", count, MAX_EXT_HEADERS, stopped, walk)
         b.start(walk)
-        zero = self.opaque_zero(ip6)
+        p = window(lw, cur, 8, stopped, bounded=True)      # every extension header has 8 bytes or more
+        zero = self.opaque_zero(p)
         self.blind(cur, zero, stopped)
         self.blind(end, zero, stopped, END_BOUND)
-        p = window(lw, cur, 8, stopped, bounded=True)      # every extension header has 8 bytes or more
         nxt = b.vreg("ext_nh")
         b.emit(ir.Load(1, nxt, p, 0))
         hlen = b.vreg("ext_len")

@@ -87,9 +87,9 @@ def expected(frame: bytes) -> list[int]:
 class Probe:
     """The probe loaded for one hook; `seen(frame)` is its map after one run."""
 
-    def __init__(self, hook: str):
+    def __init__(self, hook: str, loops: str):
         self.hook = hook
-        self.loaded = luabpf.compile(PROBE, "probe.lua", hook).load()
+        self.loaded = luabpf.compile(PROBE, "probe.lua", hook, loops=loops).load()
         self.out = self.loaded.maps["out"]
 
     def runs(self, frame: bytes) -> bool:
@@ -102,9 +102,12 @@ class Probe:
         return [self.out[i] for i in range(SLOTS)]
 
 
-@pytest.fixture(scope="module", params=["xdp", "tc"])
+@pytest.fixture(scope="module", params=[("xdp", "may_goto"), ("tc", "may_goto"), ("xdp", "bounded")],
+                ids=["xdp", "tc", "xdp-bounded"])
 def probe(request):
-    p = Probe(request.param)
+    """The walk is a may_goto loop on kernels that have it (this one), a bounded loop the
+    verifier walks trip by trip on others: both are held to the reference."""
+    p = Probe(*request.param)
     yield p
     p.loaded.close()
 
