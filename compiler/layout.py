@@ -87,7 +87,7 @@ def layout_from_table(table: ast.Table, name: str = "layout") -> Layout:
 
 @functools.cache
 def stdlib_layouts() -> dict[str, Layout]:
-    """The header layouts of stdlib/net.lua, by name (eth, vlan, ip, ip6, tcp, udp, icmp)."""
+    """The header layouts of stdlib/net.lua, by name (eth, vlan, ip, ip6, frag6, tcp, udp, icmp)."""
     from luabpf.compiler.parser import parse
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "stdlib", "net.lua")
     with open(path, encoding="utf-8") as f:

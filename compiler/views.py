@@ -76,6 +76,8 @@ def load_bytes_be(lw, ptr: ir.VReg, off: int, n: int) -> ir.VReg:
 
 def read_field(lw, view: Val, f: Field, node) -> Val:
     """view.field: an integer (host order) or a string view; nil past the view's end."""
+    if f.reg is not None:                # computed by the header parser (hdr.ip6.proto)
+        return Val.int_(f.reg, (0, (1 << f.bit_width) - 1))
     b = lw.b
     start = view.payload
     known_len = view.range[0] if view.range else 0
@@ -117,8 +119,6 @@ def index_layout(lw, v: Val, key: str, node) -> Val:
         lw.error(node, f"layout '{layout.name}' has no field '{key}'")
         return Val.nil()
     v = require(lw, v, "lview", node, f"attempt to index a nil value ({describe_holder(node)})")
-    if f.reg is not None:                # computed by the header parser (hdr.ip6.proto)
-        return Val.int_(f.reg, (0, (1 << f.bit_width) - 1))
     return read_field(lw, v, f, node)
 
 

@@ -309,3 +309,14 @@ def test_ipv4_fragments_keep_their_rule():
         assert p.run(first) == XdpAction.DROP
         assert p.run(later) == XdpAction.PASS
     assert "tcp" in headers(first)[0] and "tcp" not in headers(later)[0]
+
+
+def test_ip6_proto_without_an_ipv6_header_is_luas_nil_index_error():
+    src = "function filter(hdr, pld)\n  if hdr.ip6.proto == 6 then return false end\n  return true\nend\n"
+    v4 = bytes(Ether() / IP() / TCP22)
+    with luabpf.compile(src, "e.lua", "xdp").load() as p:
+        assert p.run(v4) == XdpAction.PASS
+        assert p.run(SHAPES["hbh"]) == XdpAction.DROP
+        assert p.describe_errors() == ["e.lua:2: attempt to index a nil value (field 'ip6') (1 time)"]
+    ref = Reference(src)
+    assert ref.verdict(v4) == "pass" and ref.verdict(SHAPES["hbh"]) == "drop"
