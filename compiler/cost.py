@@ -30,9 +30,9 @@ from luabpf.compiler.bpf.opcode import PSEUDO_CALL, Class, JumpOp
 
 # Per hook kind: the default iteration bound of a loop without `--@bound`, and the
 # budget of instructions one run may execute in the worst case. See docs/language.md.
-DEFAULT_BOUNDS = {"xdp": 1024, "tc": 1024, "tracepoint": 1024, "cpufreq": 4096,
+DEFAULT_BOUNDS = {"xdp": 1024, "tc": 1024, "tracepoint": 1024, "cpufreq": 1024,
                   "function": 1_000_000}
-BUDGETS = {"xdp": 100_000, "tc": 100_000, "tracepoint": 100_000, "cpufreq": 200_000,
+BUDGETS = {"xdp": 100_000, "tc": 100_000, "tracepoint": 50_000, "cpufreq": 100_000,
            "function": 100_000_000}
 MAX_FIGURE = (1 << 63) - 1          # the largest bound or budget a flag or annotation takes
 UNMARKED_RUNS = 0x10000 + 1          # a loop without a mark: bounded by a string's length

@@ -199,7 +199,7 @@ def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source
     heavy = estimate.heaviest()
     entry = getattr(hook, "entry", None) or "the program"
     kind = getattr(hook, "name", "program")
-    whose = "--budget" if options.budget is not None else f"the budget of a {kind} program"
+    whose = "--budget" if options.budget is not None else f"the budget of {kind} programs"
     message = (f"one run of {entry} may execute up to {estimate.total:,} instructions, "
                f"over {whose} ({budget:,})")
     if heavy:
