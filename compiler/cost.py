@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from luabpf.compiler.bpf.opcode import PSEUDO_CALL, Class, JumpOp
+from luabpf.compiler.diagnostics import InternalError
 
 # Per hook kind: the default iteration bound of a loop without `--@bound`, and the
 # budget of instructions one run may execute in the worst case. See docs/language.md.
@@ -96,7 +97,7 @@ class Estimate:
         return sorted(self.loops, key=lambda c: -c.total)[:limit]
 
 
-class CostError(Exception):
+class CostError(InternalError):
     """The program's control flow is not what the analysis can bound (a bug of ours)."""
 
 
@@ -166,7 +167,7 @@ class _Program:
 
     def successors(self, k: int, end: int) -> list[int]:
         i = self.insns[k]
-        if i.cls in (Class.JMP, Class.JMP32):
+        if i.code & 0x07 in _JUMP_CLASSES:
             op = i.code & 0xF0
             if op == JumpOp.EXIT:
                 return []
@@ -246,7 +247,7 @@ class _Program:
         for h in sorted(bodies, key=lambda h: len(bodies[h])):     # innermost first
             body = bodies[h]
             nodes = {rep[n] for n in body}
-            trip = self._longest(h, nodes, succ, rep, weight, skip_to=h)
+            trip = self._longest(h, body, succ, rep, weight, skip_to=h)
             info = self.marks.get(h) or LoopInfo(UNMARKED_RUNS, UNMARKED_RUNS - 1, None,
                                                  "loop luabpf generates", False)
             inner = [costs.pop(n) for n in nodes if n in costs and n != h]
@@ -256,16 +257,17 @@ class _Program:
             for n in body:
                 rep[n] = h
             weight[h] = cost.total
-        total = self._longest(start, {rep[k] for k in succ}, succ, rep, weight, skip_to=None)
+        total = self._longest(start, succ.keys(), succ, rep, weight, skip_to=None)
         return total, sorted(costs.values(), key=lambda c: -c.total)
 
-    def _longest(self, entry: int, nodes: set, succ, rep, weight, skip_to) -> int:
-        """The heaviest path from entry within nodes (collapsed loops weigh their total),
-        edges back to skip_to left out; a remaining cycle is an irreducible loop."""
+    def _longest(self, entry: int, instrs, succ, rep, weight, skip_to) -> int:
+        """The heaviest path from entry through the instructions `instrs` (a collapsed loop
+        stands for its instructions and weighs its total), edges back to skip_to left out;
+        a remaining cycle is an irreducible loop."""
         members: dict[int, list[int]] = {}
-        for k in succ:
-            if rep[k] in nodes:
-                members.setdefault(rep[k], []).append(k)
+        for k in instrs:
+            members.setdefault(rep[k], []).append(k)
+        nodes = members.keys()
         edges: dict[int, set[int]] = {n: set() for n in nodes}
         for n in nodes:
             for k in members[n]:
@@ -292,6 +294,9 @@ class _Program:
                 tail = max((best[s] for s in edges[n]), default=0)
                 best[n] = min(MAX_FIGURE, weight[n] + tail)
         return best[entry]
+
+
+_JUMP_CLASSES = (int(Class.JMP), int(Class.JMP32))
 
 
 def _is_pseudo_call(i) -> bool:
