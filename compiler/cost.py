@@ -36,7 +36,7 @@ DEFAULT_BOUNDS = {"xdp": 1024, "tc": 1024, "tracepoint": 1024, "cpufreq": 1024,
 BUDGETS = {"xdp": 100_000, "tc": 100_000, "tracepoint": 50_000, "cpufreq": 100_000,
            "function": 100_000_000}
 MAX_FIGURE = (1 << 63) - 1          # the largest bound or budget a flag or annotation takes
-UNMARKED_RUNS = 0x10000 + 1          # a loop without a mark: bounded by a string's length
+UNMARKED_RUNS = 0x10000 + 1          # a string's length + 1: the default of luabpf's own loops
 
 
 def check_figure(value) -> str | None:
@@ -68,6 +68,13 @@ class LoopInfo:
     span: object = None                  # compiler.source.Span
     what: str = "loop"
     budgeted: bool = True                # held to the hook's budget (pattern matching is not)
+
+
+# A loop whose header carries no mark: built without `LoopLowering.loop_head`, or its head
+# lost its label on the way to the BPF program. Bounded, like every loop luabpf makes
+# itself, by a string's length, and held to the budget, so that a missing mark shows
+# instead of hiding a loop's cost.
+UNMARKED = LoopInfo(UNMARKED_RUNS, UNMARKED_RUNS - 1, None, "loop luabpf generates")
 
 
 @dataclass
@@ -248,8 +255,7 @@ class _Program:
             body = bodies[h]
             nodes = {rep[n] for n in body}
             trip = self._longest(h, body, succ, rep, weight, skip_to=h)
-            info = self.marks.get(h) or LoopInfo(UNMARKED_RUNS, UNMARKED_RUNS - 1, None,
-                                                 "loop luabpf generates", False)
+            info = self.marks.get(h) or UNMARKED
             inner = [costs.pop(n) for n in nodes if n in costs and n != h]
             cost = LoopCost(info, h, trip, min(MAX_FIGURE, info.runs * trip),
                             sorted(inner, key=lambda c: -c.total))
