@@ -34,6 +34,12 @@ class Program:
     def insn_count(self) -> int:
         return self.compiled.insn_count
 
+    @property
+    def worst_case(self) -> int:
+        """The most instructions one run can execute, loops at their bounds (docs/language.md,
+        "Cost of a run")."""
+        return self.compiled.worst_case
+
 
 def _options(max_loop: int | None, loops: str | None, budget: int | None = None) -> Options:
     """Compile options; a bound or budget out of range is a ValueError (cost.check_figure)."""
