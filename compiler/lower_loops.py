@@ -1,10 +1,12 @@
 """Loops of kernel Lua as real BPF loops: `while`, `repeat` and numeric `for`.
 
 Owns (as a mixin of `lower.Lowerer`) each loop's shape: the iteration bound
-(`--@bound N` or the default) checked at run time, `may_goto` at the head when
-the kernel has it, Lua 5.4's `for` iteration count (never overflowing at the
-integer limits) and the blinding of loop-carried registers (see `lower`'s
-module docstring for why the verifier needs it).
+(`--@bound N`, `--max-loop`, else the hook's default) checked at run time, `may_goto`
+at the head when the kernel has it, Lua 5.4's `for` iteration count (never overflowing
+at the integer limits; a constant count above the bound is refused), the blinding of
+loop-carried registers (see `lower`'s module docstring for why the verifier needs it),
+and the mark on each loop's head block (`ir.Block.loop`, a `cost.LoopInfo`) that carries
+its bound to the worst-case estimate of the final program.
 """
 from __future__ import annotations
 
