@@ -198,7 +198,7 @@ def worst_case_words(prog) -> str:
     est = prog.compiled.estimate
     words = f"worst case {est.held:,} of a budget of {prog.compiled.budget:,} per run"
     if est.total != est.held:
-        words += f"; with pattern matching at its worst, {est.total:,}"
+        words += f"; {est.total:,} counting pattern matching at its worst"
     return words
 
 

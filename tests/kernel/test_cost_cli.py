@@ -82,7 +82,7 @@ def test_check_prints_the_worst_case_next_to_the_instruction_count():
     r = cli("check", SSH)
     assert r.returncode == 0, r.stderr
     assert "instructions, worst case " in r.stdout
-    assert "with pattern matching at its worst" in r.stdout
+    assert "counting pattern matching at its worst" in r.stdout
     r = cli("check", SSH, "--json")
     (row,) = json.loads(r.stdout)
     assert row["worst_case_budgeted"] <= row["budget"] == 100_000 < row["worst_case"]
