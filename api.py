@@ -34,11 +34,22 @@ class Program:
     def insn_count(self) -> int:
         return self.compiled.insn_count
 
+    @property
+    def worst_case(self) -> int:
+        """The most instructions one run can execute, loops at their bounds (docs/language.md,
+        "Cost of a run")."""
+        return self.compiled.worst_case
 
-def _options(max_loop: int | None, loops: str | None) -> Options:
+
+def _options(max_loop: int | None, loops: str | None, budget: int | None = None) -> Options:
+    """Compile options; a bound or budget out of range is a ValueError (cost.check_figure)."""
+    from luabpf.compiler.cost import check_figure
     opts = Options()
-    if max_loop is not None:
-        opts.max_loop = max_loop
+    for name, value in (("max_loop", max_loop), ("budget", budget)):
+        problem = check_figure(value)
+        if problem:
+            raise ValueError(f"{name} {problem}")
+    opts.max_loop, opts.budget = max_loop, budget
     if loops is None:                   # what the running kernel verifies cheapest
         from luabpf.runtime import features
         from luabpf.runtime.errors import PermissionProblem
@@ -64,14 +75,17 @@ def make_hook(hook):
 
 
 def compile(source: str, filename: str = "<string>", hook="xdp", *, max_loop: int | None = None,
-            loops: str | None = None, count_verdicts: bool = False) -> Program:
+            loops: str | None = None, count_verdicts: bool = False,
+            budget: int | None = None) -> Program:
     """Compile kernel Lua for a hook: 'xdp' or 'tc' for `filter(hdr, pld)`, or a hook record.
     count_verdicts: a packet filter counts its verdicts (`Program.load().verdict_counts()`),
-    at the cost of a map lookup per packet; `luabpf run` turns it on."""
+    at the cost of a map lookup per packet; `luabpf run` turns it on. max_loop: the bound
+    of loops without `--@bound`; budget: the most instructions one run may take in the
+    worst case (both default to the hook's, docs/language.md)."""
     hook = make_hook(hook)
     if count_verdicts:
         hook.count_verdicts = True
-    return Program(compile_program(source, filename, hook, _options(max_loop, loops)))
+    return Program(compile_program(source, filename, hook, _options(max_loop, loops, budget)))
 
 
 def compile_function(source: str, name: str, arg_kinds: tuple[str, ...], filename: str = "<string>",
@@ -81,10 +95,11 @@ def compile_function(source: str, name: str, arg_kinds: tuple[str, ...], filenam
 
 
 def run_function(source: str, name: str, *args, filename: str = "<string>",
-                 max_loop: int | None = None, loops: str | None = None):
+                 max_loop: int | None = None, loops: str | None = None,
+                 budget: int | None = None):
     """Call Lua function `name` with `args` in the kernel; return what Lua 5.4 would."""
     prog = compile_function(source, name, tuple(arg_kind(a) for a in args), filename,
-                            max_loop=max_loop, loops=loops)
+                            max_loop=max_loop, loops=loops, budget=budget)
     with prog.load() as loaded:
         return loaded.call(*args)
 
@@ -106,7 +121,8 @@ def entry_points(source: str, filename: str = "<string>") -> list[tuple[str, int
 
 
 def compile_file(source: str, filename: str, hook: str | None = None,
-                 max_loop: int | None = None, loops: str | None = None) -> list[tuple[str, Program]]:
+                 max_loop: int | None = None, loops: str | None = None,
+                 budget: int | None = None) -> list[tuple[str, Program]]:
     """Every program of a script file: `filter` makes a packet filter (XDP unless hook is
     'tc'); `throttle` a CPU-frequency policy (its timer program and its sched_switch
     companion); `tracepoint.C.E` functions tracepoint programs; with none of these, each
@@ -119,14 +135,15 @@ def compile_file(source: str, filename: str, hook: str | None = None,
     tracepoints = [n for n in entries if n.startswith("tracepoint.")]
     if "filter" in entries and hook in (None, "xdp", "tc"):
         kind = hook or "xdp"
-        return [(f"{kind}/filter", compile(source, filename, kind, max_loop=max_loop, loops=loops))]
+        return [(f"{kind}/filter", compile(source, filename, kind, max_loop=max_loop, loops=loops,
+                                           budget=budget))]
     if "throttle" in entries and hook in (None, "cpufreq"):
-        policy = compile_policy(source, filename, max_loop=max_loop, loops=loops)
+        policy = compile_policy(source, filename, max_loop=max_loop, loops=loops, budget=budget)
         return [("cpufreq/throttle", Program(policy[0])),
                 ("tracepoint/sched/sched_switch", Program(policy[1]))]
     if tracepoints and hook in (None, "tracepoint"):
         hooks = tracepoint_hooks(source, filename)
-        compiled = compile_script(source, filename, hooks, _options(max_loop, loops))
+        compiled = compile_script(source, filename, hooks, _options(max_loop, loops, budget))
         return [(c.hook.entry.replace(".", "/"), Program(c)) for c in compiled]
     needs = {"xdp": "a function filter(hdr, pld)", "tc": "a function filter(hdr, pld)",
              "cpufreq": "a function throttle(cpu, cur, max, min)",
@@ -140,7 +157,7 @@ def compile_file(source: str, filename: str, hook: str | None = None,
         if name.startswith("tracepoint."):
             continue
         prog = compile_function(source, name, ("int",) * nparams, filename, max_loop=max_loop,
-                                loops=loops)
+                                loops=loops, budget=budget)
         programs.append((f"function/{name}", prog))
     if not programs:
         from luabpf.compiler.diagnostics import Diagnostic
@@ -191,9 +208,9 @@ def tracepoint_hooks(source: str, filename: str = "<string>") -> list:
 
 
 def compile_policy(source: str, filename: str = "<string>", *, max_loop: int | None = None,
-                   loops: str | None = None) -> list[CompiledProgram]:
+                   loops: str | None = None, budget: int | None = None) -> list[CompiledProgram]:
     """A CPU-frequency policy (a script defining throttle(cpu, cur, max, min)): its two
     programs, [the timer's luabpf_throttle, the sched_switch tracepoint], sharing maps."""
     from luabpf.compiler.cpufreq import compile_policy as _compile
     hook = tracepoint_hook("sched", "sched_switch")
-    return _compile(source, filename, hook.fields, _options(max_loop, loops))
+    return _compile(source, filename, hook.fields, _options(max_loop, loops, budget))

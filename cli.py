@@ -80,6 +80,29 @@ def parse_value(text: str):
     return value
 
 
+def count_flag(text: str) -> int:
+    """argparse type of --max-loop and --budget: a whole number from 1 to 2^63 - 1 (a usage
+    error, exit 2, otherwise)."""
+    from luabpf.compiler.cost import check_figure
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    problem = check_figure(value)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
+def add_cost_flags(sp) -> None:
+    """--max-loop and --budget, for every command that compiles (docs/language.md, "Cost")."""
+    sp.add_argument("--max-loop", type=count_flag, default=None, metavar="N",
+                    help="iteration bound of loops without --@bound (default: the hook's)")
+    sp.add_argument("--budget", type=count_flag, default=None, metavar="N",
+                    help="most instructions one run may execute in the worst case "
+                         "(default: the hook's)")
+
+
 def emit_json(obj) -> None:
     """One JSON line on stdout, flushed (a reader may be waiting for it)."""
     print(json.dumps(obj), flush=True)
@@ -97,7 +120,7 @@ def cmd_compile(args) -> int:
     from luabpf.api import compile_file
     text = read_source(args.file)
     programs = compile_file(text, args.file, hook=args.hook, max_loop=args.max_loop,
-                            loops=args.loops)
+                            loops=args.loops, budget=args.budget)
     if args.output:
         from luabpf.compiler.objfile import write_object
         data = write_object([prog.compiled for _, prog in programs])
@@ -119,7 +142,8 @@ def cmd_compile(args) -> int:
     else:
         for name, prog in programs:
             out.print(f"{args.file}: {name}: {prog.insn_count} instructions, "
-                      f"{prog.compiled.stack_size} bytes of stack", markup=False)
+                      f"{prog.compiled.stack_size} bytes of stack, {worst_case_words(prog)}",
+                      markup=False)
     return EXIT_OK
 
 
@@ -152,18 +176,30 @@ def cmd_check(args) -> int:
     from luabpf.api import compile_file
     text = read_source(args.file)
     programs = compile_file(text, args.file, hook=args.hook, max_loop=args.max_loop,
-                            loops=args.loops)
+                            loops=args.loops, budget=args.budget)
     rows = []
     for name, prog in programs:
         with prog.load():
-            rows.append({"program": name, "instructions": prog.insn_count, "verified": True})
+            est = prog.compiled.estimate
+            rows.append({"program": name, "instructions": prog.insn_count, "verified": True,
+                         "worst_case": est.total, "worst_case_budgeted": est.held,
+                         "budget": prog.compiled.budget})
     if args.json:
         print(json.dumps(rows))
     else:
-        for r in rows:
+        for (name, prog), r in zip(programs, rows):
             out.print(f"{args.file}: {r['program']}: verified by the kernel "
-                      f"({r['instructions']} instructions)", markup=False)
+                      f"({r['instructions']} instructions, {worst_case_words(prog)})", markup=False)
     return EXIT_OK
+
+
+def worst_case_words(prog) -> str:
+    """The worst-case estimate as check and compile print it."""
+    est = prog.compiled.estimate
+    words = f"worst case {est.held:,} of a budget of {prog.compiled.budget:,} per run"
+    if est.total != est.held:
+        words += f"; {est.total:,} counting pattern matching at its worst"
+    return words
 
 
 def cmd_call(args) -> int:
@@ -174,7 +210,7 @@ def cmd_call(args) -> int:
     text = read_source(args.file)
     values = [parse_value(a) for a in args.args]
     prog = compile_function(text, args.function, tuple(arg_kind(v) for v in values), args.file,
-                            max_loop=args.max_loop)
+                            max_loop=args.max_loop, budget=args.budget)
     with prog.load() as loaded:
         try:
             result = loaded.call(*values)
@@ -210,8 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--hook", choices=["xdp", "tc", "cpufreq", "tracepoint", "function"],
                         default=None,
                         help="what the script's entry points attach to (default: found by name)")
-        sp.add_argument("--max-loop", type=int, default=None, metavar="N",
-                        help="default iteration bound of while/repeat loops without --@bound")
+        add_cost_flags(sp)
         sp.add_argument("--loops", choices=["may_goto", "bounded"], default=None,
                         help="how loops are verified: may_goto (kernels 6.9+) or bounded "
                              "back-edges; default: what the running kernel has")
@@ -231,7 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("file", metavar="FILE.lua")
     f.add_argument("function")
     f.add_argument("args", nargs="*", metavar="ARG")
-    f.add_argument("--max-loop", type=int, default=None, metavar="N")
+    add_cost_flags(f)
     f.add_argument("--json", action="store_true")
     f.set_defaults(run=cmd_call)
 
@@ -255,9 +290,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "max_loop", None) is not None and args.max_loop < 1:
-        err.print("luabpf: --max-loop must be at least 1", markup=False)
-        return EXIT_USAGE
     try:
         return args.run(args)
     except UsageError as e:

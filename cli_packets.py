@@ -18,7 +18,8 @@ import json
 import os
 import sys
 
-from luabpf.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError, err, out, read_source
+from luabpf.cli import (EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError, add_cost_flags, err, out,
+                        read_source)
 
 PROGRESS_OVER = 200          # frames: above this, `test` shows a progress bar
 TABLE_UP_TO = 1000           # frames: above this, `test` prints plain lines, not a table
@@ -34,7 +35,7 @@ def add_commands(sub) -> None:
                      help="packets as hex, one argument per Ethernet frame")
     t.add_argument("--hook", choices=["xdp", "tc"], default="xdp",
                    help="what the filter is compiled for (default xdp)")
-    t.add_argument("--max-loop", type=int, default=None, metavar="N")
+    add_cost_flags(t)
     t.add_argument("--json", action="store_true", help="one JSON object per packet")
     t.set_defaults(run=_usage_here(cmd_test))
 
@@ -70,7 +71,7 @@ def _frames(args) -> list[bytes]:
 def _compile(args, hook: str):
     import luabpf
     text = read_source(args.file)
-    return luabpf.compile(text, args.file, hook=hook, max_loop=args.max_loop)
+    return luabpf.compile(text, args.file, hook=hook, max_loop=args.max_loop, budget=args.budget)
 
 
 def _run_one(loaded, hook: str, frame: bytes) -> dict:

@@ -31,7 +31,8 @@ import os
 import signal
 import time
 
-from luabpf.cli import EXIT_ERROR, EXIT_OK, UsageError, emit_json, err, lua_repr, out, read_source
+from luabpf.cli import (EXIT_ERROR, EXIT_OK, UsageError, add_cost_flags, emit_json, err, lua_repr, out,
+                        read_source)
 
 REFRESH_HZ = 4
 TOP_ENTRIES = 5              # map entries shown per map
@@ -60,7 +61,7 @@ def add_commands(sub, usage_here) -> None:
                    help="pin as /sys/fs/bpf/luabpf/NAME (default: the file's name without .lua)")
     r.add_argument("--duration", type=float, default=None, metavar="S",
                    help="detach and exit after S seconds")
-    r.add_argument("--max-loop", type=int, default=None, metavar="N")
+    add_cost_flags(r)
     r.add_argument("--json", action="store_true",
                    help="JSON lines: attached, each print event, stats each second, detached")
     r.set_defaults(run=usage_here(cmd_run))
@@ -93,8 +94,6 @@ def _check_flags(args) -> None:
     import math
     if args.duration is not None and not (math.isfinite(args.duration) and args.duration >= 0):
         raise UsageError("--duration is a number of seconds, 0 or more")
-    if args.max_loop is not None and args.max_loop < 1:
-        raise UsageError("--max-loop must be at least 1")
     policy_only = [f for f, v in (("--interval", args.interval), ("--sysfs-root", args.sysfs_root),
                                   ("--dry-run", args.dry_run)) if v not in (None, False)]
     if policy_only and not args.cpufreq:
@@ -162,14 +161,15 @@ def _compile(args, text: str):
     import luabpf
     from luabpf import api
     from luabpf.compiler.program import compile_script
-    options = api._options(args.max_loop, None)
+    options = api._options(args.max_loop, None, args.budget)
     if args.xdp or args.tc:
         hook = "xdp" if args.xdp else "tc"
         prog = luabpf.compile(text, args.file, hook=hook, max_loop=args.max_loop,
-                              count_verdicts=True)
+                              count_verdicts=True, budget=args.budget)
         return hook, [prog.compiled]
     if args.cpufreq:
-        return "cpufreq", api.compile_policy(text, args.file, max_loop=args.max_loop)
+        return "cpufreq", api.compile_policy(text, args.file, max_loop=args.max_loop,
+                                             budget=args.budget)
     tracepoints = [n for n, _ in api.entry_points(text, args.file) if n.startswith("tracepoint.")]
     if not tracepoints:
         raise UsageError("say where to run it: --xdp DEV or --tc DEV for filter(hdr, pld), "

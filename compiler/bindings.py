@@ -20,7 +20,8 @@ class Restart(Exception):
 
 @dataclass
 class Options:
-    max_loop: int = 1_000_000
+    max_loop: int | None = None      # default loop bound; None: the hook's (cost.DEFAULT_BOUNDS)
+    budget: int | None = None        # worst-case instructions a run may take; None: the hook's
     loops: str = "may_goto"          # 'may_goto' | 'bounded' (plain back-edges)
     # the ids of this program's first error site and first print site: the programs of
     # one script number theirs one after another, sharing the errors map and ring buffer

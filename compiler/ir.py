@@ -232,6 +232,7 @@ class Block:
     ops: list[Op] = field(default_factory=list)
     term: Terminator | None = None
     cold: bool = False               # on an error path: laid out after the rest
+    loop: object = None              # a loop's header: its cost.LoopInfo (bound, line)
 
     def successors(self) -> list["Block"]:
         t = self.term

@@ -1,22 +1,33 @@
 """Loops of kernel Lua as real BPF loops: `while`, `repeat` and numeric `for`.
 
 Owns (as a mixin of `lower.Lowerer`) each loop's shape: the iteration bound
-(`--@bound N` or the default) checked at run time, `may_goto` at the head when
-the kernel has it, Lua 5.4's `for` iteration count (never overflowing at the
-integer limits) and the blinding of loop-carried registers (see `lower`'s
-module docstring for why the verifier needs it).
+(`--@bound N`, `--max-loop`, else the hook's default) checked at run time, `may_goto`
+at the head when the kernel has it, Lua 5.4's `for` iteration count (never overflowing
+at the integer limits; a constant count above the bound is refused), the blinding of
+loop-carried registers (see `lower`'s module docstring for why the verifier needs it),
+and the mark on each loop's head block (`ir.Block.loop`, a `cost.LoopInfo`) that carries
+its bound to the worst-case estimate of the final program.
 """
 from __future__ import annotations
 
-from luabpf.compiler import ast, ir, luaint
+from luabpf.compiler import ast, cost, ir, luaint
 from luabpf.compiler.bindings import Scope
 from luabpf.compiler.source import Span
 from luabpf.compiler.values import Val, Var
 
 
 class LoopLowering:
+    def default_loop_bound(self) -> int:
+        """The bound of a loop without `--@bound`: `--max-loop`, else the hook's default."""
+        if self.options.max_loop is not None:
+            return self.options.max_loop
+        return cost.default_bound(self.hook)
+
+    def declared_bound(self, st) -> int:
+        return st.bound if st.bound is not None else self.default_loop_bound()
+
     def loop_bound(self, st) -> int:
-        bound = st.bound if st.bound is not None else self.options.max_loop
+        bound = self.declared_bound(st)
         if self.options.loops != "may_goto" and bound > BOUNDED_MAX:
             self.error(st, f"this kernel has no may_goto, so the verifier walks every iteration of a "
                            f"loop: bound it with --@bound N (N at most {BOUNDED_MAX}) on the line "
@@ -47,16 +58,20 @@ class LoopLowering:
                 self.b.emit(ir.Bin("add", r, r, zero))
         self.b.jump(head)
 
-    def raw_loop(self, carried: list[ir.VReg]) -> ir.Block:
+    def raw_loop(self, carried: list[ir.VReg], runs: int = cost.UNMARKED_RUNS,
+                 what: str = "loop luabpf generates", budgeted: bool = False) -> ir.Block:
         """Open a loop the compiler itself needs (pattern matching, byte scans): blind the
         registers the loop carries, start the head (with may_goto when the kernel has it)
         and return the head block, which the loop's back-edges jump to. Every such loop
-        must be bounded by its own logic (a length)."""
+        must be bounded by its own logic (a length): `runs` is how many times its head can
+        run each time the loop is entered (for the cost estimate, cost.py); a loop over a
+        string's bytes is counted in the estimate but not held to the budget (`budgeted`)."""
         if self.options.loops == "may_goto":
             zero = self.opaque_zero()
             for r in carried:
                 self.b.emit(ir.Bin("add", r, r, zero))
-        return self.loop_head(self.budget_block(self.b.loc))
+        return self.loop_head(self.budget_block(self.b.loc),
+                              cost.LoopInfo(runs, runs - 1, self.b.loc, what, budgeted))
 
     def assigned_outer_vars(self, body: ast.Block, scope: Scope) -> list[Var]:
         found: dict[int, Var] = {}
@@ -69,10 +84,12 @@ class LoopLowering:
                             found[id(v)] = v
         return list(found.values())
 
-    def loop_head(self, exit_budget: ir.Block | None) -> ir.Block:
-        """Start the loop's head block; with may_goto it is the first instruction."""
+    def loop_head(self, exit_budget: ir.Block | None, info: cost.LoopInfo) -> ir.Block:
+        """Start the loop's head block, marked with what the cost estimate needs to know;
+        with may_goto it is the first instruction."""
         b = self.b
         head = b.block("loop")
+        head.loop = info
         b.jump(head)
         b.start(head)
         if exit_budget is not None:
@@ -107,11 +124,12 @@ class LoopLowering:
         counter = self.loop_prelude(st.body, scope)
         carried = self.carried
         budget = self.budget_block(st.span)
-        head = self.loop_head(budget)
+        bound = self.loop_bound(st)
+        head = self.loop_head(budget, cost.LoopInfo(bound + 1, bound, st.span, "while loop"))
         body, done = b.block("while_body"), b.block("while_end")
         self.cond(st.cond, scope, body, done)
         b.start(body)
-        self.count_iteration(counter, self.loop_bound(st), st.span)
+        self.count_iteration(counter, bound, st.span)
         self.instances[-1].loops.append(done)
         try:
             self.block(st.body, Scope(scope))
@@ -126,9 +144,10 @@ class LoopLowering:
         counter = self.loop_prelude(st.body, scope)
         carried = self.carried
         budget = self.budget_block(st.span)
-        head = self.loop_head(budget)
+        bound = self.loop_bound(st)
+        head = self.loop_head(budget, cost.LoopInfo(bound + 1, bound, st.span, "repeat loop"))
         done = b.block("repeat_end")
-        self.count_iteration(counter, self.loop_bound(st), st.span)
+        self.count_iteration(counter, bound, st.span)
         inner = Scope(scope)
         self.instances[-1].loops.append(done)
         try:
@@ -159,7 +178,9 @@ class LoopLowering:
             b.jump(done)
             b.start(done)
             return
-        declared = st.bound if st.bound is not None else self.options.max_loop
+        declared = self.declared_bound(st)
+        if isinstance(count, int) and count >= declared:
+            self.trip_count_error(st, count + 1, declared)
         static_ok = isinstance(count, int) and count < min(declared, BOUNDED_MAX
                                                            if self.options.loops != "may_goto" else declared)
         bound = declared if static_ok else self.loop_bound(st)
@@ -175,7 +196,9 @@ class LoopLowering:
             b.emit(ir.Bin("add", i, i, zero))
             b.emit(ir.Bin("add", remaining, remaining, zero))
         budget = self.budget_block(st.span)
-        head = self.loop_head(budget)
+        runs = count + 1 if static_ok else bound + 1
+        head = self.loop_head(budget, cost.LoopInfo(runs, runs if static_ok else bound, st.span,
+                                                    "for loop"))
         body_scope = Scope(scope)
         self.count_iteration(counter, bound, st.span)
         var = self.new_var((self._inst_id(), id(st)), st.var, frozenset({"int"}))
@@ -200,6 +223,18 @@ class LoopLowering:
         b.emit(ir.Bin("add", i, i, b.small(step)))
         self.back_edge(head, carried + [i, remaining])
         b.start(done)
+
+    def trip_count_error(self, st, trips: int, declared: int) -> None:
+        """A numeric for whose constant trip count exceeds its bound would fail at run time
+        on every call: refuse it here."""
+        if st.bound is not None:
+            whose = f"its '--@bound {declared}'"
+        elif self.options.max_loop is not None:
+            whose = f"the bound --max-loop {declared} gives"
+        else:
+            whose = f"the default bound of {getattr(self.hook, 'name', 'program')} loops ({declared:,})"
+        self.error(st, f"this loop runs {trips:,} times, more than {whose}",
+                   f"state its bound with '--@bound {trips}' on the line before the loop")
 
     def for_count(self, start, stop, step, done: ir.Block, st):
         """Lua 5.4's forprep: iterations minus one, unsigned; None when the loop never runs."""

@@ -21,6 +21,7 @@ from lark.exceptions import UnexpectedInput
 from lark.lexer import Lexer
 
 from luabpf.compiler import ast
+from luabpf.compiler.cost import MAX_FIGURE
 from luabpf.compiler.diagnostics import CompileError, Diagnostic, Diagnostics
 from luabpf.compiler.lexer import KEYWORDS, SYMBOLS, LuaLexer, LuaToken, SyntaxProblem
 from luabpf.compiler.source import Source, Span
@@ -396,7 +397,7 @@ def _attach_bounds(chunk: ast.Chunk, bounds: dict, diags: Diagnostics) -> None:
             line = node.span.line - 1
             used.add(line)
             m = _BOUND_OK.fullmatch(bounds[line][0])
-            if m and int(m.group(1)) > 0:
+            if m and 0 < int(m.group(1)) <= MAX_FIGURE:
                 node.bound = int(m.group(1))
         for value in vars(node).values():
             if isinstance(value, ast.Node):
@@ -416,6 +417,11 @@ def _attach_bounds(chunk: ast.Chunk, bounds: dict, diags: Diagnostics) -> None:
         if not m or int(m.group(1)) <= 0:
             diags.error(span, "bad '--@bound' annotation: expected a positive integer",
                         "write it as '--@bound 100' on the line just before the loop")
+        elif int(m.group(1)) > MAX_FIGURE:
+            diags.error(span, f"'--@bound {m.group(1)}' is too large: a bound is at most "
+                              f"{MAX_FIGURE} (2^63 - 1)",
+                        "the hook's cost budget refuses far smaller bounds anyway; "
+                        "state the loop's real bound")
         elif line not in used:
             diags.error(span, "'--@bound' must stand on the line just before a while, repeat or for loop")
 

@@ -44,6 +44,8 @@ from luabpf.compiler.patterns import (ALL, BackRef, Balance, Close, End, Frontie
                                       Pattern, Position, Single, cannot_fail, keeps_maximum, lua_init,
                                       ranges)
 
+MAX_SUBJECT = 0xFFFF      # the longest view (views are cut at this length)
+
 
 @dataclass
 class Capture:
@@ -185,6 +187,12 @@ class _Gen:
         # keeps its value for as long as code after the capture runs.
         self.marks: dict = {}
 
+    def loop(self, carried: list[ir.VReg]) -> ir.Block:
+        """Open one of the matcher's loops: each moves a position through the subject or
+        back, so its head runs at most length + 2 times each time it is entered."""
+        longest = self._length if isinstance(self._length, int) else MAX_SUBJECT
+        return self.lw.raw_loop(carried, longest + 2, "pattern match")
+
     def length(self) -> ir.VReg | int:
         """The subject's length, loaded afresh at each use from a stack slot the verifier
         sees as plain bytes (a 4-byte store at offset 4 is not a register spill). A
@@ -272,7 +280,7 @@ class _Gen:
             self.seq(0, (start, 0), nomatch, nomatch)
         else:
             retry = b.block("m_next")
-            head = self.lw.raw_loop([start])
+            head = self.loop([start])
             width = self.fixed_width(0)
             self.seq(0, (start, 0), retry, nomatch)
             b.start(retry)
@@ -399,7 +407,7 @@ class _Gen:
             b.emit(ir.Bin("add", j, j, 1))
             b.jump(done)
         else:
-            head = self.lw.raw_loop([j])
+            head = self.loop([j])
             go, step = self.cont("run_in"), self.cont("run_take")
             self.branch("ge", j, self.length(), done, go)
             b.start(go)
@@ -430,7 +438,7 @@ class _Gen:
             self.branch("eq", j, p, fail, ok)
             b.start(ok)
         back = b.block("giveback")
-        head = self.lw.raw_loop([j])
+        head = self.loop([j])
         self.seq(k + 1, (j, 0), back)
         b.start(back)
         more = self.cont("giveback_more")
@@ -453,7 +461,7 @@ class _Gen:
             return
         j = b.copy(self.at(pos), "lazy")
         extend = b.block("lazy_more")
-        head = self.lw.raw_loop([j])
+        head = self.loop([j])
         self.seq(k + 1, (j, 0), extend)
         b.start(extend)
         go, step = self.cont("lazy_in"), self.cont("lazy_take")
@@ -480,7 +488,7 @@ class _Gen:
             depth = b.copy(1, "bal_depth")
             carried.append(depth)
         found = b.block("bal_found")
-        head = self.lw.raw_loop(carried)
+        head = self.loop(carried)
         _step(self.lw, j, 1)
         go = self.cont("bal_in")
         self.branch("ge", j, self.length(), fail, go)
@@ -536,7 +544,7 @@ class _Gen:
         b.start(go)
         i = b.copy(0, "ref_i")
         done = b.block("ref_done")
-        head = self.lw.raw_loop([i])
+        head = self.loop([i])
         go = self.cont("ref_in")
         b.branch("ge", i, n, done, go)
         b.start(go)

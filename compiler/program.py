@@ -12,11 +12,11 @@ import dataclasses
 import struct
 from dataclasses import dataclass, field
 
-from luabpf.compiler import events, ir
+from luabpf.compiler import cost, events, ir
 from luabpf.compiler.bpf import disasm, encode
 from luabpf.compiler.check import check
 
-from luabpf.compiler.diagnostics import CompileError
+from luabpf.compiler.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.emit import emit
 from luabpf.compiler.lower import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
 from luabpf.compiler.opt import optimise
@@ -53,6 +53,17 @@ class CompiledProgram:
     user_maps: dict = field(default_factory=dict)    # script name → maps.MapDecl
     prints: list = field(default_factory=list)       # events.PrintSite, by record id
     options: Options | None = None
+    estimate: cost.Estimate | None = None    # worst-case instructions of one run (cost.py)
+
+    @property
+    def worst_case(self) -> int | None:
+        """The most instructions one run can execute (loops at their bounds)."""
+        return self.estimate.total if self.estimate else None
+
+    @property
+    def budget(self) -> int:
+        """The worst case this program was held to: --budget, else its hook's."""
+        return budget_of(self.hook, self.options or Options())
 
     def asm(self) -> str:
         return disasm.disassemble(self.insns, self.source.lines)
@@ -166,9 +177,48 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
     uses_loops = any(isinstance(b.term, ir.MayGoto) for b in fn.blocks)
     remove_dead_stores(fn, spill_slots)
     stack = layout_frame(fn, spill_slots, [cycle], uses_loops, source)
-    insns = encode.resolve(emit(fn, alloc, cycle))
+    items = emit(fn, alloc, cycle)
+    insns = encode.resolve(items)
+    estimate, held = cost.analyse(insns, cost.marks_from_labels(
+        items, {b.name: b.loop for b in fn.blocks if b.loop is not None}))
+    check_budget(held, hook, options, source)
     return CompiledProgram(source, hook, insns, program_maps(low, hook, options), low.sites,
-                           low.globals, stack, low.maps, low.prints, options)
+                           low.globals, stack, low.maps, low.prints, options, estimate)
+
+
+def budget_of(hook, options: Options) -> int:
+    return options.budget if options.budget is not None else cost.default_budget(hook)
+
+
+def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source) -> None:
+    """Refuse a program whose worst case is over its hook's budget (or --budget), naming
+    the loops that cost most."""
+    budget = budget_of(hook, options)
+    if estimate.total <= budget:
+        return
+    heavy = estimate.heaviest()
+    entry = getattr(hook, "entry", None) or "the program"
+    kind = getattr(hook, "name", "program")
+    whose = "--budget" if options.budget is not None else f"the budget of {kind} programs"
+    message = (f"one run of {entry} may execute up to {estimate.total:,} instructions, "
+               f"over {whose} ({budget:,})")
+    if heavy:
+        chain = []
+        for c in heavy:
+            inner = c
+            words = c.describe()
+            while inner.inner:
+                inner = inner.inner[0]
+                words += ", around " + inner.describe()
+            chain.append(words)
+        message += ": " + "; ".join(chain)
+    span = next((c.info.span for c in heavy if c.info.span is not None), None)
+    if span is None:
+        from luabpf.compiler.source import Span
+        span = Span(source.filename, 1, 1, 1, 1)
+    hint = ("lower the loop's bound with '--@bound N' on the line before it, or allow more "
+            "with --budget N") if heavy else "allow more with --budget N"
+    raise CompileError([Diagnostic(message, span, hint)], source)
 
 
 def compile_script(text: str, filename: str, hooks: list, options: Options | None = None,

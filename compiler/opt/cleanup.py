@@ -27,7 +27,8 @@ def thread_jumps(fn: ir.Function) -> None:
     """A block that only jumps elsewhere is skipped by every edge into it."""
     def final(b: ir.Block) -> ir.Block:
         hops = 0
-        while not b.ops and isinstance(b.term, ir.Jump) and b.term.target is not b and hops < 64:
+        while (not b.ops and isinstance(b.term, ir.Jump) and b.term.target is not b and hops < 64
+               and b.loop is None):            # a loop's header keeps its mark (cost.py)
             b = b.term.target
             hops += 1
         return b

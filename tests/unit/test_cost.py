@@ -1,0 +1,254 @@
+"""The worst-case cost of a run (compiler/cost.py): the analysis on hand-built BPF
+programs (loops, nesting, BPF-to-BPF calls), and what compiling holds a script to:
+per-hook budgets and default bounds, --budget, constant trip counts, `--@bound` range."""
+from __future__ import annotations
+
+import pytest
+
+from luabpf.compiler import cost
+from luabpf.compiler.bindings import Options
+from luabpf.compiler.bpf import insn as I
+from luabpf.compiler.bpf.encode import resolve
+from luabpf.compiler.bpf.opcode import JumpOp
+from luabpf.compiler.diagnostics import CompileError
+from luabpf.compiler.hooks import FunctionHook
+from luabpf.compiler.packet import filter_hook
+from luabpf.compiler.program import compile_program
+
+R0, R1, R2 = I.Register.R0, I.Register.R1, I.Register.R2
+
+
+def analyse(items, loops: dict[str, cost.LoopInfo]) -> cost.Estimate:
+    return cost.estimate(resolve(items), cost.marks_from_labels(items, loops))
+
+
+def counted_loop(name: str, body: int, end: str) -> list:
+    """head: if r1 == 0 goto end; `body` movs; r1 -= 1; goto head (body + 3 a trip)."""
+    return ([I.label(name), JumpOp.JEQ.imm(R1, 0, end)] + [I.mov(R2, k) for k in range(body)]
+            + [I.ALUOp.SUB.imm(R1, 1), I.ja(name)])
+
+
+# ---- the analysis on hand-built programs ----------------------------------------------
+
+def test_straight_line_is_its_longest_path():
+    items = [I.mov(R0, 0), JumpOp.JEQ.imm(R1, 0, "short"), I.mov(R0, 1), I.mov(R0, 2),
+             I.label("short"), I.exit_()]
+    assert analyse(items, {}).total == 5           # mov, jeq, mov, mov, exit
+
+
+def test_a_loop_costs_its_runs_times_its_longest_trip():
+    items = [I.mov(R1, 10)] + counted_loop("head", 4, "out") + [I.label("out"), I.exit_()]
+    est = analyse(items, {"head": cost.LoopInfo(11, 10)})
+    assert est.total == 1 + 11 * (1 + 4 + 2) + 1
+    (loop,) = est.loops
+    assert (loop.trip, loop.total) == (7, 77)
+
+
+def test_nested_loops_multiply():
+    inner = counted_loop("inner", 2, "inner_done")
+    items = ([I.label("outer"), JumpOp.JEQ.imm(R0, 0, "out"), I.mov(R1, 5)] + inner
+             + [I.label("inner_done"), I.ALUOp.SUB.imm(R0, 1), I.ja("outer"), I.label("out"), I.exit_()])
+    est = analyse(items, {"outer": cost.LoopInfo(21, 20), "inner": cost.LoopInfo(6, 5)})
+    inner_total = 6 * (1 + 2 + 2)
+    assert est.loops[0].inner[0].total == inner_total
+    assert est.total == 21 * (1 + 1 + inner_total + 2) + 1
+
+
+def test_a_bpf_to_bpf_call_adds_its_callees_worst_case():
+    """A callee is the range of instructions after the entry function; its loops count."""
+    main = [I.mov(R0, 0), I.call_local("callee"), I.call_local("callee"), I.exit_()]
+    callee = [I.label("callee"), I.mov(R1, 3)] + counted_loop("cl", 1, "cl_done") + \
+             [I.label("cl_done"), I.mov(R0, 1), I.exit_()]
+    est = analyse(main + callee, {"cl": cost.LoopInfo(4, 3)})
+    callee_cost = 1 + 4 * (1 + 1 + 2) + 2
+    assert est.total == 1 + 2 * (1 + callee_cost) + 1
+
+
+def test_a_call_inside_a_loop_is_paid_every_trip():
+    main = [I.mov(R1, 7)] + [I.label("h"), JumpOp.JEQ.imm(R1, 0, "out"), I.call_local("f"),
+                              I.ALUOp.SUB.imm(R1, 1), I.ja("h"), I.label("out"), I.exit_()]
+    callee = [I.label("f"), I.mov(R0, 1), I.mov(R0, 2), I.exit_()]
+    est = analyse(main + callee, {"h": cost.LoopInfo(8, 7)})
+    assert est.total == 1 + 8 * (1 + (1 + 3) + 2) + 1
+
+
+def test_may_goto_is_a_branch_both_ways():
+    items = [I.may_goto("out"), I.mov(R0, 1), I.mov(R0, 2), I.label("out"), I.exit_()]
+    assert analyse(items, {}).total == 4
+
+
+def test_an_unmarked_loop_is_bounded_by_the_longest_string_and_budgeted():
+    items = [I.mov(R1, 3)] + counted_loop("x", 0, "out") + [I.label("out"), I.exit_()]
+    est = analyse(items, {})
+    assert est.loops[0].info.runs == cost.UNMARKED_RUNS
+    assert est.loops[0].info.budgeted      # a lost mark shows, it does not hide a cost
+
+
+def test_figures_saturate_instead_of_growing_without_end():
+    inner = counted_loop("inner", 1, "inner_done")
+    items = ([I.label("outer"), JumpOp.JEQ.imm(R0, 0, "out")] + inner
+             + [I.label("inner_done"), I.ja("outer"), I.label("out"), I.exit_()])
+    big = cost.LoopInfo(cost.MAX_FIGURE, cost.MAX_FIGURE - 1)
+    assert analyse(items, {"outer": big, "inner": big}).total == cost.MAX_FIGURE
+
+
+# ---- compiling a script ----------------------------------------------------------------
+
+def compile_(src: str, hook="xdp", **options):
+    hook = filter_hook(hook) if isinstance(hook, str) else hook
+    return compile_program(src, "t.lua", hook, Options(loops="may_goto", **options))
+
+
+def refusal(src: str, hook="xdp", **options):
+    with pytest.raises(CompileError) as info:
+        compile_(src, hook, **options)
+    return info.value.diagnostics
+
+
+def function_hook(name="f", nargs=1):
+    return FunctionHook(entry=name, arg_kinds=("int",) * nargs)
+
+
+LONG_LOOP = """function filter(hdr, pld)
+  local n = 0
+  --@bound 100000000
+  while n < 100000000 do
+    n = n + 1
+  end
+  return true
+end"""
+
+
+def test_a_hundred_million_iterations_is_over_the_packet_budget_at_the_loop():
+    (d,) = refusal(LONG_LOOP)
+    assert (d.line, d.col) == (4, 3)
+    assert "over the budget of xdp programs (100,000)" in d.message
+    assert "the while loop at line 4 (bound 100,000,000" in d.message
+    assert "--budget" in d.hint
+
+
+def test_budget_option_raises_or_lowers_the_limit():
+    assert compile_(LONG_LOOP, budget=10**10).worst_case > 100_000_000
+    small = "function filter(hdr, pld)\n  local n = 0\n  --@bound 100\n  while n < 100 do n = n + 1 end\n  return true\nend"
+    prog = compile_(small)
+    assert prog.estimate.total < 100 * 20 and prog.budget == cost.BUDGETS["xdp"]
+    (d,) = refusal(small, budget=50)
+    assert "over --budget (50)" in d.message and d.line == 4
+
+
+def test_nested_loops_are_named_with_both_lines():
+    src = """function f(n)
+  local s = 0
+  --@bound 100000
+  for i = 1, n do
+    --@bound 100000
+    for j = 1, n do
+      s = s + 1
+    end
+  end
+  return s
+end"""
+    (d,) = refusal(src, function_hook())
+    assert d.line == 4
+    assert "the for loop at line 4 (bound 100,000" in d.message
+    assert "around the for loop at line 6 (bound 100,000" in d.message
+
+
+def test_a_constant_trip_count_above_the_bound_is_a_compile_error():
+    src = "function f()\n  local s = 0\n  for i = 1, 5000000 do s = s + i end\n  return s\nend"
+    (d,) = refusal(src, function_hook(nargs=0))
+    assert (d.line, d.col) == (3, 3)
+    assert "runs 5,000,000 times" in d.message and "default bound" in d.message
+    assert "--@bound 5000000" in d.hint
+
+
+def test_the_trip_count_error_names_the_stated_bound():
+    src = "function f()\n  local s = 0\n  --@bound 10\n  for i = 1, 11 do s = s + i end\n  return s\nend"
+    (d,) = refusal(src, function_hook(nargs=0))
+    assert d.line == 4 and "runs 11 times, more than its '--@bound 10'" in d.message
+    src10 = src.replace("1, 11", "1, 10")
+    assert compile_(src10, function_hook(nargs=0)).estimate.total < 1000
+    (d,) = refusal(src, function_hook(nargs=0), max_loop=5)
+    assert "--@bound 10" in d.message            # the annotation wins over --max-loop
+
+
+def test_default_bounds_differ_per_hook():
+    loop = "  local n = 0\n  while n < 5000 do n = n + 1 end\n"
+    filt = compile_("function filter(hdr, pld)\n" + loop + "  return true\nend")
+    func = compile_("function f()\n" + loop + "  return n\nend", function_hook(nargs=0))
+    assert filt.estimate.loops[0].info.bound == cost.DEFAULT_BOUNDS["xdp"] == 1024
+    assert func.estimate.loops[0].info.bound == cost.DEFAULT_BOUNDS["function"]
+    assert compile_("function filter(hdr, pld)\n" + loop + "  return true\nend",
+                    max_loop=7).estimate.loops[0].info.bound == 7
+
+
+def test_pattern_matching_is_in_the_estimate_but_not_held_to_the_budget():
+    src = 'function filter(hdr, pld)\n  return tostring(pld):match("a*b") == nil\nend'
+    prog = compile_(src)
+    est = prog.estimate
+    assert est.total > 65536 * 65536          # quadratic backtracking over the longest view
+    assert est.held < prog.budget
+    assert any(c.info.what == "pattern match" and c.info.span.line == 2 for c in est.loops)
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999999", "9223372036854775808"])
+def test_a_bound_too_large_is_a_located_error(text):
+    src = f"function f(n)\n  local i = 0\n  --@bound {text}\n  while i < n do i = i + 1 end\n  return i\nend"
+    (d,) = refusal(src, function_hook())
+    assert (d.line, d.col) == (3, 3)
+    assert "too large" in d.message and "9223372036854775807" in d.message
+
+
+def test_the_largest_bound_compiles_with_a_budget_to_match():
+    src = "function f(n)\n  local i = 0\n  --@bound 9223372036854775807\n  while i < n do i = i + 1 end\n  return i\nend"
+    prog = compile_(src, function_hook(), budget=cost.MAX_FIGURE)
+    assert prog.estimate.total == cost.MAX_FIGURE
+
+
+@pytest.mark.parametrize("value", [0, -1, 1 << 63, True, "5"])
+def test_check_figure_refuses_what_a_flag_cannot_mean(value):
+    assert cost.check_figure(value)
+
+
+def test_api_options_refuse_out_of_range_figures():
+    from luabpf.api import _options
+    with pytest.raises(ValueError, match="budget must be between 1"):
+        _options(None, "may_goto", 0)
+    with pytest.raises(ValueError, match="max_loop must be between 1"):
+        _options(10**30, "may_goto")
+
+
+EVERY_LOOP = """function f(n)
+  local s = 0
+  while s < n do s = s + 1 end
+  repeat s = s - 1 until s <= 0
+  while true do
+    s = s + 1
+    if s > n then break end
+  end
+  for i = 1, 10 do s = s + i end
+  for i = n, 1, -1 do
+    for j = 1, i do s = s + j end
+  end
+  return s
+end"""
+
+
+def all_loops(loops):
+    for c in loops:
+        yield c
+        yield from all_loops(c.inner)
+
+
+@pytest.mark.parametrize("mode", ["may_goto", "bounded"])
+def test_every_loop_reaches_the_bpf_program_with_its_mark(mode):
+    """Each source loop is one loop of the final program whose header carries its line and
+    bound, in both ways of verifying loops (a `while true` head, empty without may_goto,
+    keeps its label)."""
+    prog = compile_program(EVERY_LOOP, "t.lua", function_hook(),
+                           Options(loops=mode, max_loop=100))
+    found = sorted((c.info.span.line, c.info.what, c.info.bound)
+                   for c in all_loops(prog.estimate.loops))
+    assert found == [(3, "while loop", 100), (4, "repeat loop", 100), (5, "while loop", 100),
+                     (9, "for loop", 10), (10, "for loop", 100), (11, "for loop", 100)]
+    assert all(c.info is not cost.UNMARKED for c in all_loops(prog.estimate.loops))
