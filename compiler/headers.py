@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from luabpf.compiler import ir
+from luabpf.compiler import cost, ir
 from luabpf.compiler.layout import Field, Layout, stdlib_layouts
 from luabpf.compiler.values import LVIEW, NIL, Val
 from luabpf.compiler.views import MAX_OFF, Packet, load_bytes_be, window
@@ -227,6 +227,8 @@ class HeaderParser:
         count = b.copy(0, "ext_count")
         head, ext, upper, stopped = (b.block("ext_head"), b.block("ext"), b.block("upper"),
                                      b.block("ext_stopped"))
+        head.loop = cost.LoopInfo(MAX_EXT_HEADERS + 1, MAX_EXT_HEADERS, None,
+                                  "IPv6 extension-header walk")
         b.jump(head)
         b.start(head)
         small = b.block("ext_small")                        # every extension header's type is < 64:
