@@ -19,6 +19,7 @@ class Intrinsic:
     value: Val | None = None
     lower: Callable | None = None        # (lowerer, args: list[Val], node, scope) -> list[Val]
     raw: bool = False                    # lower receives the argument nodes, not values
+    guard: Callable | None = None        # (lowerer, path, node): may refuse a value here
 
 
 REGISTRY: dict[tuple[str, ...], Intrinsic] = {}
@@ -61,6 +62,8 @@ def index(lw, e: ast.Index, scope) -> Val | None:
     if found.value is None:
         lw.error(e, f"'{'.'.join(path)}' is a function: call it")
         return Val.nil()
+    if found.guard is not None:
+        found.guard(lw, path, e)
     return found.value
 
 
@@ -244,9 +247,9 @@ def _layout(lw, arg_nodes, node, scope):
 
 
 def _register_actions() -> None:
-    from luabpf.compiler.packet import ACTIONS
+    from luabpf.compiler.packet import ACTIONS, check_action
     for (module, name), value in ACTIONS.items():
-        REGISTRY[(module, name)] = Intrinsic(value=Val.int_(value))
+        REGISTRY[(module, name)] = Intrinsic(value=Val.int_(value), guard=check_action)
 
 
 def _string_function(method: str):
