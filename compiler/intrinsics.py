@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from luabpf.compiler import ast, ir, luaint
+from luabpf.compiler import ast, ir, luaint, strconst
 from luabpf.compiler.values import Val
 
 
@@ -80,6 +80,9 @@ def call(lw, e, scope) -> list[Val] | None:
     if found.raw:
         return found.lower(lw, e.args, e, scope)
     args = lw.explist(e.args, scope, None)
+    if strconst.any_cstr(args):              # once per string the arguments may be
+        return strconst.each_value(lw, args, (id(e), "call"),
+                                   lambda *alts: found.lower(lw, list(alts), e, scope), e)
     return found.lower(lw, args, e, scope)
 
 

@@ -76,6 +76,11 @@ class PacketHook:
         return XDP_PASS if self.kind == "xdp" else TC_ACT_OK
 
     @property
+    def returns(self) -> str:
+        """What `filter` may return, for errors."""
+        return f"true or nil (pass), false (drop) or {'an' if self.kind == 'xdp' else 'a'} {self.kind}.* verdict"
+
+    @property
     def drop(self) -> int:
         return XDP_DROP if self.kind == "xdp" else TC_ACT_SHOT
 
