@@ -321,6 +321,7 @@ class Lowerer(ExprLowering, LoopLowering):
         self.kinds[key] = kinds
         var = Var(name, kinds, self.b.vreg, const)
         var.key = key
+        var.strs = self.kinds.get((key, "strs"), frozenset())
         return var
 
     def assign(self, var: Var, v: Val) -> None:
@@ -329,6 +330,9 @@ class Lowerer(ExprLowering, LoopLowering):
         v = strconst.storable(self, v)        # a constant string: its index (values.py)
         if not v.kinds <= var.kinds:
             self.kinds[var.key] = var.kinds | v.kinds
+            raise Restart()
+        if "cstr" in v.kinds and not strconst.possible(self, v) <= var.strs:   # as kinds grow
+            self.kinds[(var.key, "strs")] = var.strs | strconst.possible(self, v)
             raise Restart()
         var.range = None
         if "obj" in v.kinds:
@@ -463,7 +467,8 @@ class Lowerer(ExprLowering, LoopLowering):
     def snapshot(self, v: Val) -> Val:
         tag = self.b.copy(v.tag) if isinstance(v.tag, ir.VReg) else v.tag
         payload = self.b.copy(v.payload) if isinstance(v.payload, ir.VReg) else v.payload
-        return Val(tag, payload, v.kinds)
+        length = self.b.copy(v.length) if isinstance(v.length, ir.VReg) else v.length
+        return Val(tag, payload, v.kinds, v.range, length, v.data, v.obj, v.strs)
 
     def store(self, target, v: Val, scope: Scope) -> None:
         if isinstance(target, ast.Name):

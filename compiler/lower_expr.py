@@ -403,7 +403,7 @@ LUA_TYPES = {"nil": "nil", "bool": "boolean", "int": "number", "str": "string", 
 
 def truthy_part(a: Val) -> Val:
     """a where it is true: without nil (and with only true for booleans)."""
-    return Val(a.tag, a.payload, a.kinds - {"nil"}, a.range, a.length, a.data, a.obj)
+    return Val(a.tag, a.payload, a.kinds - {"nil"}, a.range, a.length, a.data, a.obj, a.strs)
 
 
 def falsy_part(a: Val) -> Val:

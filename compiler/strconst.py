@@ -35,7 +35,13 @@ def storable(lw, v: Val) -> Val:
     """v as a variable stores it: a constant string becomes a cstr."""
     if v.data is None:
         return v
-    return Val(CSTR, intern(lw, v.data), frozenset({"cstr"}))
+    i = intern(lw, v.data)
+    return Val(CSTR, i, frozenset({"cstr"}), strs=frozenset({i}))
+
+
+def possible(lw, v: Val) -> frozenset:
+    """The indexes of the constants a cstr value may be."""
+    return v.strs if v.strs is not None else frozenset(range(len(lw.kinds.get(TABLE, []))))
 
 
 def stored_kinds(v: Val) -> frozenset:
@@ -49,6 +55,7 @@ def alternatives(lw, v: Val, body) -> None:
     its block (a jump or a branch) or leave it for the caller's join."""
     b = lw.b
     table = lw.kinds.get(TABLE, [])
+    indexes = sorted(possible(lw, v))
     others = v.kinds - {"cstr"}
     if others:
         is_c, not_c = b.block("cstr"), b.block("not_cstr")
@@ -56,16 +63,16 @@ def alternatives(lw, v: Val, body) -> None:
         b.start(not_c)
         body(Val(v.tag, v.payload, others, v.range, v.length, v.data, v.obj))
         b.start(is_c)
-    for i, data in enumerate(table):
-        if i == len(table) - 1:
-            body(Val.string(data))
+    for n, i in enumerate(indexes):
+        if n == len(indexes) - 1:
+            body(Val.string(table[i]))
             break
         this, rest = b.block("cstr_is"), b.block("cstr_not")
         b.branch("eq", v.payload, i, this, rest)
         b.start(this)
-        body(Val.string(data))
+        body(Val.string(table[i]))
         b.start(rest)
-    if not table:                        # no constant was stored: no cstr can be here
+    if not indexes:                      # no constant was stored: no cstr can be here
         b.terminate(_unreachable())
 
 

@@ -39,6 +39,7 @@ class Val:
     length: int | VReg = 0                   # bytes of a string or layout view
     data: bytes | None = None                # a constant string's bytes
     obj: object = None                       # a layout view's Layout; a compile-time object
+    strs: frozenset | None = None            # a cstr's possible constants (indexes), when known
 
     @staticmethod
     def string(data: bytes) -> "Val":
@@ -129,6 +130,7 @@ class Var:
         self.payload: VReg | None = None
         self.length: VReg | None = None
         self.obj = None                         # the Layout of a layout view, fixed
+        self.strs: frozenset = frozenset()      # the constants (strconst indexes) it may hold
         if const is None:
             if len(kinds) > 1 or "bool" in kinds:
                 self.tag = new_vreg(name + ".t")
@@ -145,7 +147,8 @@ class Var:
         else:
             tag = next((t for t, k in TAG_KIND.items() if k in self.kinds and t not in (FALSE, TRUE)), NIL)
         return Val(tag, self.payload if self.payload is not None else 0, self.kinds, self.range,
-                   self.length if self.length is not None else 0, None, self.obj)
+                   self.length if self.length is not None else 0, None, self.obj,
+                   self.strs if "cstr" in self.kinds else None)
 
     def registers(self) -> list[VReg]:
         return [r for r in (self.tag, self.payload, self.length) if r is not None]

@@ -166,3 +166,29 @@ def test_returning_a_string_from_a_called_function_is_a_located_error():
     assert (d.line, d.col) == (2, 3)
     assert "'f' returns a string as value #2: an entry function of the function hook returns " \
            "integers, booleans or nil" in d.message
+
+
+def test_swapping_two_views_keeps_their_lengths():
+    """`a, b = b, a` copies a value the first store overwrites: all of it (before, the copy
+    lost a view's length and the filter let the packet through)."""
+    src = ("function filter(hdr, pld)\n  local a = pld:sub(1, 2)\n  local b = pld:sub(3, 5)\n"
+           "  a, b = b, a\n"
+           "  if #a == 3 and #b == 2 and a == \"cde\" and b == \"ab\" then return false end\n"
+           "  return true\nend\n")
+    with luabpf.compile(src, FILE, hook="xdp").load() as loaded:
+        assert loaded.run(udp_frame("10.0.0.1", "10.0.0.2", 1, 2, b"abcdef")).name == "DROP"
+        assert loaded.run(udp_frame("10.0.0.1", "10.0.0.2", 1, 2, b"abcxef")).name == "PASS"
+
+
+def test_code_grows_with_the_strings_a_value_may_be_not_with_the_script():
+    """Each operation splits over the constants its value may hold, not every constant
+    string of the script."""
+    many = "\n".join(f'  local w{i} = #pld > {i} and "w{i}" or "v{i}"\n'
+                     f'  if w{i} == pld:sub(1, 2) then return false end' for i in range(12))
+    one = '  local w = #pld > 1 and "w" or "v"\n  if w == pld:sub(1, 2) then return false end'
+    size = {}
+    for name, body in (("one", one), ("many", many)):
+        prog = luabpf.compile(f"function filter(hdr, pld)\n{body}\n  return true\nend\n", FILE,
+                              hook="xdp")
+        size[name] = prog.insn_count
+    assert size["many"] < 6 * size["one"]          # 12 of them: about 3x, not 20x
