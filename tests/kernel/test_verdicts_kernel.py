@@ -1,8 +1,8 @@
 """Verdicts in the kernel: every verdict constant of each hook, and true/false/nil,
 give that hook's action under BPF_PROG_TEST_RUN; a script of tc.* constants that
 `luabpf check`/`test` are given without --hook is compiled for tc (before, it was
-compiled for XDP, where tc.SHOT = 2 is XDP_PASS); `luabpf run --xdp` refuses tc.*
-constants before it attaches anything."""
+compiled for XDP, where tc.SHOT = 2 is XDP_PASS); `luabpf run` refuses the other
+hook's constants before it attaches anything."""
 from __future__ import annotations
 
 import json
@@ -83,12 +83,22 @@ def test_check_refuses_a_script_of_both_hooks_naming_both_lines(tmp_path):
     assert "xdp.PASS (xdp) at line 6" in r.stderr and "tc.SHOT (tc) at line 4" in r.stderr
 
 
-def test_run_on_xdp_refuses_tc_constants_before_attaching(tmp_path):
-    path = tmp_path / "tc_only.lua"
-    path.write_text(TC_SCRIPT)
-    r = luabpf_cli("run", str(path), "--xdp", "lo", "--duration", "1",
+@pytest.mark.parametrize("flag, constants, message", [
+    ("--xdp", {}, "4:12: error: tc.SHOT is a tc verdict; this program is compiled for xdp: "
+                  "use xdp.DROP (or false)"),
+    ("--tc", {"tc.SHOT": "xdp.DROP", "tc.OK": "xdp.PASS"},
+     "4:12: error: xdp.DROP is an xdp verdict; this program is compiled for tc: "
+     "use tc.SHOT (or false)"),
+])
+def test_run_refuses_the_other_hooks_constants_before_attaching(tmp_path, flag, constants,
+                                                                message):
+    text = TC_SCRIPT
+    for old, new in constants.items():
+        text = text.replace(old, new)
+    path = tmp_path / "filter.lua"
+    path.write_text(text)
+    r = luabpf_cli("run", str(path), flag, "lo", "--duration", "1",
                    "--name", f"verdicts-test-{os.getpid()}")
     assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert (f"{path}:4:12: error: tc.SHOT is a tc verdict; this program is compiled for xdp: "
-            "use xdp.DROP (or false)") in r.stderr
+    assert f"{path}:{message}" in r.stderr
     assert "attached" not in r.stdout + r.stderr
