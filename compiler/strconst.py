@@ -14,6 +14,7 @@ because each alternative is the same operation on the very string Lua would have
 """
 from __future__ import annotations
 
+from luabpf.compiler import ir
 from luabpf.compiler.values import CSTR, Val
 
 TABLE = ("cstr", "table")          # key of the table in the lowerer's persistent `kinds`
@@ -73,12 +74,7 @@ def alternatives(lw, v: Val, body) -> None:
         body(Val.string(table[i]))
         b.start(rest)
     if not indexes:                      # no constant was stored: no cstr can be here
-        b.terminate(_unreachable())
-
-
-def _unreachable():
-    from luabpf.compiler import ir
-    return ir.Exit(0)
+        b.terminate(ir.Exit(0))
 
 
 def branch_each(lw, vals: list[Val], body) -> None:
