@@ -81,7 +81,12 @@ class ExprLowering:
         if not isinstance(e.key, ast.String):
             self.error(e, "indexing with a computed key is not available in kernel Lua")
             return Val.nil()
-        return views.index_value(self, obj, e.key.value.decode(), e)
+        key = e.key.value.decode()
+        if strconst.has(obj):                        # once per string it may be
+            return (strconst.each_value(self, [obj], (id(e), "index"),
+                                        lambda o: [views.index_value(self, o, key, e)], e)
+                    or [Val.nil()])[0]
+        return views.index_value(self, obj, key, e)
 
     def expr_String(self, e: ast.String, scope):
         return Val.string(e.value)
@@ -185,8 +190,9 @@ class ExprLowering:
         if e.op == "#":
             v = self.expr(e.operand, scope)
             if strconst.has(v):                     # once per string it may be
-                return strconst.each_value(self, [v], (id(e), "len"),
-                                           lambda alt: [self.length_of(alt, e, True)], e)[0]
+                return (strconst.each_value(self, [v], (id(e), "len"),
+                                            lambda alt: [self.length_of(alt, e, True)], e)
+                        or [Val.nil()])[0]
             return self.length_of(v, e)
         self.error(e, f"the '{e.op}' operator is not available here in kernel Lua")
         return Val.nil()

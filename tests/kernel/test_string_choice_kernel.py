@@ -192,3 +192,10 @@ def test_code_grows_with_the_strings_a_value_may_be_not_with_the_script():
                               hook="xdp")
         size[name] = prog.insn_count
     assert size["many"] < 6 * size["one"]          # 12 of them: about 3x, not 20x
+
+
+def test_a_field_of_a_header_or_a_string_is_a_located_error():
+    d = only_error("function filter(hdr, pld)\n  local t = hdr.tcp or \"none\"\n"
+                   "  return t.dport == 5\nend\n")
+    assert (d.line, d.col) == (3, 10)
+    assert d.message == "indexing a string value is not available in kernel Lua"
