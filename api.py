@@ -10,6 +10,7 @@ from __future__ import annotations
 from luabpf.compiler.diagnostics import CompileError
 from luabpf.compiler.hooks import FunctionHook
 from luabpf.compiler.lower import Options
+from luabpf.compiler.packet import infer_packet_hook
 from luabpf.compiler.program import CompiledProgram, compile_program
 from luabpf.runtime.call import LuaRuntimeError, arg_kind
 from luabpf.runtime.load import LoadedProgram, LoadError
@@ -74,14 +75,17 @@ def make_hook(hook):
     return hook
 
 
-def compile(source: str, filename: str = "<string>", hook="xdp", *, max_loop: int | None = None,
+def compile(source: str, filename: str = "<string>", hook=None, *, max_loop: int | None = None,
             loops: str | None = None, count_verdicts: bool = False,
             budget: int | None = None) -> Program:
-    """Compile kernel Lua for a hook: 'xdp' or 'tc' for `filter(hdr, pld)`, or a hook record.
+    """Compile kernel Lua for a hook: 'xdp' or 'tc' for `filter(hdr, pld)`, or a hook record;
+    None: the packet hook whose verdict constants the script uses (xdp when it uses none).
     count_verdicts: a packet filter counts its verdicts (`Program.load().verdict_counts()`),
     at the cost of a map lookup per packet; `luabpf run` turns it on. max_loop: the bound
     of loops without `--@bound`; budget: the most instructions one run may take in the
     worst case (both default to the hook's, docs/language.md)."""
+    if hook is None:
+        hook = infer_packet_hook(source, filename)
     hook = make_hook(hook)
     if count_verdicts:
         hook.count_verdicts = True
@@ -123,8 +127,9 @@ def entry_points(source: str, filename: str = "<string>") -> list[tuple[str, int
 def compile_file(source: str, filename: str, hook: str | None = None,
                  max_loop: int | None = None, loops: str | None = None,
                  budget: int | None = None) -> list[tuple[str, Program]]:
-    """Every program of a script file: `filter` makes a packet filter (XDP unless hook is
-    'tc'); `throttle` a CPU-frequency policy (its timer program and its sched_switch
+    """Every program of a script file: `filter` makes a packet filter (for `hook`, or, when
+    None, for the hook whose verdict constants it uses: tc for tc.*, else XDP); `throttle` a
+    CPU-frequency policy (its timer program and its sched_switch
     companion); `tracepoint.C.E` functions tracepoint programs; with none of these, each
     top-level function is a program of the function hook, called with integer arguments
     (what `luabpf call` runs)."""
@@ -134,7 +139,7 @@ def compile_file(source: str, filename: str, hook: str | None = None,
     entries = dict(entry_points(source, filename))
     tracepoints = [n for n in entries if n.startswith("tracepoint.")]
     if "filter" in entries and hook in (None, "xdp", "tc"):
-        kind = hook or "xdp"
+        kind = hook or infer_packet_hook(source, filename)
         return [(f"{kind}/filter", compile(source, filename, kind, max_loop=max_loop, loops=loops,
                                            budget=budget))]
     if "throttle" in entries and hook in (None, "cpufreq"):

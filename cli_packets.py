@@ -4,8 +4,9 @@ Owns what `luabpf test FILE --pcap F | --packet HEX…` does and prints (DESIGN 
 `cli.py` registers it (`add_commands`) and keeps argument errors, exit codes and
 the rendering of compile and verify errors. `luabpf run` is `cli_run.py`'s.
 
-`test` compiles the script for the hook (`--hook xdp|tc`, default xdp), loads
-it, and runs every frame through BPF_PROG_TEST_RUN: a table of number,
+`test` compiles the script for the hook (`--hook xdp|tc`; by default tc when the
+script uses tc.* verdicts, else xdp), loads it, and runs every frame through
+BPF_PROG_TEST_RUN: a table of number,
 tcpdump-like summary and verdict (`--json`: one JSON object per line), a
 progress bar on a terminal when there are more than 200 frames. A frame the
 kernel's test run cannot take (shorter than an Ethernet header) is reported
@@ -33,8 +34,9 @@ def add_commands(sub) -> None:
     src.add_argument("--pcap", metavar="F.pcap", help="the packets of a pcap or pcapng file")
     src.add_argument("--packet", nargs="+", metavar="HEX",
                      help="packets as hex, one argument per Ethernet frame")
-    t.add_argument("--hook", choices=["xdp", "tc"], default="xdp",
-                   help="what the filter is compiled for (default xdp)")
+    t.add_argument("--hook", choices=["xdp", "tc"], default=None,
+                   help="what the filter is compiled for (default: tc when the script uses "
+                        "tc.* verdicts, else xdp)")
     add_cost_flags(t)
     t.add_argument("--json", action="store_true", help="one JSON object per packet")
     t.set_defaults(run=_usage_here(cmd_test))
@@ -98,6 +100,7 @@ def cmd_test(args) -> int:
     from luabpf.runtime.packets import summary
     frames = _frames(args)
     prog = _compile(args, args.hook)
+    args.hook = prog.compiled.hook.kind          # the hook chosen when --hook was not given
     rows = []
     with prog.load() as loaded:
         progress = _progress(len(frames)) if len(frames) > PROGRESS_OVER else None

@@ -35,6 +35,7 @@ class FunctionHook:
     prog_type: int = PROG_TYPE_SYSCALL
     prog_flags: int = BPF_F_SLEEPABLE
     default_return: int = 0
+    returns: str = "integers, booleans or nil"
     count_errors: bool = False            # the status word reports the error site
     nresults: int = 0                     # set by the epilogue
     ctx: ir.VReg | None = field(default=None, repr=False)
@@ -86,4 +87,22 @@ class FunctionHook:
         lw.b.emit(ir.Store(8, self.ctx, STATUS_OFF, status))
 
 
-__all__ = ["FunctionHook", "INT", "NIL"]
+def entry_results(lw, vals: list[Val], span) -> list[Val]:
+    """The values a `return` of the entry function gives its hook: a string, a view or a
+    library value is a located error there (it has no way out of the program: a view's
+    bytes are the packet's, a constant string has no run-time bytes), replaced by nil."""
+    from luabpf.compiler.values import type_name
+    out = []
+    for i, v in enumerate(vals):
+        if v.kinds - {"nil", "bool", "int"}:
+            returns = getattr(lw.hook, "returns", "integers, booleans or nil")
+            lw.diags.error(span, f"'{lw.hook.entry}' returns a {type_name(v.kinds)} as value "
+                                 f"#{i + 1}: an entry function of the {lw.hook.name} hook "
+                                 f"returns {returns}",
+                           "print(s) sends a string to user space; return a value the hook takes")
+            v = Val.nil()
+        out.append(v)
+    return out
+
+
+__all__ = ["FunctionHook", "INT", "NIL", "entry_results"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from luabpf.compiler import ast, ir, luaint
+from luabpf.compiler import ast, ir, luaint, strconst
 from luabpf.compiler.values import Val
 
 
@@ -19,6 +19,7 @@ class Intrinsic:
     value: Val | None = None
     lower: Callable | None = None        # (lowerer, args: list[Val], node, scope) -> list[Val]
     raw: bool = False                    # lower receives the argument nodes, not values
+    guard: Callable | None = None        # (lowerer, path, node): may refuse a value here
 
 
 REGISTRY: dict[tuple[str, ...], Intrinsic] = {}
@@ -61,6 +62,8 @@ def index(lw, e: ast.Index, scope) -> Val | None:
     if found.value is None:
         lw.error(e, f"'{'.'.join(path)}' is a function: call it")
         return Val.nil()
+    if found.guard is not None:
+        found.guard(lw, path, e)
     return found.value
 
 
@@ -77,6 +80,9 @@ def call(lw, e, scope) -> list[Val] | None:
     if found.raw:
         return found.lower(lw, e.args, e, scope)
     args = lw.explist(e.args, scope, None)
+    if strconst.any_cstr(args):              # once per string the arguments may be
+        return strconst.each_value(lw, args, (id(e), "call"),
+                                   lambda *alts: found.lower(lw, list(alts), e, scope), e)
     return found.lower(lw, args, e, scope)
 
 
@@ -244,9 +250,9 @@ def _layout(lw, arg_nodes, node, scope):
 
 
 def _register_actions() -> None:
-    from luabpf.compiler.packet import ACTIONS
+    from luabpf.compiler.packet import ACTIONS, check_action
     for (module, name), value in ACTIONS.items():
-        REGISTRY[(module, name)] = Intrinsic(value=Val.int_(value))
+        REGISTRY[(module, name)] = Intrinsic(value=Val.int_(value), guard=check_action)
 
 
 def _string_function(method: str):

@@ -32,13 +32,18 @@ from luabpf.compiler.intops import IntOps
 from luabpf.compiler.lower_expr import ExprLowering
 from luabpf.compiler.lower_loops import LoopLowering
 from luabpf.compiler.source import Source, Span
-from luabpf.compiler.values import FALSE, TRUE, VIEW_KINDS, Val, Var, type_name
+from luabpf.compiler import hooks, strconst
+from luabpf.compiler.values import FALSE, PAYLOAD_KINDS, TRUE, VIEW_KINDS, Val, Var, type_name
 
 GLOBALS_MAP = "luabpf_globals"
 ERRORS_MAP = "luabpf_errors"
 ZERO_OFF = 0                 # word 0 of the globals map: always 0, unknown to the verifier
 ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
 MAX_INLINE_DEPTH = 64
+OBJ_CHOICE = ("a library value (hdr, a map, a layout, a module) cannot be chosen at run time in "
+              "kernel Lua: it exists at compile time only, so no variable or `and`/`or` can hold "
+              "one of several, or one or another value")
+OBJ_CHOICE_HINT = "name the library value directly where it is used, in each branch of an `if`"
 
 
 @dataclass
@@ -316,28 +321,36 @@ class Lowerer(ExprLowering, LoopLowering):
         self.kinds[key] = kinds
         var = Var(name, kinds, self.b.vreg, const)
         var.key = key
+        var.strs = self.kinds.get((key, "strs"), frozenset())
         return var
 
     def assign(self, var: Var, v: Val) -> None:
         if not self.b.reachable:
             return
+        v = strconst.storable(self, v)        # a constant string: its index (values.py)
         if not v.kinds <= var.kinds:
             self.kinds[var.key] = var.kinds | v.kinds
             raise Restart()
+        if "cstr" in v.kinds and not strconst.possible(self, v) <= var.strs:   # as kinds grow
+            self.kinds[(var.key, "strs")] = var.strs | strconst.possible(self, v)
+            raise Restart()
         var.range = None
-        if v.data is not None and var.const is None:
-            self.error_at_loc("a constant string can only be held by a local that is never "
-                              "reassigned in kernel Lua")
+        if "obj" in v.kinds:
+            self.error_at_loc(OBJ_CHOICE, OBJ_CHOICE_HINT)
             return
         if "lview" in v.kinds:
             if var.obj is None:
                 var.obj = v.obj
             elif var.obj is not v.obj:
-                self.error_at_loc("a variable holds views of one layout only in kernel Lua")
+                self.error_at_loc(f"a variable holds views of one layout only in kernel Lua; "
+                                  f"this one may be a {var.obj.name} or a {v.obj.name} view (a "
+                                  "view's fields are found at compile time, from its layout)",
+                                  "read the field where the layout is known: "
+                                  "`hdr.tcp and hdr.tcp.dport or hdr.udp and hdr.udp.dport`")
         if var.tag is not None:
             self.b.mov(var.tag, v.tag)
         if var.payload is not None:
-            self.b.mov(var.payload, v.payload if v.kinds & ({"int"} | VIEW_KINDS) else 0)
+            self.b.mov(var.payload, v.payload if v.kinds & PAYLOAD_KINDS else 0)
         if var.length is not None:
             self.b.mov(var.length, v.length if v.kinds & VIEW_KINDS else 0)
 
@@ -379,6 +392,8 @@ class Lowerer(ExprLowering, LoopLowering):
         (a final call whose functions return different numbers of values)."""
         if not self.b.reachable:
             return
+        if len(self.instances) == 1:          # the entry function: what its hook takes
+            vals = hooks.entry_results(self, vals, span)
         if len(vals) > len(inst.results):
             self.kinds[(inst.func.name, "nres")] = len(vals)
             raise Restart()
@@ -416,7 +431,7 @@ class Lowerer(ExprLowering, LoopLowering):
             if (v.data is not None or "obj" in v.kinds) and not self.reassigned(n.name):
                 scope.names[n.name] = v          # a constant string or a library object
                 continue
-            var = self.new_var((self._inst_id(), id(n)), n.name, v.kinds)
+            var = self.new_var((self._inst_id(), id(n)), n.name, strconst.stored_kinds(v))
             self.assign(var, v)
             scope.names[n.name] = var
 
@@ -426,8 +441,8 @@ class Lowerer(ExprLowering, LoopLowering):
         return any(isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.name == name
                                                      for t in n.targets) for n in ast.walk(body))
 
-    def error_at_loc(self, message: str) -> None:
-        self.diags.error(self.b.loc, message)
+    def error_at_loc(self, message: str, hint: str | None = None) -> None:
+        self.diags.error(self.b.loc, message, hint)
 
     def stmt_LocalFunction(self, st: ast.LocalFunction, scope: Scope) -> None:
         self.error(st, "closures are not available in kernel Lua: define functions at top level")
@@ -452,7 +467,8 @@ class Lowerer(ExprLowering, LoopLowering):
     def snapshot(self, v: Val) -> Val:
         tag = self.b.copy(v.tag) if isinstance(v.tag, ir.VReg) else v.tag
         payload = self.b.copy(v.payload) if isinstance(v.payload, ir.VReg) else v.payload
-        return Val(tag, payload, v.kinds)
+        length = self.b.copy(v.length) if isinstance(v.length, ir.VReg) else v.length
+        return Val(tag, payload, v.kinds, v.range, length, v.data, v.obj, v.strs)
 
     def store(self, target, v: Val, scope: Scope) -> None:
         if isinstance(target, ast.Name):

@@ -7,11 +7,11 @@ values of any kind, and the runtime checks that an operand is an integer.
 """
 from __future__ import annotations
 
-from luabpf.compiler import ast, intrinsics, ir, luaint, maps, views
+from luabpf.compiler import ast, intrinsics, ir, luaint, maps, strconst, views
 from luabpf.compiler.intops import COMPARE
 from luabpf.compiler.bindings import FuncDef, GlobalVar, Scope
-from luabpf.compiler.values import (FALSE, INT, KINDS, LVIEW, NIL, OBJ, STR, TRUE, Val, Var, falsy_kinds,
-                                    type_name)
+from luabpf.compiler.values import (CSTR, FALSE, INT, KINDS, LVIEW, NIL, OBJ, STR, TRUE, Val, Var,
+                                    falsy_kinds, type_name)
 
 ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
 
@@ -81,7 +81,12 @@ class ExprLowering:
         if not isinstance(e.key, ast.String):
             self.error(e, "indexing with a computed key is not available in kernel Lua")
             return Val.nil()
-        return views.index_value(self, obj, e.key.value.decode(), e)
+        key = e.key.value.decode()
+        if strconst.has(obj):                        # once per string it may be
+            return (strconst.each_value(self, [obj], (id(e), "index"),
+                                        lambda o: [views.index_value(self, o, key, e)], e)
+                    or [Val.nil()])[0]
+        return views.index_value(self, obj, key, e)
 
     def expr_String(self, e: ast.String, scope):
         return Val.string(e.value)
@@ -104,6 +109,9 @@ class ExprLowering:
             obj = self.expr(e.obj, scope)
             args = self.explist(e.args, scope, None)
             self.b.loc = e.span
+            if strconst.any_cstr([obj] + args):        # once per string the values may be
+                return strconst.each_value(self, [obj] + args, (id(e), "method"),
+                                           lambda o, *a: self.method_on_path(e, o, list(a)), e)
             return views.call_method(self, obj, e.method, args, e)
         handler = intrinsics.call(self, e, scope)
         if handler is None:
@@ -118,11 +126,18 @@ class ExprLowering:
         if v.is_int:
             return v.payload
         say = message if callable(message) else (lambda _got: message)
-        others = [k for k in KINDS if k in v.kinds and k != "int"]
+        return self.require_kind(v, "int", node, say).payload
+
+    def require_kind(self, v: Val, kind: str, node, say) -> Val:
+        """v as a value of `kind`; where it is something else, Lua's runtime error,
+        say(Lua type name of what it is)."""
+        if v.kinds == frozenset({kind}):
+            return v
+        others = [k for k in KINDS if k in v.kinds and k != kind]
         b = self.b
-        if "int" in v.kinds:
-            ok, bad = b.block("is_int"), b.block("not_int")
-            b.branch("eq", v.tag, INT, ok, bad)
+        if kind in v.kinds:
+            ok, bad = b.block("is_" + kind), b.block("not_" + kind)
+            b.branch("eq", v.tag, KIND_TAG[kind], ok, bad)
             b.start(bad)
         for k in others[:-1]:                   # which kind it is decides Lua's message
             this, rest = b.block("is_" + k), b.block("not_" + k)
@@ -134,10 +149,10 @@ class ExprLowering:
             self.runtime_error(node.span, say(lua_type(k)))
             b.start(rest)
         self.runtime_error(node.span, say(lua_type(others[-1]) if others else "no value"))
-        if "int" in v.kinds:
+        if kind in v.kinds:
             b.start(ok)
-            return v.payload
-        return 0
+            return Val(KIND_TAG[kind], v.payload, frozenset({kind}), v.range, v.length, v.data, v.obj)
+        return Val(KIND_TAG[kind], 0, frozenset({kind}))
 
     def expr_BinOp(self, e: ast.BinOp, scope):
         op = e.op
@@ -174,34 +189,84 @@ class ExprLowering:
             return Val.int_(self.int.neg(x) if e.op == "-" else self.int.bnot(x))
         if e.op == "#":
             v = self.expr(e.operand, scope)
-            if v.kinds & {"str"}:
-                v = views.require(self, v, "str", e, f"attempt to get length of a {type_name(v.kinds - {'str'})} value")
-                return Val.int_(views.length(self, v), (0, 0xFFFF))
-            self.error(e, "'#' gives the length of strings and views only in kernel Lua")
-            return Val.nil()
+            if strconst.has(v):                     # once per string it may be
+                return (strconst.each_value(self, [v], (id(e), "len"),
+                                            lambda alt: [self.length_of(alt, e, True)], e)
+                        or [Val.nil()])[0]
+            return self.length_of(v, e)
         self.error(e, f"the '{e.op}' operator is not available here in kernel Lua")
         return Val.nil()
 
+    def length_of(self, v: Val, e, one_path: bool = False) -> Val:
+        """#v. one_path: v is what a value is on one path only (of a strconst split), so a
+        value with no string is Lua's runtime error there, not a compile error."""
+        if v.kinds & {"str"} or one_path and v.kinds <= {"nil", "bool", "int"}:
+            v = self.require_kind(v, "str", e, lambda got: f"attempt to get length of a {got} value")
+            if not self.b.reachable:
+                return Val.nil()
+            return Val.int_(views.length(self, v), (0, 0xFFFF))
+        self.error(e, "'#' gives the length of strings and views only in kernel Lua")
+        return Val.nil()
+
+    def method_on_path(self, e, obj: Val, args: list[Val]) -> list[Val]:
+        """obj:method(args) on one path of a strconst split (see length_of)."""
+        if obj.kinds <= {"nil", "bool", "int", "str"}:
+            obj = self.require_kind(obj, "str", e, lambda got: f"attempt to index a {got} value")
+            if not self.b.reachable:
+                return [Val.nil()]
+        return views.call_method(self, obj, e.method, args, e)
+
     def logical(self, e: ast.BinOp, scope) -> Val:
-        """`a and b` / `a or b` as values: the operand Lua would return."""
+        """`a and b` / `a or b` as values: the operand Lua would return. The result may mix
+        kinds (a view or a constant string: `x or "default"`); constant strings are held as
+        `strconst` values."""
         b = self.b
+        left = e.left.expr if isinstance(e.left, ast.Paren) else e.left
+        if e.op == "or" and isinstance(left, ast.BinOp) and left.op == "and":
+            return self.choice(e, left, scope)
         a = self.expr(e.left, scope)
         truth = a.const_truth()
         if truth is not None:
             if (e.op == "and") == truth:
                 return self.expr(e.right, scope)
             return a
-        # the part of a that can be the result: its falsy kinds for `and`, truthy ones for `or`
-        keep_kinds = falsy_kinds(a.kinds) if e.op == "and" else frozenset(a.kinds & {"int", "bool"})
         other, keep, join = b.block("rhs"), b.block("keep"), b.block("logic_end")
         self.truth_branch(a, other, keep) if e.op == "and" else self.truth_branch(a, keep, other)
+        # the part of a that can be the result: its falsy kinds for `and`, truthy ones for `or`
+        kept = falsy_part(a) if e.op == "and" else truthy_part(a)
+        return self.join_values(e, scope, kept, keep, other, join)
+
+    def choice(self, e: ast.BinOp, left: ast.BinOp, scope) -> Val:
+        """`c and x or y`: x where c and x are true, else y. Lowered as one choice so the
+        result's kinds are x's truthy kinds and y's (not also c's falsy ones)."""
+        b = self.b
+        other, keep, join, mid = b.block("rhs"), b.block("keep"), b.block("logic_end"), b.block("and_rhs")
+        self.cond(left.left, scope, mid, other)
+        b.start(mid)
+        x = self.expr(left.right, scope)
+        self.truth_branch(x, keep, other)
+        return self.join_values(e, scope, truthy_part(x), keep, other, join)
+
+    def join_values(self, e, scope, kept: Val, keep, other, join) -> Val:
+        """The value of e: `kept` on the path through `keep`, e.right's value through `other`."""
+        b = self.b
         b.start(other)
+        reached = b.reachable
         rhs = self.expr(e.right, scope)
-        var = self.new_var((self._inst_id(), id(e)), "logic", keep_kinds | rhs.kinds)
+        kinds = strconst.stored_kinds(kept) | (strconst.stored_kinds(rhs) if reached else frozenset())
+        if "obj" in kinds:
+            from luabpf.compiler.lower import OBJ_CHOICE, OBJ_CHOICE_HINT
+            self.error(e, OBJ_CHOICE, OBJ_CHOICE_HINT)
+            b.jump(join)
+            b.start(keep)
+            b.jump(join)
+            b.start(join)
+            return Val.nil()
+        var = self.new_var((self._inst_id(), id(e)), "logic", kinds)
         self.assign(var, rhs)
         b.jump(join)
         b.start(keep)
-        self.assign(var, Val(a.tag, a.payload if "int" in keep_kinds else 0, keep_kinds))
+        self.assign(var, kept)
         b.jump(join)
         b.start(join)
         return var.read()
@@ -289,6 +354,9 @@ class ExprLowering:
 
     def compare_values(self, e: ast.BinOp, a: Val, c: Val, then_, else_) -> None:
         b = self.b
+        if strconst.any_cstr([a, c]):
+            return strconst.branch_each(self, [a, c], lambda x, y: self.compare_values(
+                e, x, y, then_, else_))
         if not (a.is_int and c.is_int):
             x = self.int_operand(a, e.left, compare_message(e.op, a, c, True))
             y = self.int_operand(c, e.right, compare_message(e.op, a, c, False))
@@ -302,6 +370,8 @@ class ExprLowering:
 
     def equality(self, a: Val, c: Val, yes, no) -> None:
         b = self.b
+        if strconst.any_cstr([a, c]):
+            return strconst.branch_each(self, [a, c], lambda x, y: self.equality(x, y, yes, no))
         if "lview" in a.kinds and "lview" in c.kinds or "obj" in a.kinds | c.kinds:
             self.error_at_loc("comparing layouts or library values is not available in kernel Lua")
             b.jump(no)
@@ -332,9 +402,18 @@ class ExprLowering:
 
 
 
-KIND_TAG = {"nil": NIL, "str": STR, "lview": LVIEW, "obj": OBJ}
+KIND_TAG = {"nil": NIL, "int": INT, "str": STR, "lview": LVIEW, "obj": OBJ, "cstr": CSTR}
 LUA_TYPES = {"nil": "nil", "bool": "boolean", "int": "number", "str": "string", "lview": "userdata",
-             "obj": "table"}
+             "obj": "table", "cstr": "string"}
+
+
+def truthy_part(a: Val) -> Val:
+    """a where it is true: without nil (and with only true for booleans)."""
+    return Val(a.tag, a.payload, a.kinds - {"nil"}, a.range, a.length, a.data, a.obj, a.strs)
+
+
+def falsy_part(a: Val) -> Val:
+    return Val(a.tag, 0, falsy_kinds(a.kinds))
 
 
 def lua_type(kind: str) -> str:

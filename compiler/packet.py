@@ -43,6 +43,11 @@ class PacketHook:
         return XDP_PASS if self.kind == "xdp" else TC_ACT_OK
 
     @property
+    def returns(self) -> str:
+        """What `filter` may return, for errors."""
+        return f"true or nil (pass), false (drop) or {'an' if self.kind == 'xdp' else 'a'} {self.kind}.* verdict"
+
+    @property
     def drop(self) -> int:
         return XDP_DROP if self.kind == "xdp" else TC_ACT_SHOT
 
@@ -144,4 +149,105 @@ ACTIONS = {
     ("tc", "REDIRECT"): 7,
 }
 
-__all__ = ["PacketHook", "filter_hook", "ACTIONS", "TRUE"]
+# ---- verdict constants belong to their hook -------------------------------------------
+# The numbers of one hook mean something else under the other (tc.SHOT = 2 = XDP_PASS), so
+# a verdict constant of the other hook is a compile error wherever it appears.
+
+# What to write instead, for each constant, under the other hook.
+COUNTERPART = {
+    ("tc", "OK"): "xdp.PASS (or true)", ("tc", "SHOT"): "xdp.DROP (or false)",
+    ("tc", "REDIRECT"): "xdp.REDIRECT",
+    ("xdp", "PASS"): "tc.OK (or true)", ("xdp", "DROP"): "tc.SHOT (or false)",
+    ("xdp", "ABORTED"): "tc.SHOT (or false) to drop", ("xdp", "REDIRECT"): "tc.REDIRECT",
+}
+PORTABLE_HINT = "a filter for both hooks returns true (or nil) to pass and false to drop"
+
+
+def foreign_action(path: tuple[str, ...], kind: str) -> tuple[str, str] | None:
+    """(message, hint) when the constant `path` (('tc', 'SHOT')) is a verdict of another
+    packet hook than `kind`; None when it is this hook's (or not a verdict)."""
+    if path not in ACTIONS or path[0] == kind:
+        return None
+    module, name = path
+    instead = COUNTERPART.get(path)
+    if instead is not None:
+        use = f"use {instead}"
+    else:
+        own = ", ".join(f"{kind}.{n}" for (m, n) in ACTIONS if m == kind)
+        use = f"{kind} has no such verdict (it has {own})"
+    article = "an" if module == "xdp" else "a"
+    return (f"{module}.{name} is {article} {module} verdict; this program is compiled for {kind}: {use}",
+            PORTABLE_HINT)
+
+
+def check_action(lw, path: tuple[str, ...], node) -> None:
+    """The guard of a verdict constant: an error at node when it is another hook's."""
+    if not isinstance(lw.hook, PacketHook):
+        return                                   # other hooks take them as plain integers
+    found = foreign_action(path, lw.hook.kind)
+    if found is not None:
+        lw.error(node, *found)
+
+
+def verdict_uses(chunk) -> dict[str, list]:
+    """The spans of `xdp.*` and `tc.*` verdict constants in a parsed chunk, by hook; a file
+    that binds `xdp` or `tc` itself (a local, a parameter) counts as using neither."""
+    from luabpf.compiler import ast
+    uses: dict[str, list] = {"xdp": [], "tc": []}
+    shadowed = False
+    for n in ast.walk(chunk):
+        if isinstance(n, ast.Index) and n.dot and isinstance(n.obj, ast.Name) \
+                and isinstance(n.key, ast.String):
+            path = (n.obj.name, n.key.value.decode("utf-8", "replace"))
+            if path in ACTIONS:
+                uses[path[0]].append(n.span)
+        for name in _bound_names(n):
+            shadowed |= name in uses
+    return {"xdp": [], "tc": []} if shadowed else uses
+
+
+def _bound_names(n) -> list[str]:
+    """The names a node binds (a local, a parameter, a loop variable, a global)."""
+    from luabpf.compiler import ast
+    if isinstance(n, ast.Local):
+        return [x.name for x in n.names]
+    if isinstance(n, ast.Function):
+        return list(n.params)
+    if isinstance(n, ast.Assign):
+        return [t.name for t in n.targets if isinstance(t, ast.Name)]
+    if isinstance(n, ast.LocalFunction):
+        return [n.name]
+    if isinstance(n, ast.NumericFor):
+        return [n.var]
+    if isinstance(n, ast.GenericFor):
+        return list(n.names)
+    return []
+
+
+def infer_packet_hook(source: str, filename: str = "<string>") -> str:
+    """The packet hook a script is meant for when none is given: tc when it uses tc.*
+    verdicts, else xdp. A script that uses both hooks' verdicts is a compile error that
+    names the first use of each."""
+    from luabpf.compiler.diagnostics import CompileError, Diagnostic
+    from luabpf.compiler.parser import parse
+    from luabpf.compiler.source import Source
+    uses = verdict_uses(parse(source, filename))
+    if uses["xdp"] and uses["tc"]:
+        x, t = uses["xdp"][0], uses["tc"][0]
+        second = max(x, t, key=lambda s: (s.line, s.col))
+        text = Source(source, filename)
+        raise CompileError([Diagnostic(
+            f"this script uses verdicts of both packet hooks: {_constant(text, x)} (xdp) at line "
+            f"{x.line} and {_constant(text, t)} (tc) at line {t.line}; a filter's verdict constants "
+            f"belong to the hook it is compiled for",
+            second, f"{PORTABLE_HINT}; or keep one hook's constants (and give --hook for it)")],
+            text)
+    return "tc" if uses["tc"] else "xdp"
+
+
+def _constant(text, span) -> str:
+    line = text.line_text(span.line)
+    return line[span.col - 1:span.end_col - 1] if span.end_line == span.line else "a constant"
+
+
+__all__ = ["PacketHook", "filter_hook", "ACTIONS", "TRUE", "check_action", "infer_packet_hook"]

@@ -10,7 +10,9 @@ tag and costs no register for it.
 Strings are views of bytes: a constant (`data`, known at compile time) or a
 range of the packet (`payload` = start offset, `length`). A layout view (a
 header such as `hdr.ip`, or `view:layout(L)`) is a view plus a static
-`obj` (the Layout). Compile-time objects (`hdr`, modules, layouts) are values
+`obj` (the Layout). A constant string that a variable holds when which one is
+known only at run time is a "cstr": payload = its index in the program's table
+(`strconst` owns them). Compile-time objects (`hdr`, modules, layouts) are values
 of kind "obj" with the object in `obj`; they never live in registers.
 """
 from __future__ import annotations
@@ -19,11 +21,13 @@ from dataclasses import dataclass
 
 from luabpf.compiler.ir import VReg
 
-NIL, FALSE, TRUE, INT, STR, LVIEW, OBJ = 0, 1, 2, 3, 4, 5, 6
+NIL, FALSE, TRUE, INT, STR, LVIEW, OBJ, CSTR = 0, 1, 2, 3, 4, 5, 6, 7
 
-KINDS = ("nil", "bool", "int", "str", "lview", "obj")
-TAG_KIND = {NIL: "nil", FALSE: "bool", TRUE: "bool", INT: "int", STR: "str", LVIEW: "lview", OBJ: "obj"}
+KINDS = ("nil", "bool", "int", "str", "lview", "obj", "cstr")
+TAG_KIND = {NIL: "nil", FALSE: "bool", TRUE: "bool", INT: "int", STR: "str", LVIEW: "lview", OBJ: "obj",
+            CSTR: "cstr"}
 VIEW_KINDS = frozenset({"str", "lview"})
+PAYLOAD_KINDS = frozenset({"int", "cstr"}) | VIEW_KINDS     # kinds whose payload is not 0
 
 
 @dataclass(frozen=True, eq=False)
@@ -35,6 +39,7 @@ class Val:
     length: int | VReg = 0                   # bytes of a string or layout view
     data: bytes | None = None                # a constant string's bytes
     obj: object = None                       # a layout view's Layout; a compile-time object
+    strs: frozenset | None = None            # a cstr's possible constants (indexes), when known
 
     @staticmethod
     def string(data: bytes) -> "Val":
@@ -69,6 +74,8 @@ class Val:
 
     @property
     def is_const(self) -> bool:
+        if "cstr" in self.kinds:                 # which constant is known at run time only
+            return False
         if self.kinds & VIEW_KINDS:
             return self.data is not None
         return isinstance(self.tag, int) and isinstance(self.payload, int) and "obj" not in self.kinds
@@ -105,8 +112,9 @@ def falsy_kinds(kinds: frozenset) -> frozenset:
 
 def type_name(kinds: frozenset) -> str:
     names = {"nil": "nil", "bool": "boolean", "int": "number", "str": "string", "lview": "layout",
-             "obj": "library value"}
-    return " or ".join(names[k] for k in KINDS if k in kinds) or "no value"
+             "obj": "library value", "cstr": "string"}
+    said = list(dict.fromkeys(names[k] for k in KINDS if k in kinds))
+    return " or ".join(said) or "no value"
 
 
 class Var:
@@ -122,10 +130,11 @@ class Var:
         self.payload: VReg | None = None
         self.length: VReg | None = None
         self.obj = None                         # the Layout of a layout view, fixed
+        self.strs: frozenset = frozenset()      # the constants (strconst indexes) it may hold
         if const is None:
             if len(kinds) > 1 or "bool" in kinds:
                 self.tag = new_vreg(name + ".t")
-            if kinds & ({"int"} | VIEW_KINDS):
+            if kinds & PAYLOAD_KINDS:
                 self.payload = new_vreg(name)
             if kinds & VIEW_KINDS:
                 self.length = new_vreg(name + ".len")
@@ -138,7 +147,8 @@ class Var:
         else:
             tag = next((t for t, k in TAG_KIND.items() if k in self.kinds and t not in (FALSE, TRUE)), NIL)
         return Val(tag, self.payload if self.payload is not None else 0, self.kinds, self.range,
-                   self.length if self.length is not None else 0, None, self.obj)
+                   self.length if self.length is not None else 0, None, self.obj,
+                   self.strs if "cstr" in self.kinds else None)
 
     def registers(self) -> list[VReg]:
         return [r for r in (self.tag, self.payload, self.length) if r is not None]

@@ -280,10 +280,6 @@ def test_time_ns_is_the_monotonic_clock():
 # ---- what print cannot send -----------------------------------------------------------------
 
 PRINT_ERRORS = [
-    # the and/or expression itself also gets (later, at its own column) the lowering's
-    # "a constant string can only be held by a local …" errors: only the first is judged
-    ("function f(z)\n  print(z > 0 and 'a' or 'b')\nend", 2, "print(",
-     "argument #1 is a boolean or string known only at run time", False),
     ("h = map.hash(2)\nfunction f(z)\n  print(1, h)\nend", 3, "print(", "print cannot send a map", True),
     ("function f(z)\n  print(" + ", ".join(["z"] * 17) + ")\nend", 2, "print(",
      "at most 16 values known only at run time", True),

@@ -632,7 +632,7 @@ COMPILE_ERRORS = [
     ("h = map.queue(3)\nfunction f(z) end", 1, "map.queue", "unknown function 'map.queue'"),
     ("h = map.hash(3)\nh = map.hash(4)\nfunction f(z) end", 2, "h = map.hash(4)",
      "'h' is already defined at top level"),
-    ("h = map.hash(3)\nfunction f(z) return h end", 2, "function f",
+    ("h = map.hash(3)\nfunction f(z) return h end", 2, "return h",
      "'f' returns a library value as value #1"),
 ]
 
