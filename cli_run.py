@@ -130,6 +130,9 @@ def cmd_run(args) -> int:
             stop.install()
             try:
                 stats = kernel.enable_stats()
+            except kernel.PermissionProblem as e:
+                stats = None
+                err.print(f"luabpf: run-time statistics are off: {e}", markup=False)
             except kernel.BpfError as e:
                 stats = None
                 err.print(f"luabpf: run-time statistics are off ({e.strerror})", markup=False)
@@ -165,18 +168,30 @@ def _compile(args, text: str):
     options = api._options(args.max_loop, None)
     if args.xdp or args.tc:
         hook = "xdp" if args.xdp else "tc"
+        _require(hook, args.netns is not None)
         prog = luabpf.compile(text, args.file, hook=hook, max_loop=args.max_loop,
                               count_verdicts=True)
         return hook, [prog.compiled]
     if args.cpufreq:
+        _require("cpufreq")
         return "cpufreq", api.compile_policy(text, args.file, max_loop=args.max_loop)
     tracepoints = [n for n, _ in api.entry_points(text, args.file) if n.startswith("tracepoint.")]
     if not tracepoints:
         raise UsageError("say where to run it: --xdp DEV or --tc DEV for filter(hdr, pld), "
                          "--cpufreq for throttle(cpu, cur, max, min); a script of "
                          "tracepoint.CATEGORY.EVENT functions needs no flag")
+    _require("tracepoint")
     return "tracepoint", compile_script(text, args.file, api.tracepoint_hooks(text, args.file),
                                         options)
+
+
+def _require(kind: str, netns: bool = False) -> None:
+    """Name the capabilities loading and attaching need and this process lacks, before
+    the kernel answers with something misleading (PermissionProblem, exit 1)."""
+    from luabpf.runtime.errors import run_problem
+    problem = run_problem(kind, netns)
+    if problem is not None:
+        raise problem
 
 
 def _load(programs):
