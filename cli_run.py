@@ -117,13 +117,14 @@ def cmd_run(args) -> int:
         raise UsageError(f"--name {name!r}: letters, digits, '_' and '-' only, at most 64")
     text = read_source(args.file)
     kind, programs = _compile(args, text)
-    try:
-        for run in pins.clean_stale():          # before attaching: a killed policy's governors
-            err.print(f"luabpf: removed the pins of {run.name} (pid {run.pid} is gone)",
-                      markup=False)
-    except pins.PinError as e:
-        err.print(f"luabpf: {e}", markup=False)
-        return EXIT_ERROR
+    # before attaching: NAME's stale pins, and a killed policy's governors on this tree
+    for run in pins.clean_stale(name, policies_on=args.sysfs_root if args.cpufreq else None):
+        err.print(f"luabpf: removed the pins of {run.name} (pid {run.pid} is gone)",
+                  markup=False)
+    others = [r.name for r in pins.stale_runs()]
+    if others:
+        err.print(f"luabpf: stale pins of {', '.join(others)} remain (their runs are gone); "
+                  "`luabpf ls --prune` removes them", markup=False)
     stop = _Stop()
     try:
         with _load(programs) as loaded:
