@@ -136,12 +136,21 @@ def compile_file(source: str, filename: str, hook: str | None = None,
         from luabpf.compiler.source import Source, Span
         raise CompileError([Diagnostic(f"a {hook} program needs {needs[hook]}",
                                        Span(filename, 1, 1, 1, 2))], Source(source, filename))
+    errors = []
     for name, nparams in entry_points(source, filename):
         if name.startswith("tracepoint."):
             continue
-        prog = compile_function(source, name, ("int",) * nparams, filename, max_loop=max_loop,
-                                loops=loops)
+        try:
+            prog = compile_function(source, name, ("int",) * nparams, filename,
+                                    max_loop=max_loop, loops=loops)
+        except CompileError as e:         # every function's errors, in one report
+            errors.append(e)
+            continue
         programs.append((f"function/{name}", prog))
+    if errors:
+        from luabpf.compiler.program import merged_errors
+        from luabpf.compiler.source import Source
+        raise merged_errors(errors, Source(source, filename))
     if not programs:
         from luabpf.compiler.diagnostics import Diagnostic
         from luabpf.compiler.source import Span

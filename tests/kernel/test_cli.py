@@ -137,3 +137,12 @@ def test_call_shows_what_the_function_prints_then_what_it_returns(tmp_path):
     e = luabpf("call", script, "f", "0")
     assert e.returncode == 1
     assert e.stderr.splitlines() == [f"{script}:2: 0\tx\tnil\tfalse", f"{script}:3: zero"]
+
+
+def test_errors_of_every_function_are_reported_in_one_run(tmp_path):
+    path = write(tmp_path, "two.lua", "function f(n)\n  while n > 0 do n = n - 1 end\n  return n\nend\n"
+                                      "function g(n)\n  while n > 1 do n = n // 2 end\n  return n\nend\n")
+    r = luabpf("compile", path, "--loops", "bounded")
+    assert r.returncode == 1
+    assert [l.split(": error")[0] for l in r.stderr.splitlines() if ": error:" in l] == \
+        [f"{path}:2:3", f"{path}:6:3"], r.stderr
