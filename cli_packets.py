@@ -18,7 +18,7 @@ import json
 import os
 import sys
 
-from luabpf.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError, err, out, read_source
+from luabpf.cli import EXIT_ERROR, EXIT_OK, UsageError, err, out, read_source
 
 PROGRESS_OVER = 200          # frames: above this, `test` shows a progress bar
 TABLE_UP_TO = 1000           # frames: above this, `test` prints plain lines, not a table
@@ -40,14 +40,15 @@ def add_commands(sub) -> None:
 
 
 def _usage_here(cmd):
-    """Report this module's usage errors itself: under `python -m luabpf.cli`
-    the `__main__` module's UsageError is another class than luabpf.cli's."""
+    """Report this module's usage errors itself (as `luabpf.cli.usage_failed` does: JSON
+    too with --json): under `python -m luabpf.cli` the `__main__` module's UsageError is
+    another class than luabpf.cli's."""
     def run(args) -> int:
         try:
             return cmd(args)
         except UsageError as e:
-            err.print(f"luabpf: {e}", markup=False)
-            return EXIT_USAGE
+            from luabpf.cli import usage_failed
+            return usage_failed(args, e)
         except BrokenPipeError:               # `luabpf test … | head`: the reader left
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())

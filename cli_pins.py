@@ -68,12 +68,8 @@ def cmd_set(args) -> int:
 
 def cmd_ls(args) -> int:
     from luabpf.runtime import pins
-    try:
-        pruned = pins.clean_stale() if args.prune else []
-        runs = pins.list_running()
-    except pins.PinError as e:
-        err.print(f"luabpf: {e}", markup=False)
-        return EXIT_ERROR
+    pruned = pins.clean_stale() if args.prune else []        # PinError: cli.report's
+    runs = pins.list_running()
     for run in pruned:
         if args.json:
             emit_json({"event": "pruned", "name": run.name, "path": run.path, "pid": run.pid})

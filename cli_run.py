@@ -110,7 +110,6 @@ def _check_flags(args) -> None:
 
 def cmd_run(args) -> int:
     from luabpf.runtime import kernel, pins
-    from luabpf.runtime.attach import AttachError
     _check_flags(args)
     name = args.name or pins.default_name(args.file)
     if not pins.valid_name(name):
@@ -138,21 +137,10 @@ def cmd_run(args) -> int:
                 stats = None
                 err.print(f"luabpf: run-time statistics are off ({e.strerror})", markup=False)
             session = _Session(kind)
-            try:
+            try:               # a failure (AttachError, PinError…) is cli.report's to show
                 session.attach(args, loaded)
-            except (AttachError, _AttachProblem) as e:
-                session.detach()
-                err.print(f"luabpf: {e}", markup=False)
-                return EXIT_ERROR
-            except BaseException:
-                session.detach()
-                raise
-            try:
                 with pins.pin_running(name, loaded, session.info()) as pinned:
                     return _watch(args, loaded, session, pinned.path, stop)
-            except pins.PinError as e:
-                err.print(f"luabpf: {e}", markup=False)
-                return EXIT_ERROR
             finally:
                 session.detach()
                 if stats is not None:
@@ -200,10 +188,6 @@ def _load(programs):
     return LoadedProgram(programs[0]) if len(programs) == 1 else LoadedScript(programs)
 
 
-class _AttachProblem(Exception):
-    """A policy cannot start (its sysfs tree); str() is one sentence."""
-
-
 class _Session:
     """What one `luabpf run` attached: links (a device's hook, timers, tracepoints) and, for
     a CPU-frequency policy, the actuator the loop ticks."""
@@ -234,14 +218,11 @@ class _Session:
 
     def _start_policy(self, args, loaded) -> None:
         from luabpf.runtime.attach.perf import online_cpus
-        from luabpf.runtime.cpufreq import Actuator, CpufreqError, SysfsTree
+        from luabpf.runtime.cpufreq import Actuator, SysfsTree
         from luabpf.runtime.policy import Policy
-        try:
-            tree = SysfsTree(args.sysfs_root)
-            actuator = Actuator(tree, dry_run=args.dry_run, min_gap_s=args.interval / 1000 * 0.9)
-            self.policy = Policy(loaded, tree, actuator, online_cpus()).start()
-        except CpufreqError as e:
-            raise _AttachProblem(str(e)) from None
+        tree = SysfsTree(args.sysfs_root)            # CpufreqError: one sentence for cli.report
+        actuator = Actuator(tree, dry_run=args.dry_run, min_gap_s=args.interval / 1000 * 0.9)
+        self.policy = Policy(loaded, tree, actuator, online_cpus()).start()
 
     def tick(self) -> list:
         return self.policy.tick() if self.policy is not None else []
