@@ -36,7 +36,7 @@ class Program:
 
 
 def _options(max_loop: int | None, loops: str | None) -> Options:
-    opts = Options()
+    opts = Options(loops_asked=loops is not None)
     if max_loop is not None:
         opts.max_loop = max_loop
     if loops is None:                   # what the running kernel verifies cheapest

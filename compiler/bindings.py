@@ -22,6 +22,7 @@ class Restart(Exception):
 class Options:
     max_loop: int = 1_000_000
     loops: str = "may_goto"          # 'may_goto' | 'bounded' (plain back-edges)
+    loops_asked: bool = False        # the user chose `loops` (errors say so, not "this kernel")
     # the ids of this program's first error site and first print site: the programs of
     # one script number theirs one after another, sharing the errors map and ring buffer
     first_site: int = 0

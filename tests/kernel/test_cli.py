@@ -234,3 +234,23 @@ def test_json_run_failures_are_json(tmp_path):
     policy = os.path.join(ROOT, "examples", "overheat.lua")
     [d] = failure(luabpf("run", policy, "--cpufreq", "--sysfs-root", str(tmp_path), "--json"), 1)
     assert "is not a sysfs tree with CPUs" in d["message"]
+
+
+@pytest.mark.kernel
+def test_loops_bounded_on_a_kernel_with_may_goto_does_what_was_asked(tmp_path):
+    from luabpf.runtime import features
+    assert features.has_may_goto()             # the case of the issue: the kernel has it
+    path = write(tmp_path, "sum.lua", "function f(n)\n  local s = 0\n  --@bound 50\n"
+                                      "  for i = 1, n do s = s + i end\n  return s\nend\n")
+    asm = luabpf("compile", path, "--asm", "--loops", "bounded")
+    assert asm.returncode == 0, asm.stderr
+    assert "may_goto" not in asm.stdout
+    assert "may_goto" in luabpf("compile", path, "--asm").stdout       # what it does unasked
+    r = luabpf("check", path, "--loops", "bounded", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["verified"], r.stderr
+    assert luabpf("call", path, "f", "10").stdout == "55\n"
+    unbounded = luabpf("check", EXAMPLE, "--loops", "bounded")
+    assert unbounded.returncode == 1
+    assert f"{EXAMPLE}:10:3: error: --loops bounded compiles loops without may_goto, so the " \
+           "verifier walks every iteration" in unbounded.stderr
+    assert "this kernel has no may_goto" not in unbounded.stderr
