@@ -187,3 +187,47 @@ def test_run_removes_its_own_stale_pins_only_and_ls_prune_the_others():
     finally:
         for name in (mine, other):
             pins.clean_stale(name)
+
+
+def test_a_killed_policys_pins_go_with_the_next_policy_on_its_tree_or_ls_prune(tmp_path):
+    from luabpf.runtime.attach.perf import online_cpus
+    from luabpf.runtime.cpufreq import make_simulated
+    cpus = online_cpus()
+    freqs = (800000, 1600000, 2400000)
+    token = secrets.token_hex(3)
+    policy = os.path.join(ROOT, "examples", "ondemand.lua")
+    trees = []
+    for i in range(2):
+        t = make_simulated(str(tmp_path / f"sys{i}"), cpus=cpus, freqs=freqs, temps=[40] * len(cpus))
+        for cpu in cpus:
+            t.simulate_cur(cpu, freqs[-1])
+        trees.append(t)
+    first, second = f"pol1-{token}", f"pol2-{token}"
+
+    def governors(t):
+        return {t.governor(cpu) for cpu in t.cpus()}
+
+    try:
+        Background(policy, "--cpufreq", "--sysfs-root", trees[0].root, "--name", first).kill()
+        Background(policy, "--cpufreq", "--sysfs-root", trees[1].root, "--name", second).kill()
+        assert governors(trees[0]) == governors(trees[1]) == {"userspace"}
+        # a tracepoint run leaves both alone
+        r = cli("run", TRACEPOINTS, "--name", f"tp-{token}", "--duration", "0.2")
+        assert r.returncode == 0, r.stderr
+        assert all(os.path.isdir(os.path.join(pins.root(), n)) for n in (first, second))
+        assert governors(trees[0]) == {"userspace"}
+        # a policy on tree 0 (another NAME) takes over the first's CPUs: restores, removes
+        r = cli("run", policy, "--cpufreq", "--sysfs-root", trees[0].root, "--name",
+                f"pol3-{token}", "--duration", "0.3")
+        assert r.returncode == 0, r.stderr
+        assert f"luabpf: removed the pins of {first} (pid " in r.stderr
+        assert not os.path.exists(os.path.join(pins.root(), first))
+        assert governors(trees[0]) == {"schedutil"}
+        assert os.path.isdir(os.path.join(pins.root(), second))     # another tree's
+        assert governors(trees[1]) == {"userspace"}
+        pruned = cli("ls", "--prune")
+        assert f"removed the pins of {second} (pid " in pruned.stdout, pruned.stderr
+        assert governors(trees[1]) == {"schedutil"}
+    finally:
+        for name in (first, second):
+            pins.clean_stale(name)
