@@ -185,7 +185,8 @@ def _open_error(e: OSError, what: str, cpu: int) -> AttachError:
     err = e.errno
     if err in (errno.EACCES, errno.EPERM):
         from luabpf.runtime.errors import CAP_PERFMON, capability_problem
-        problem = capability_problem(f"opening a perf event for {what}", (CAP_PERFMON,))
+        problem = capability_problem(f"opening a perf event for {what}", (CAP_PERFMON,),
+                                     why=f"kernel.perf_event_paranoid is {_paranoid()}")
         if problem is not None:
             return AttachError(str(problem))
         return AttachError(f"the kernel refused to open a perf event for {what} "

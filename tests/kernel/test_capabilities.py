@@ -210,6 +210,9 @@ def test_a_refused_perf_event_names_cap_perfmon():
     r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                         "--inh-caps=-all,+bpf", "--ambient-caps=-all,+bpf", sys.executable, "-c",
                         code], capture_output=True, text=True, timeout=60, cwd="/")
+    with open("/proc/sys/kernel/perf_event_paranoid") as f:
+        paranoid = f.read().strip()
     assert r.stdout.strip() == ("opening a perf event for tracepoint sched:sched_switch needs "
-                                "CAP_PERFMON; this process lacks CAP_PERFMON (run luabpf as root, "
+                                "CAP_PERFMON; this process lacks CAP_PERFMON (kernel."
+                                f"perf_event_paranoid is {paranoid}; run luabpf as root, "
                                 "or give it CAP_PERFMON)."), r.stderr
