@@ -3,9 +3,10 @@
 Owns: `BpfError` (a failed bpf(2) command, with the verifier's or BTF checker's
 log when there is one), `PermissionProblem` (the one sentence a user without
 the privileges for what they asked sees, DESIGN §7) and the table of which
-capabilities each thing luabpf asks of the kernel needs (`LOAD_NEEDS`,
-`CMD_NEEDS`), read against the process's effective set (`effective_capabilities`,
-/proc/self/status CapEff). Does not own: mapping a verifier log to Lua source
+capabilities each thing luabpf asks of the kernel needs (`LOAD_NEEDS`, `RUN_NEEDS`,
+`SYS_ADMIN_CMDS`), read against the process's effective set (`effective_capabilities`,
+/proc/self/status CapEff; none in a user namespace, whose capabilities the kernel's
+BPF checks do not take). Does not own: mapping a verifier log to Lua source
 lines (`runtime/load.py`), or user-facing diagnostics (`compiler/diagnostics.py`).
 
 What Linux 6.18 asks (CAP_SYS_ADMIN stands in for each of the others):
@@ -107,15 +108,35 @@ def effective_capabilities() -> int:
     return 0
 
 
+def in_user_namespace() -> bool:
+    """Whether this process is in a user namespace other than the initial one (its uid
+    map is not the identity over all uids), where its capabilities are that namespace's."""
+    try:
+        with open("/proc/self/uid_map") as f:
+            return f.read().split() != ["0", "0", "4294967295"]
+    except OSError:
+        return False
+
+
+USERNS_WHY = ("its capabilities are those of a user namespace, which the kernel does not "
+              "take for BPF")
+
+
+def bpf_capabilities() -> int:
+    """The capabilities the kernel's BPF checks see: the effective set, or none in a
+    user namespace (they check against the initial one; luabpf uses no BPF token)."""
+    return 0 if in_user_namespace() else effective_capabilities()
+
+
 def has_capability(cap: int, caps: int | None = None) -> bool:
     """Whether the effective set has `cap`, or CAP_SYS_ADMIN, which the kernel's BPF
     checks (bpf_token_capable, perfmon_capable) take for any of them."""
-    caps = effective_capabilities() if caps is None else caps
+    caps = bpf_capabilities() if caps is None else caps
     return bool(caps & ((1 << cap) | (1 << CAP_SYS_ADMIN)))
 
 
 def missing_capabilities(needed, caps: int | None = None) -> list[int]:
-    caps = effective_capabilities() if caps is None else caps
+    caps = bpf_capabilities() if caps is None else caps
     return [c for c in needed if not has_capability(c, caps)]
 
 
@@ -126,6 +147,8 @@ def _and(names: list[str]) -> str:
 def remedy(missing) -> str:
     """How to get the missing capabilities: "run luabpf as root, or give it CAP_X"."""
     lack = _and([CAP_NAMES[c] for c in missing])
+    if in_user_namespace():
+        return f"run luabpf in the initial user namespace, as root or with {lack}"
     if os.geteuid() == 0:
         return f"this root process had {'it' if len(missing) == 1 else 'them'} dropped: give it {lack}"
     return f"run luabpf as root, or give it {lack}"
@@ -136,7 +159,8 @@ def needs_sentence(what: str, needed, missing, why: str = "") -> str:
     — one sentence."""
     need = _and([CAP_NAMES[c] for c in needed])
     lack = _and([CAP_NAMES[c] for c in missing])
-    why = f"{why}; " if why else ""
+    whys = [w for w in (USERNS_WHY if in_user_namespace() else "", why) if w]
+    why = "".join(f"{w}; " for w in whys)
     return f"{what} needs {need}; this process lacks {lack} ({why}{remedy(missing)})."
 
 

@@ -216,3 +216,16 @@ def test_a_refused_perf_event_names_cap_perfmon():
                                 "CAP_PERFMON; this process lacks CAP_PERFMON (kernel."
                                 f"perf_event_paranoid is {paranoid}; run luabpf as root, "
                                 "or give it CAP_PERFMON)."), r.stderr
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="unshare (util-linux) makes the user namespace")
+def test_capabilities_in_a_user_namespace_do_not_count(scripts):
+    """`unshare -U -r`: every capability, but a user namespace's — the kernel's BPF checks
+    look at the initial one, so before: EPERM "… lockdown, an LSM or a sysctl …"."""
+    r = subprocess.run(["unshare", "--user", "--map-root-user", sys.executable, "-m", "luabpf.cli",
+                        "call", scripts["function"], "f", "3"],
+                       capture_output=True, text=True, timeout=60, cwd="/")
+    assert one_sentence(r) == (
+        "luabpf: loading a function program needs CAP_BPF; this process lacks CAP_BPF (its "
+        "capabilities are those of a user namespace, which the kernel does not take for BPF; "
+        "run luabpf in the initial user namespace, as root or with CAP_BPF).")
