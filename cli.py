@@ -3,7 +3,9 @@
 Owns argument parsing, what each subcommand prints, and the exit codes:
 0 success, 1 a compile, verify or runtime error, 2 usage. No Python
 traceback reaches a user: every failure becomes one located message
-(set LUABPF_DEBUG=1 to see the traceback of an internal error).
+(set LUABPF_DEBUG=1 to see the traceback of an internal error); with
+`--json`, also one JSON line on stdout with its diagnostics (`emit_failure`).
+A usage error shows the usage of the subcommand it concerns.
 """
 from __future__ import annotations
 
