@@ -121,6 +121,19 @@ def test_a_device_in_another_named_namespace_says_which(veth):
                            f"{veth.a.netns})")
 
 
+def test_a_device_of_this_namespace_asked_in_another_says_leave_out_netns(veth):
+    dev = f"lbr{veth.token}"
+    subprocess.run(["ip", "link", "add", dev, "type", "veth", "peer", "name", dev + "p"], check=True)
+    try:
+        r = cli("run", FILTER, "--xdp", dev, "--netns", veth.b.netns, "--duration", "0.2",
+                "--name", f"own-{veth.token}")
+        assert one_line(r) == (f"luabpf: {dev}: no such network interface in network namespace "
+                               f"{veth.b.netns}; this process's own namespace has one (leave out "
+                               f"--netns)")
+    finally:
+        subprocess.run(["ip", "link", "del", dev], check=False)
+
+
 def test_a_device_in_a_process_namespace_says_which_and_the_hint_works():
     dev = f"lbp{secrets.token_hex(3)}"
     holder = subprocess.Popen(["unshare", "--net", "sleep", "60"])
