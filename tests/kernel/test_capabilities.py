@@ -229,3 +229,25 @@ def test_capabilities_in_a_user_namespace_do_not_count(scripts):
         "luabpf: loading a function program needs CAP_BPF; this process lacks CAP_BPF (its "
         "capabilities are those of a user namespace, which the kernel does not take for BPF; "
         "run luabpf in the initial user namespace, as root or with CAP_BPF).")
+
+
+def test_a_held_device_without_cap_sys_admin_says_how_to_find_the_holder(scripts):
+    """Listing the kernel's links needs CAP_SYS_ADMIN: without it the sentence cannot say
+    whether a link holds the program, and says how to find out."""
+    import secrets
+    import luabpf
+    from luabpf.runtime.attach import Target, attach
+    a = f"lbh{secrets.token_hex(3)}a"
+    subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", a[:-1] + "b"], check=True)
+    try:
+        prog = luabpf.compile("function filter(hdr, pld)\n  return true\nend\n", "p.lua", "xdp")
+        with prog.load() as loaded, attach(loaded.fd, Target("xdp", a)) as link:
+            r = as_root_with("+bpf,+net_admin,+perfmon", "run", scripts["filter"], "--xdp", a,
+                             "--duration", "0.2", "--name", f"held-{a}")
+            lines = [l for l in r.stderr.splitlines() if "already has" in l]
+            assert r.returncode == 1 and lines == [
+                f"luabpf: {a} already has an XDP program (id {link.prog_id}); luabpf does not "
+                f"replace it (`bpftool link` shows whether a BPF link holds it; if none does, "
+                f"remove it with: ip link set dev {a} xdp off)"], r.stderr
+    finally:
+        subprocess.run(["ip", "link", "del", a], check=False)
