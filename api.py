@@ -45,7 +45,7 @@ class Program:
 def _options(max_loop: int | None, loops: str | None, budget: int | None = None) -> Options:
     """Compile options; a bound or budget out of range is a ValueError (cost.check_figure)."""
     from luabpf.compiler.cost import check_figure
-    opts = Options()
+    opts = Options(loops_asked=loops is not None)
     for name, value in (("max_loop", max_loop), ("budget", budget)):
         problem = check_figure(value)
         if problem:
@@ -158,12 +158,21 @@ def compile_file(source: str, filename: str, hook: str | None = None,
         from luabpf.compiler.source import Source, Span
         raise CompileError([Diagnostic(f"a {hook} program needs {needs[hook]}",
                                        Span(filename, 1, 1, 1, 2))], Source(source, filename))
+    errors = []
     for name, nparams in entry_points(source, filename):
         if name.startswith("tracepoint."):
             continue
-        prog = compile_function(source, name, ("int",) * nparams, filename, max_loop=max_loop,
-                                loops=loops, budget=budget)
+        try:
+            prog = compile_function(source, name, ("int",) * nparams, filename,
+                                    max_loop=max_loop, loops=loops, budget=budget)
+        except CompileError as e:         # every function's errors, in one report
+            errors.append(e)
+            continue
         programs.append((f"function/{name}", prog))
+    if errors:
+        from luabpf.compiler.program import merged_errors
+        from luabpf.compiler.source import Source
+        raise merged_errors(errors, Source(source, filename))
     if not programs:
         from luabpf.compiler.diagnostics import Diagnostic
         from luabpf.compiler.source import Span

@@ -3,7 +3,9 @@
 Owns argument parsing, what each subcommand prints, and the exit codes:
 0 success, 1 a compile, verify or runtime error, 2 usage. No Python
 traceback reaches a user: every failure becomes one located message
-(set LUABPF_DEBUG=1 to see the traceback of an internal error).
+(set LUABPF_DEBUG=1 to see the traceback of an internal error); with
+`--json`, also one JSON line on stdout with its diagnostics (`emit_failure`).
+A usage error shows the usage of the subcommand it concerns.
 """
 from __future__ import annotations
 
@@ -50,6 +52,45 @@ err = LazyConsole(stderr=True)
 
 class UsageError(Exception):
     pass
+
+
+class ArgumentError(Exception):
+    """argparse found the command line malformed: `.parser` is the (sub)command's parser,
+    whose usage is shown; str() is argparse's message."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str):
+        super().__init__(message)
+        self.parser = parser
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises ArgumentError instead of exiting, so `main` reports
+    it in the subcommand's own words (and as JSON with --json); subparsers are made of
+    this class too."""
+
+    def error(self, message: str):
+        raise ArgumentError(self, message)
+
+
+def version() -> str:
+    """luabpf's version, as the installed package's metadata says."""
+    from importlib.metadata import PackageNotFoundError, version as _version
+    try:
+        return _version("luabpf")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _Version(argparse.Action):
+    """`--version`: the version is looked up only when asked for."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, **kw):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="print luabpf's version and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(f"luabpf {version()}")
+        parser.exit(EXIT_OK)
 
 
 def read_source(path: str) -> str:
@@ -237,8 +278,9 @@ def cmd_demo(args) -> int:
 # ---- main -------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="luabpf", description="Kernel Lua: compile Lua to eBPF, "
-                                "verify it in the running kernel, run it there.")
+    p = Parser(prog="luabpf", description="Kernel Lua: compile Lua to eBPF, "
+               "verify it in the running kernel, run it there.")
+    p.add_argument("--version", action=_Version)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def common(sp):
@@ -288,38 +330,116 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args, extra = parser.parse_known_args(argv)
+        command = _subparser(parser, args)
+        if extra:
+            command.error(f"unrecognized arguments: {' '.join(extra)}")
+    except ArgumentError as e:
+        e.parser.print_usage(sys.stderr)
+        err.print(f"{e.parser.prog}: error: {e}", markup=False)
+        if "--json" in argv and "--json" in e.parser._option_string_actions:
+            emit_failure(EXIT_USAGE, [diagnostic(str(e), hint=e.parser.format_usage().strip())])
+        return EXIT_USAGE
+    return run_command(args)
+
+
+def _subparser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser:
+    """The parser of the subcommand given (its usage is the one to show)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices.get(getattr(args, "command", None), parser)
+    return parser
+
+
+def run_command(args) -> int:
+    """Run the subcommand; every failure becomes one message and its exit code."""
     try:
         return args.run(args)
-    except UsageError as e:
-        err.print(f"luabpf: {e}", markup=False)
-        return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_ERROR
     except Exception as e:  # every failure a user can cause becomes one message
-        return report(e)
+        if _is_usage_error(e):
+            return usage_failed(args, e)
+        return report(e, args)
 
 
-def report(e: Exception) -> int:
+def _is_usage_error(e: Exception) -> bool:
+    """A UsageError of this module, also when it runs as `python -m luabpf.cli` (then
+    the subcommands raise luabpf.cli's, another class than __main__'s)."""
+    import luabpf.cli as canonical
+    return isinstance(e, (UsageError, canonical.UsageError))
+
+
+def usage_failed(args, e: Exception) -> int:
+    err.print(f"luabpf: {e}", markup=False)
+    if getattr(args, "json", False):
+        emit_failure(EXIT_USAGE, [diagnostic(str(e))])
+    return EXIT_USAGE
+
+
+def diagnostic(message: str, file: str | None = None, line: int | None = None,
+               column: int | None = None, hint: str | None = None,
+               severity: str = "error") -> dict:
+    """One diagnostic as `--json` prints it."""
+    return {"file": file, "line": line, "column": column, "message": message, "hint": hint,
+            "severity": severity}
+
+
+def emit_failure(code: int, diagnostics: list[dict]) -> None:
+    """`--json`'s failure line on stdout: {"event": "error", "exit": CODE, "diagnostics": […]}."""
+    emit_json({"event": "error", "exit": code, "diagnostics": diagnostics})
+
+
+def diagnostics_of(e: Exception, file: str | None) -> list[dict]:
+    """The diagnostics of a failure, located where the failure knows its place."""
+    from luabpf.api import LuaRuntimeError
+    from luabpf.compiler.diagnostics import CompileError
+    from luabpf.runtime.load import LoadError
+    if isinstance(e, CompileError):
+        return [diagnostic(d.message, d.file, d.line, d.col, d.hint, d.severity)
+                for d in e.diagnostics]
+    if isinstance(e, LoadError):
+        return [diagnostic(f"the kernel verifier rejected the program: {e.message}", e.file,
+                           e.line)]
+    if isinstance(e, LuaRuntimeError):
+        return [diagnostic(e.message, e.file, e.line)]
+    return [diagnostic(_message(e), file)]
+
+
+def report(e: Exception, args=None) -> int:
+    """Print a failure (and with --json, its diagnostics on stdout); EXIT_ERROR."""
+    text = _text(e)
+    err.print(text, markup=False)
+    if getattr(args, "json", False):
+        emit_failure(EXIT_ERROR, diagnostics_of(e, getattr(args, "file", None)))
+    return EXIT_ERROR
+
+
+def _message(e: Exception) -> str:
+    """A failure that is not located in the script: its one sentence."""
+    return _text(e).removeprefix("luabpf: ")
+
+
+def _text(e: Exception) -> str:
     from luabpf.api import LuaRuntimeError
     from luabpf.compiler.diagnostics import CompileError
     from luabpf.runtime.errors import BpfError, PermissionProblem
     from luabpf.runtime.load import LoadError
     if isinstance(e, CompileError):
-        err.print(e.render(), markup=False)
-    elif isinstance(e, (LoadError, LuaRuntimeError)):
-        err.print(f"{e}", markup=False)
-    elif isinstance(e, PermissionProblem) or _one_sentence(e):
-        err.print(f"luabpf: {e}", markup=False)
-    elif isinstance(e, BpfError):
-        err.print(f"luabpf: the kernel refused: {e}", markup=False)
-    else:
-        if os.environ.get("LUABPF_DEBUG"):
-            raise e
-        err.print(f"luabpf: internal error: {type(e).__name__}: {e} "
-                  "(this is a bug in luabpf; LUABPF_DEBUG=1 shows where)", markup=False)
-    return EXIT_ERROR
+        return e.render()
+    if isinstance(e, (LoadError, LuaRuntimeError)):
+        return f"{e}"
+    if isinstance(e, PermissionProblem) or _one_sentence(e):
+        return f"luabpf: {e}"
+    if isinstance(e, BpfError):
+        return f"luabpf: the kernel refused: {e}"
+    if os.environ.get("LUABPF_DEBUG"):
+        raise e
+    return (f"luabpf: internal error: {type(e).__name__}: {e} "
+            "(this is a bug in luabpf; LUABPF_DEBUG=1 shows where)")
 
 
 def _one_sentence(e: Exception) -> bool:

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 
-from luabpf.cli import (EXIT_ERROR, EXIT_OK, EXIT_USAGE, UsageError, add_cost_flags, err, out,
+from luabpf.cli import (EXIT_ERROR, EXIT_OK, UsageError, add_cost_flags, err, out,
                         read_source)
 
 PROGRESS_OVER = 200          # frames: above this, `test` shows a progress bar
@@ -43,14 +43,15 @@ def add_commands(sub) -> None:
 
 
 def _usage_here(cmd):
-    """Report this module's usage errors itself: under `python -m luabpf.cli`
-    the `__main__` module's UsageError is another class than luabpf.cli's."""
+    """Report this module's usage errors itself (as `luabpf.cli.usage_failed` does: JSON
+    too with --json): under `python -m luabpf.cli` the `__main__` module's UsageError is
+    another class than luabpf.cli's."""
     def run(args) -> int:
         try:
             return cmd(args)
         except UsageError as e:
-            err.print(f"luabpf: {e}", markup=False)
-            return EXIT_USAGE
+            from luabpf.cli import usage_failed
+            return usage_failed(args, e)
         except BrokenPipeError:               # `luabpf test … | head`: the reader left
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())

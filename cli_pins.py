@@ -6,8 +6,9 @@ on the pins a run keeps under /sys/fs/bpf/luabpf/NAME/ (`runtime/pins.py`).
 `set TARGET NAME=VALUE…` changes globals of a running program (TARGET: its NAME or
 its pin directory); every assignment is checked (name, kind, range) before any is
 written. `ls` lists what luabpf has running, and the stale pins of runs that were
-killed. Exit codes: 0; 1 for an unknown target or global, a value of the wrong kind,
-or pins this process may not read; 2 for malformed arguments.
+killed; `ls --prune` removes those first. Exit codes: 0; 1 for an unknown target or
+global, a value of the wrong kind, or pins this process may not read; 2 for malformed
+arguments.
 """
 from __future__ import annotations
 
@@ -23,6 +24,8 @@ def add_commands(sub, usage_here) -> None:
 
     ls = sub.add_parser("ls", help="what luabpf has running")
     ls.add_argument("--json", action="store_true", help="one JSON object per run")
+    ls.add_argument("--prune", action="store_true",
+                    help="first remove the pins of stale runs (their process is gone)")
     ls.set_defaults(run=usage_here(cmd_ls))
 
 
@@ -65,11 +68,13 @@ def cmd_set(args) -> int:
 
 def cmd_ls(args) -> int:
     from luabpf.runtime import pins
-    try:
-        runs = pins.list_running()
-    except pins.PinError as e:
-        err.print(f"luabpf: {e}", markup=False)
-        return EXIT_ERROR
+    pruned = pins.clean_stale() if args.prune else []        # PinError: cli.report's
+    runs = pins.list_running()
+    for run in pruned:
+        if args.json:
+            emit_json({"event": "pruned", "name": run.name, "path": run.path, "pid": run.pid})
+        else:
+            out.print(f"removed the pins of {run.name} (pid {run.pid} is gone)", markup=False)
     rows = []
     for r in runs:
         row = r.as_json()
@@ -80,7 +85,8 @@ def cmd_ls(args) -> int:
             emit_json(row)
         return EXIT_OK
     if not rows:
-        out.print("nothing is running", markup=False)
+        if not pruned:
+            out.print("nothing is running", markup=False)
         return EXIT_OK
     from rich.table import Table
     table = Table(show_edge=False)
@@ -93,6 +99,10 @@ def cmd_ls(args) -> int:
                       " ".join(f"{k}={lua_repr(v)}" for k, v in row["globals"].items()),
                       " ".join(row["maps"]))
     out.print(table)
+    stale = sum(1 for row in rows if not row["alive"])
+    if stale:
+        out.print(f"{stale} stale run{'s' if stale != 1 else ''} (the process is gone): "
+                  "`luabpf ls --prune` removes their pins", markup=False)
     return EXIT_OK
 
 

@@ -109,45 +109,37 @@ def _check_flags(args) -> None:
 
 def cmd_run(args) -> int:
     from luabpf.runtime import kernel, pins
-    from luabpf.runtime.attach import AttachError
     _check_flags(args)
     name = args.name or pins.default_name(args.file)
     if not pins.valid_name(name):
         raise UsageError(f"--name {name!r}: letters, digits, '_' and '-' only, at most 64")
     text = read_source(args.file)
     kind, programs = _compile(args, text)
-    try:
-        for run in pins.clean_stale():          # before attaching: a killed policy's governors
-            err.print(f"luabpf: removed the pins of {run.name} (pid {run.pid} is gone)",
-                      markup=False)
-    except pins.PinError as e:
-        err.print(f"luabpf: {e}", markup=False)
-        return EXIT_ERROR
+    # before attaching: NAME's stale pins, and a killed policy's governors on this tree
+    for run in pins.clean_stale(name, policies_on=args.sysfs_root if args.cpufreq else None):
+        err.print(f"luabpf: removed the pins of {run.name} (pid {run.pid} is gone)",
+                  markup=False)
+    others = [r.name for r in pins.stale_runs()]
+    if others:
+        err.print(f"luabpf: stale pins of {', '.join(others)} remain (their runs are gone); "
+                  "`luabpf ls --prune` removes them", markup=False)
     stop = _Stop()
     try:
         with _load(programs) as loaded:
             stop.install()
             try:
                 stats = kernel.enable_stats()
+            except kernel.PermissionProblem as e:
+                stats = None
+                err.print(f"luabpf: run-time statistics are off: {e}", markup=False)
             except kernel.BpfError as e:
                 stats = None
                 err.print(f"luabpf: run-time statistics are off ({e.strerror})", markup=False)
             session = _Session(kind)
-            try:
+            try:               # a failure (AttachError, PinError…) is cli.report's to show
                 session.attach(args, loaded)
-            except (AttachError, _AttachProblem) as e:
-                session.detach()
-                err.print(f"luabpf: {e}", markup=False)
-                return EXIT_ERROR
-            except BaseException:
-                session.detach()
-                raise
-            try:
                 with pins.pin_running(name, loaded, session.info()) as pinned:
                     return _watch(args, loaded, session, pinned.path, stop)
-            except pins.PinError as e:
-                err.print(f"luabpf: {e}", markup=False)
-                return EXIT_ERROR
             finally:
                 session.detach()
                 if stats is not None:
@@ -164,10 +156,12 @@ def _compile(args, text: str):
     options = api._options(args.max_loop, None, args.budget)
     if args.xdp or args.tc:
         hook = "xdp" if args.xdp else "tc"
+        _require(hook, args.netns is not None)
         prog = luabpf.compile(text, args.file, hook=hook, max_loop=args.max_loop,
                               count_verdicts=True, budget=args.budget)
         return hook, [prog.compiled]
     if args.cpufreq:
+        _require("cpufreq")
         return "cpufreq", api.compile_policy(text, args.file, max_loop=args.max_loop,
                                              budget=args.budget)
     tracepoints = [n for n, _ in api.entry_points(text, args.file) if n.startswith("tracepoint.")]
@@ -175,17 +169,23 @@ def _compile(args, text: str):
         raise UsageError("say where to run it: --xdp DEV or --tc DEV for filter(hdr, pld), "
                          "--cpufreq for throttle(cpu, cur, max, min); a script of "
                          "tracepoint.CATEGORY.EVENT functions needs no flag")
+    _require("tracepoint")
     return "tracepoint", compile_script(text, args.file, api.tracepoint_hooks(text, args.file),
                                         options)
+
+
+def _require(kind: str, netns: bool = False) -> None:
+    """Name the capabilities loading and attaching need and this process lacks, before
+    the kernel answers with something misleading (PermissionProblem, exit 1)."""
+    from luabpf.runtime.errors import run_problem
+    problem = run_problem(kind, netns)
+    if problem is not None:
+        raise problem
 
 
 def _load(programs):
     from luabpf.runtime.load import LoadedProgram, LoadedScript
     return LoadedProgram(programs[0]) if len(programs) == 1 else LoadedScript(programs)
-
-
-class _AttachProblem(Exception):
-    """A policy cannot start (its sysfs tree); str() is one sentence."""
 
 
 class _Session:
@@ -218,14 +218,11 @@ class _Session:
 
     def _start_policy(self, args, loaded) -> None:
         from luabpf.runtime.attach.perf import online_cpus
-        from luabpf.runtime.cpufreq import Actuator, CpufreqError, SysfsTree
+        from luabpf.runtime.cpufreq import Actuator, SysfsTree
         from luabpf.runtime.policy import Policy
-        try:
-            tree = SysfsTree(args.sysfs_root)
-            actuator = Actuator(tree, dry_run=args.dry_run, min_gap_s=args.interval / 1000 * 0.9)
-            self.policy = Policy(loaded, tree, actuator, online_cpus()).start()
-        except CpufreqError as e:
-            raise _AttachProblem(str(e)) from None
+        tree = SysfsTree(args.sysfs_root)            # CpufreqError: one sentence for cli.report
+        actuator = Actuator(tree, dry_run=args.dry_run, min_gap_s=args.interval / 1000 * 0.9)
+        self.policy = Policy(loaded, tree, actuator, online_cpus()).start()
 
     def tick(self) -> list:
         return self.policy.tick() if self.policy is not None else []

@@ -23,6 +23,7 @@ class Options:
     max_loop: int | None = None      # default loop bound; None: the hook's (cost.DEFAULT_BOUNDS)
     budget: int | None = None        # worst-case instructions a run may take; None: the hook's
     loops: str = "may_goto"          # 'may_goto' | 'bounded' (plain back-edges)
+    loops_asked: bool = False        # the user chose `loops` (errors say so, not "this kernel")
     # the ids of this program's first error site and first print site: the programs of
     # one script number theirs one after another, sharing the errors map and ring buffer
     first_site: int = 0

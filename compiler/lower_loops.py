@@ -29,7 +29,9 @@ class LoopLowering:
     def loop_bound(self, st) -> int:
         bound = self.declared_bound(st)
         if self.options.loops != "may_goto" and bound > BOUNDED_MAX:
-            self.error(st, f"this kernel has no may_goto, so the verifier walks every iteration of a "
+            why = ("--loops bounded compiles loops without may_goto" if self.options.loops_asked
+                   else "this kernel has no may_goto")
+            self.error(st, f"{why}, so the verifier walks every iteration of a "
                            f"loop: bound it with --@bound N (N at most {BOUNDED_MAX}) on the line "
                            f"before it")
             return BOUNDED_MAX

@@ -228,13 +228,31 @@ def compile_script(text: str, filename: str, hooks: list, options: Options | Non
     if chunk is None:
         chunk = parse_and_check(text, filename)
     options = options or Options()
-    programs = []
+    programs, errors = [], []
     for hook in hooks:
         first_site = sum(len(p.sites) for p in programs) + options.first_site
         first_print = sum(len(p.prints) for p in programs) + options.first_print
         these = dataclasses.replace(options, first_site=first_site, first_print=first_print)
-        programs.append(compile_program(text, filename, hook, these, chunk))
+        try:
+            programs.append(compile_program(text, filename, hook, these, chunk))
+        except CompileError as e:          # the other entry functions' errors are wanted too
+            errors.append(e)
+    if errors:
+        raise merged_errors(errors, Source(text, filename))
     return programs
+
+
+def merged_errors(errors: list[CompileError], source: Source) -> CompileError:
+    """One CompileError of the diagnostics of several programs of one script: in source
+    order, each once (a helper two entry functions inline fails the same way in both)."""
+    seen, diagnostics = set(), []
+    for e in errors:
+        for d in e.diagnostics:
+            if d not in seen:
+                seen.add(d)
+                diagnostics.append(d)
+    diagnostics.sort(key=lambda d: (d.file != source.filename, d.line, d.col))
+    return CompileError(diagnostics, next((e.source for e in errors if e.source), source))
 
 
 def program_maps(low, hook, options: Options) -> list[MapSpec]:

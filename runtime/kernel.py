@@ -42,7 +42,8 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Iterator, Sequence
 
-from luabpf.runtime.errors import BpfError, PermissionProblem, missing_privilege
+from luabpf.runtime.errors import (CAP_PERFMON, BpfError, PermissionProblem, command_problem,
+                                   has_capability, load_problem, verifier_without_perfmon)
 
 __all__ = [
     "BpfError", "PermissionProblem", "Fd", "ProgType", "MapType", "AttachType", "Cmd",
@@ -425,17 +426,33 @@ def _bpf(cmd: Cmd, attr: ctypes.Structure) -> int:
 
 
 def _fail(err: int, cmd: Cmd, log: str = "", *, may_be_permission: bool = True) -> BpfError:
-    """The exception for a failed command. EPERM (and EACCES outside the
-    verifier) becomes `PermissionProblem` when this process lacks CAP_BPF."""
+    """The exception for a failed command. EPERM (and EACCES outside the verifier)
+    becomes a `PermissionProblem` naming the missing capability when one is missing;
+    a verifier rejection (EACCES with a log) too when CAP_PERFMON is missing, since
+    without it the verifier refuses code it accepts from a privileged process."""
     name = f"BPF_{cmd.name}"
     if may_be_permission and err in (errno.EPERM, errno.EACCES):
-        missing = missing_privilege()
-        if missing and (err == errno.EPERM or cmd != Cmd.PROG_LOAD):
-            return PermissionProblem(err, name, missing)
+        if err == errno.EACCES and cmd == Cmd.PROG_LOAD:
+            if log and not has_capability(CAP_PERFMON):
+                return verifier_without_perfmon(_verifier_reason(log), name, err)
+            return BpfError(err, name, log)
+        problem = command_problem(name, err)
+        if problem is not None:
+            return problem
         if err == errno.EPERM and not log:
-            return BpfError(err, name, log, "the process has CAP_BPF; kernel lockdown, "
-                            "an LSM or a sysctl may forbid this")
+            return BpfError(err, name, log, "the process has the capabilities this needs; "
+                            "kernel lockdown, an LSM or a sysctl may forbid this")
     return BpfError(err, name, log)
+
+
+def _verifier_reason(log: str) -> str:
+    """The verifier's complaint: the last line of its log that is not an instruction,
+    a state or the statistics."""
+    for line in reversed(log.splitlines()):
+        text = line.strip()
+        if text and not re.match(r"^(\d+:|processed |from |;|verification time|stack depth)", text):
+            return text
+    return "no reason given"
 
 
 def _buf(data: bytes):
@@ -537,7 +554,10 @@ def prog_load(prog_type: int, insns: bytes, *, license: str = "GPL", name: str =
               attach_btf_id: int = 0, attach_prog_fd: int = 0,
               fd_array: Sequence[int] = (), kern_version: int = 0) -> Fd:
     """BPF_PROG_LOAD `insns` (raw `struct bpf_insn` bytes); the program's fd.
-    With log_level and log_size, a failure's BpfError carries the log."""
+    With log_level and log_size, a failure's BpfError carries the log. Capabilities the
+    type needs and the process lacks are named (PermissionProblem) before the kernel
+    is asked."""
+    _check_load(prog_type)
     ret, log, _ = _prog_load_raw(
         prog_type, insns, license=license, name=name, log_level=log_level, log_size=log_size,
         prog_flags=prog_flags, expected_attach_type=expected_attach_type, btf_fd=btf_fd,
@@ -554,6 +574,7 @@ def load_with_log(prog_type: int, insns: bytes, **kwargs) -> Fd:
     (or the `log_level` given) and a 16 MiB buffer, grown when the kernel's
     log_true_size says it was truncated, and raise BpfError carrying the log
     and the first load's errno. Takes the same keywords as `prog_load`."""
+    _check_load(prog_type)
     level = kwargs.pop("log_level", 0) or 1
     size = kwargs.pop("log_size", 0) or LOG_SIZE
     try:
@@ -577,6 +598,7 @@ def load_verbose(prog_type: int, insns: bytes, *, log_level: int = 1 | 4,
                  **kwargs) -> tuple[Fd, str]:
     """Load with a verifier log even on success; (fd, log). log_level is a mask:
     1 = states at branches, 2 = every instruction, 4 = statistics only."""
+    _check_load(prog_type)
     size = kwargs.pop("log_size", 0) or LOG_SIZE
     kw = dict(_LOAD_DEFAULTS, **kwargs)
     while True:
@@ -588,6 +610,12 @@ def load_verbose(prog_type: int, insns: bytes, *, log_level: int = 1 | 4,
         if ret < 0:
             raise _fail(-ret, Cmd.PROG_LOAD, log)
         return Fd(ret), log
+
+
+def _check_load(prog_type: int) -> None:
+    problem = load_problem([prog_type])
+    if problem is not None:
+        raise problem
 
 
 _LOAD_DEFAULTS = dict(

@@ -65,6 +65,10 @@ class LoadedScript(StateViews):
     that closes every fd. `.programs` (CompiledProgram) and `.fds` go together."""
 
     def __init__(self, programs: list[CompiledProgram]):
+        from luabpf.runtime.errors import load_problem
+        problem = load_problem([c.hook.prog_type for c in programs])
+        if problem is not None:           # named before any map is made (DESIGN §7)
+            raise problem
         self.programs = list(programs)
         self.map_fds: dict[str, int] = {}
         self.fds: list[int] = []

@@ -3,7 +3,8 @@
 Owns the pinned layout of a running program and its life: `pin_running` (what
 `luabpf run` calls once its program is attached), `list_running` (`luabpf ls`),
 `open_running` (`luabpf set`, and any process that wants to read a running
-program's maps, globals and error counts) and `clean_stale`.
+program's maps, globals and error counts) and `clean_stale` (a run's own NAME, or
+every stale run for `luabpf ls --prune`).
 
 Layout of /sys/fs/bpf/luabpf/NAME/:
     progs/<entry>   each program (`filter`, `throttle`, `tracepoint:sched:sched_switch`)
@@ -16,9 +17,10 @@ Decisions:
 - The attachment itself (a BPF link) is never pinned: it lives exactly as long as
   the `luabpf run` process, so a SIGKILL detaches the program. The pins outlive a
   SIGKILL; the owner recorded in `meta` (pid and start time, so a reused pid is not
-  mistaken for it; a zombie counts as gone) tells a stale directory from a live one,
-  and the next `luabpf run` removes stale ones (`luabpf ls` shows them as stale),
-  first putting back the cpufreq governors a killed policy had switched.
+  mistaken for it; a zombie counts as gone) tells a stale directory from a live one.
+  `luabpf run NAME` removes NAME's stale pins only (another user's killed run keeps its
+  pins, to be looked at, until `luabpf ls --prune`); a policy run also those of killed
+  policies on its sysfs tree, first putting back the cpufreq governors they switched.
 - `meta` is pinned first, so a run being set up is never taken for debris; a
   directory without `meta` is removed once it is DEBRIS_AGE seconds old.
 """
@@ -136,7 +138,7 @@ def pin_running(name: str, loaded, attach_info: dict | None) -> PinnedRun:
     if not valid_name(name):
         raise PinError(f"{name!r} is not a usable name (letters, digits, '_' and '-'; "
                        "at most 64)")
-    clean_stale()
+    clean_stale(name)
     base = root()
     os.makedirs(base, mode=0o700, exist_ok=True)
     path = os.path.join(base, name)
@@ -230,17 +232,24 @@ def list_running() -> list[Running]:
 DEBRIS_AGE = 30.0        # seconds: a directory without meta younger than this is being made
 
 
-def clean_stale() -> list[Running]:
+def clean_stale(name: str | None = None, *, policies_on: str | None = None) -> list[Running]:
     """Remove the pins of runs whose process is gone, putting back what they changed (a
-    policy's cpufreq governors), and debris without a meta; the stale runs removed."""
+    policy's cpufreq governors), and debris without a meta; the stale runs removed.
+    With `name`, only that NAME's (what `luabpf run --name NAME` does before it starts):
+    other users' stale pins are theirs to look at until `luabpf ls --prune`. With
+    `policies_on` (a sysfs root), also the stale policy runs on that tree, whose CPUs a
+    new policy takes over. Without either, every stale run (`luabpf ls --prune`)."""
     base = root()
     if not os.path.isdir(base):
         return []
     removed = []
-    for name in _listdir(base):
-        path = os.path.join(base, name)
-        run = _read(path)
+    names = _listdir(base) if name is None or policies_on is not None else [name]
+    runs = [(n, _read(os.path.join(base, n))) for n in names if os.path.isdir(os.path.join(base, n))]
+    for entry, run in runs:
+        path = os.path.join(base, entry)
         if run is None:
+            if name is not None and entry != name:
+                continue
             try:
                 young = time.time() - os.stat(path).st_mtime < DEBRIS_AGE
             except OSError:
@@ -248,11 +257,37 @@ def clean_stale() -> list[Running]:
             if not young:
                 _remove_dir(path)
             continue
-        if not run.alive:
+        if run.alive:
+            continue
+        mine = name is None and policies_on is None or entry == name or (
+            policies_on is not None and _same_tree(_policy_root(run), policies_on))
+        if not mine:
+            continue
+        if _policy_root(run) is not None and not _live_policy_on(_policy_root(run)):
             _restore_governors((run.meta.get("attach") or {}).get("restore_governors"))
-            _remove_dir(path)
-            removed.append(run)
+        _remove_dir(path)
+        removed.append(run)
     return removed
+
+
+def _same_tree(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and os.path.realpath(a) == os.path.realpath(b)
+
+
+def _live_policy_on(tree: str) -> bool:
+    """Whether a live policy run drives this sysfs tree (its governors are its own now)."""
+    return any(r.alive and _same_tree(_policy_root(r), tree) for r in list_running())
+
+
+def stale_runs() -> list[Running]:
+    """The runs whose process is gone and whose pins are still there."""
+    return [r for r in list_running() if not r.alive]
+
+
+def _policy_root(run: Running) -> str | None:
+    """The sysfs tree a policy run drives (None for other runs)."""
+    saved = (run.meta.get("attach") or {}).get("restore_governors") or {}
+    return saved.get("root")
 
 
 def _restore_governors(saved: dict | None) -> None:

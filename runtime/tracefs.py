@@ -246,7 +246,8 @@ def _subdirs(path: str) -> list[str]:
     except FileNotFoundError:
         return []
     except PermissionError:
-        raise TracefsError(f"cannot read {path}: permission denied (tracefs needs root)") from None
+        raise TracefsError(f"cannot read {path}: permission denied (tracefs is root's: run luabpf as "
+                           "root, or give it CAP_DAC_READ_SEARCH)") from None
 
 
 def categories() -> list[str]:
@@ -306,7 +307,8 @@ def event_format(category: str, event: str) -> EventFormat:
     except FileNotFoundError:
         raise _unknown_event(category, event) from None
     except PermissionError:
-        raise TracefsError(f"cannot read {path}: permission denied (tracefs needs root)") from None
+        raise TracefsError(f"cannot read {path}: permission denied (tracefs is root's: run luabpf as "
+                           "root, or give it CAP_DAC_READ_SEARCH)") from None
     except OSError as e:
         raise TracefsError(f"cannot read {path}: {e.strerror or e}") from None
     return parse_format(text, category)

@@ -130,10 +130,12 @@ def ifindex_of(dev: str, netns: str | None = None) -> int:
         with entered(netns):
             return socket.if_nametoindex(dev)
     except OSError as e:
-        where = f" in network namespace {netns}" if netns else ""
+        where = f" in network namespace {netns}" if netns else " in this network namespace"
         if netns and "network namespace" in str(e):
             raise AttachError(e.strerror or str(e)) from None
-        raise AttachError(f"{dev}: no such network interface{where}") from None
+        from luabpf.runtime.attach.holder import describe_elsewhere
+        raise AttachError(f"{dev}: no such network interface{where}"
+                          f"{describe_elsewhere(dev, netns)}") from None
 
 
 class Target:

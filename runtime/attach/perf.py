@@ -184,9 +184,14 @@ def _paranoid() -> str:
 def _open_error(e: OSError, what: str, cpu: int) -> AttachError:
     err = e.errno
     if err in (errno.EACCES, errno.EPERM):
+        from luabpf.runtime.errors import CAP_PERFMON, capability_problem
+        problem = capability_problem(f"opening a perf event for {what}", (CAP_PERFMON,),
+                                     why=f"kernel.perf_event_paranoid is {_paranoid()}")
+        if problem is not None:
+            return AttachError(str(problem))
         return AttachError(f"the kernel refused to open a perf event for {what} "
-                           f"({os.strerror(err).lower()}): it needs root or CAP_PERFMON "
-                           f"(kernel.perf_event_paranoid is {_paranoid()})")
+                           f"({os.strerror(err).lower()}) although this process has CAP_PERFMON "
+                           f"(kernel.perf_event_paranoid is {_paranoid()}; an LSM may forbid it)")
     if err == errno.ENODEV:
         return AttachError(f"cannot open a perf event for {what} on CPU {cpu}: "
                            f"that CPU is not online")

@@ -79,10 +79,31 @@ def xdp_prog_id(dev: str, netns: str | None = None) -> int | None:
 
 
 def _busy(dev: str, netns: str | None) -> AttachError:
+    """What holds the device's XDP hook, and what removes it: another `luabpf run` (stop
+    it), a BPF link of another process (`bpftool link detach`; `ip link … xdp off` cannot
+    remove a link's program), or a netlink attachment (`ip link … xdp off`)."""
+    from luabpf.runtime.attach import holder
     other = xdp_prog_id(dev, netns)
-    what = f" (program id {other})" if other else ""
-    return AttachError(f"{dev} already has an XDP program{what}; luabpf does not replace it "
-                       f"(remove it with: ip link set dev {dev} xdp off)")
+    where = f"{dev}" + (f" (network namespace {netns})" if netns else "")
+    if other is None:
+        return AttachError(f"{where} already has an XDP program; luabpf does not replace it")
+    run = holder.luabpf_run_of(other)
+    if run is not None:
+        return AttachError(f"{where} already has an XDP program: attached by luabpf run "
+                           f"'{run.name}', pid {run.pid} (see `luabpf ls`); stop that run first, "
+                           f"or attach to another device")
+    link_ids = holder.link_ids_of(other)
+    if link_ids:
+        ids = ", ".join(str(i) for i in link_ids)
+        return AttachError(f"{where} already has an XDP program (id {other}), held by BPF link "
+                           f"{ids} of another process; luabpf does not replace it (it goes when "
+                           f"that process exits, or with: bpftool link detach id {link_ids[0]})")
+    if link_ids is None:
+        return AttachError(f"{where} already has an XDP program (id {other}); luabpf does not "
+                           f"replace it (`bpftool link` shows whether a BPF link holds it; if none "
+                           f"does, remove it with: ip link set dev {dev} xdp off)")
+    return AttachError(f"{where} already has an XDP program (id {other}); luabpf does not "
+                       f"replace it (remove it with: ip link set dev {dev} xdp off)")
 
 
 def attach_xdp(prog_fd: int, dev: str, *, netns: str | None = None, mode: str = "auto",

@@ -117,7 +117,9 @@ def test_without_bpf_privileges_one_sentence_and_exit_1():
     assert r.returncode == 1
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert len(lines) == 1, r.stderr
-    assert "root or CAP_BPF" in lines[0] and "Traceback" not in r.stderr
+    assert lines[0] == ("luabpf: loading a function program needs CAP_BPF; this process lacks "
+                        "CAP_BPF (this root process had it dropped: give it CAP_BPF).")
+    assert "Traceback" not in r.stderr
 
 
 @pytest.mark.kernel
@@ -135,3 +137,120 @@ def test_call_shows_what_the_function_prints_then_what_it_returns(tmp_path):
     e = luabpf("call", script, "f", "0")
     assert e.returncode == 1
     assert e.stderr.splitlines() == [f"{script}:2: 0\tx\tnil\tfalse", f"{script}:3: zero"]
+
+
+def test_errors_of_every_function_are_reported_in_one_run(tmp_path):
+    path = write(tmp_path, "two.lua", "function f(n)\n  while n > 0 do n = n - 1 end\n  return n\nend\n"
+                                      "function g(n)\n  while n > 1 do n = n // 2 end\n  return n\nend\n")
+    r = luabpf("compile", path, "--loops", "bounded")
+    assert r.returncode == 1
+    assert [l.split(": error")[0] for l in r.stderr.splitlines() if ": error:" in l] == \
+        [f"{path}:2:3", f"{path}:6:3"], r.stderr
+
+
+# ---- issue 9: --version, each subcommand's usage, --json on failure --------------------------
+
+def test_version_prints_the_package_version():
+    from importlib.metadata import version
+    r = luabpf("--version")
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"luabpf {version('luabpf')}\n", "")
+
+
+SUBCOMMANDS = {"compile": ["x.lua"], "check": ["x.lua"], "call": ["x.lua", "f"], "test": ["x.lua", "--packet", "00"],
+               "run": ["x.lua"], "set": ["n", "A=1"], "ls": [], "inspect": ["x.o"], "demo": []}
+
+
+@pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
+def test_a_subcommands_usage_errors_show_its_own_usage(command):
+    r = luabpf(command, *SUBCOMMANDS[command], "--bogus")
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"usage: luabpf {command} "), r.stderr
+    assert r.stderr.rstrip().endswith(f"luabpf {command}: error: unrecognized arguments: --bogus")
+    assert r.stdout == ""
+
+
+@pytest.mark.parametrize("command", ["compile", "check", "call", "test", "run"])
+def test_a_bad_max_loop_shows_the_subcommands_usage(command):
+    r = luabpf(command, *SUBCOMMANDS[command], "--max-loop", "0")
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"usage: luabpf {command} "), r.stderr
+    assert r.stderr.rstrip().endswith(f"luabpf {command}: error: --max-loop must be at least 1")
+
+
+def failure(r, code: int) -> list[dict]:
+    """The --json failure line: the last line of stdout."""
+    assert r.returncode == code, (r.stdout, r.stderr)
+    last = json.loads(r.stdout.splitlines()[-1])
+    assert last["event"] == "error" and last["exit"] == code, last
+    for d in last["diagnostics"]:
+        assert set(d) == {"file", "line", "column", "message", "hint", "severity"}
+    return last["diagnostics"]
+
+
+@pytest.mark.parametrize("command", ["check", "call", "test", "run", "ls"])
+def test_json_usage_errors_are_json_too(command):
+    [d] = failure(luabpf(command, *SUBCOMMANDS[command], "--json", "--bogus"), 2)
+    assert d["message"] == "unrecognized arguments: --bogus" and d["severity"] == "error"
+    assert d["hint"].startswith(f"usage: luabpf {command} ")
+
+
+def test_json_only_for_commands_that_take_it():
+    r = luabpf("compile", "x.lua", "--json")
+    assert r.returncode == 2 and r.stdout == "" and "unrecognized arguments: --json" in r.stderr
+
+
+def test_json_compile_errors_are_located(tmp_path):
+    path = write(tmp_path, "bad.lua", "function f(x)\n  local a = 1.5\n  return y\nend\n")
+    ds = failure(luabpf("check", path, "--json"), 1)
+    assert [(d["file"], d["line"], d["column"], d["severity"]) for d in ds] == \
+        [(path, 2, 13, "error"), (path, 3, 10, "error")]
+    assert "floating-point" in ds[0]["message"] and "unknown name 'y'" in ds[1]["message"]
+    assert "error:" in luabpf("check", path, "--json").stderr      # the text stays on stderr
+
+
+def test_json_usage_error_of_a_command(tmp_path):
+    [d] = failure(luabpf("test", str(tmp_path / "nope.lua"), "--packet", "00", "--json"), 2)
+    assert d["message"] == f"{tmp_path / 'nope.lua'}: no such file"
+    [d] = failure(luabpf("call", EXAMPLE, "gcd", "1.5", "--json"), 2)
+    assert "'1.5' is not an integer" in d["message"]
+
+
+@pytest.mark.kernel
+def test_json_verifier_and_runtime_errors_are_located(tmp_path):
+    [d] = failure(luabpf("call", EXAMPLE, "isqrt", "-4", "--json"), 1)
+    assert (d["file"], d["line"], d["message"]) == (EXAMPLE, 18, "isqrt of a negative number")
+    ssh = os.path.join(ROOT, "examples", "ssh_filter.lua")
+    [d] = failure(luabpf("check", ssh, "--loops", "bounded", "--json"), 1)
+    assert d["file"] == ssh and isinstance(d["line"], int)
+    assert d["message"].startswith("the kernel verifier rejected the program: ")
+
+
+@pytest.mark.kernel
+def test_json_run_failures_are_json(tmp_path):
+    script = write(tmp_path, "f.lua", "function filter(hdr, pld)\n  return true\nend\n")
+    [d] = failure(luabpf("run", script, "--xdp", "nosuchdev7", "--json"), 1)
+    assert d == {"file": script, "line": None, "column": None, "hint": None, "severity": "error",
+                 "message": "nosuchdev7: no such network interface in this network namespace"}
+    policy = os.path.join(ROOT, "examples", "overheat.lua")
+    [d] = failure(luabpf("run", policy, "--cpufreq", "--sysfs-root", str(tmp_path), "--json"), 1)
+    assert "is not a sysfs tree with CPUs" in d["message"]
+
+
+@pytest.mark.kernel
+def test_loops_bounded_on_a_kernel_with_may_goto_does_what_was_asked(tmp_path):
+    from luabpf.runtime import features
+    assert features.has_may_goto()             # the case of the issue: the kernel has it
+    path = write(tmp_path, "sum.lua", "function f(n)\n  local s = 0\n  --@bound 50\n"
+                                      "  for i = 1, n do s = s + i end\n  return s\nend\n")
+    asm = luabpf("compile", path, "--asm", "--loops", "bounded")
+    assert asm.returncode == 0, asm.stderr
+    assert "may_goto" not in asm.stdout
+    assert "may_goto" in luabpf("compile", path, "--asm").stdout       # what it does unasked
+    r = luabpf("check", path, "--loops", "bounded", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)[0]["verified"], r.stderr
+    assert luabpf("call", path, "f", "10").stdout == "55\n"
+    unbounded = luabpf("check", EXAMPLE, "--loops", "bounded")
+    assert unbounded.returncode == 1
+    assert f"{EXAMPLE}:10:3: error: --loops bounded compiles loops without may_goto, so the " \
+           "verifier walks every iteration" in unbounded.stderr
+    assert "this kernel has no may_goto" not in unbounded.stderr

@@ -350,5 +350,5 @@ def test_a_tracepoint_script_runs_with_no_flag_and_a_sigkill_detaches_it(tmp_pat
     listed = [json.loads(l) for l in cli("ls", "--json").stdout.splitlines()]
     mine = [r for r in listed if r["name"] == f"tp-{os.getpid()}"]
     assert [r["alive"] for r in mine] == [False]
-    pins.clean_stale()
+    pins.clean_stale(f"tp-{os.getpid()}")
     assert not os.path.exists(os.path.join(pins.root(), f"tp-{os.getpid()}"))

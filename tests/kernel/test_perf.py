@@ -581,5 +581,5 @@ def test_an_unprivileged_timer_is_refused_in_one_sentence():
     proc, got = run_child("unprivileged")
     proc.communicate(timeout=10)
     assert got["error"] == "AttachError"
-    assert "needs root or CAP_PERFMON" in got["message"]
+    assert "needs CAP_PERFMON; this process lacks CAP_PERFMON" in got["message"]
     assert "perf_event_paranoid" in got["message"] and "\n" not in got["message"]
