@@ -174,7 +174,9 @@ def test_a_bad_max_loop_shows_the_subcommands_usage(command):
     r = luabpf(command, *SUBCOMMANDS[command], "--max-loop", "0")
     assert r.returncode == 2
     assert r.stderr.startswith(f"usage: luabpf {command} "), r.stderr
-    assert r.stderr.rstrip().endswith(f"luabpf {command}: error: --max-loop must be at least 1")
+    assert r.stderr.rstrip().endswith(
+        f"luabpf {command}: error: argument --max-loop: must be between 1 and "
+        "9223372036854775807 (2^63 - 1), not 0")
 
 
 def failure(r, code: int) -> list[dict]:
