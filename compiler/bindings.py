@@ -15,7 +15,13 @@ from luabpf.compiler.values import Var
 
 
 class Restart(Exception):
-    """A variable's kinds widened: lower the program again."""
+    """A fact lowering relied on widened (a variable's kinds, a function's result count).
+    `owner` is the id of the inlined call that owns the fact (0: the top level): lowering
+    starts that call over, not the whole program (see `lower.Lowerer.inline_call`)."""
+
+    def __init__(self, owner: int = 0):
+        super().__init__(owner)
+        self.owner = owner
 
 
 @dataclass

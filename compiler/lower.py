@@ -79,6 +79,7 @@ class Lowerer(ExprLowering, LoopLowering):
         self.prints: list = []                  # events.PrintSite
         self._scratch: dict[str, ir.StackSlot] = {}
         self.last_call_count = None             # (values, count) of the last inlined call
+        self._dropped: list[ir.Block] = []      # blocks of rewound calls (see inline_call)
 
     # ---- diagnostics and runtime errors --------------------------------------
 
@@ -323,7 +324,7 @@ class Lowerer(ExprLowering, LoopLowering):
             return
         if not v.kinds <= var.kinds:
             self.kinds[var.key] = var.kinds | v.kinds
-            raise Restart()
+            raise Restart(var.key[0])
         var.range = None
         if v.data is not None and var.const is None:
             self.error_at_loc("a constant string can only be held by a local that is never "
@@ -342,8 +343,51 @@ class Lowerer(ExprLowering, LoopLowering):
             self.b.mov(var.length, v.length if v.kinds & VIEW_KINDS else 0)
 
     def inline_call(self, fd: FuncDef, args: list[Val], span: Span) -> tuple[list[Val], object]:
+        """Inline one call. A fact that widens inside it (`Restart` owned by this call or
+        one nested in it) starts this call over, not the program: the code emitted since
+        it began is dropped and the call lowered again with what was learnt, so each call
+        is lowered a few times at most, whatever else the program holds."""
         if len(self.instances) >= MAX_INLINE_DEPTH:
             raise InternalError("inlining too deep")
+        mark = self._mark()
+        while True:
+            try:
+                return self._inline(fd, args, span)
+            except Restart as r:
+                if r.owner <= mark["ids"]:
+                    raise
+                self._rewind(mark)
+
+    def _mark(self) -> dict:
+        """What `_rewind` needs to undo the lowering of one inlined call."""
+        b = self.b
+        return {"ids": self._instance_ids, "blocks": len(b.blocks), "slots": len(b.slots),
+                "cur": b.cur, "ops": len(b.cur.ops), "term": b.cur.term, "loc": b.loc,
+                "sites": len(self.sites), "site_blocks": len(self.site_blocks),
+                "diags": len(self.diags.items), "prints": len(self.prints),
+                "scratch": dict(self._scratch), "gptr": self._gptr,
+                "last": self.last_call_count, "depth": len(self.instances)}
+
+    def _rewind(self, m: dict) -> None:
+        b = self.b
+        self._dropped.extend(b.blocks[m["blocks"]:])   # kept alive: `targeted` holds block ids
+        del b.blocks[m["blocks"]:]
+        del b.slots[m["slots"]:]
+        b.cur, b.loc = m["cur"], m["loc"]
+        del b.cur.ops[m["ops"]:]
+        b.cur.term = m["term"]
+        self._dropped.extend(self.site_blocks[m["site_blocks"]:])
+        del self.sites[m["sites"]:]
+        del self.site_blocks[m["site_blocks"]:]
+        del self.diags.items[m["diags"]:]
+        del self.prints[m["prints"]:]
+        self._scratch = m["scratch"]
+        self._gptr = m["gptr"]
+        self.last_call_count = m["last"]
+        del self.instances[m["depth"]:]
+        self._instance_ids = m["ids"]
+
+    def _inline(self, fd: FuncDef, args: list[Val], span: Span) -> tuple[list[Val], object]:
         self._instance_ids += 1
         inst = Instance(self._instance_ids, fd, self.b.block("ret"))
         scope = Scope(self.top)
@@ -381,7 +425,7 @@ class Lowerer(ExprLowering, LoopLowering):
             return
         if len(vals) > len(inst.results):
             self.kinds[(inst.func.name, "nres")] = len(vals)
-            raise Restart()
+            raise Restart(inst.id)
         for i, r in enumerate(inst.results):
             self.assign(r, vals[i] if i < len(vals) else Val.nil())
         if count is None:
@@ -390,7 +434,7 @@ class Lowerer(ExprLowering, LoopLowering):
         if mark not in inst.counts:
             inst.counts.add(mark)
             if (len(inst.counts) > 1 or not isinstance(count, int)) and inst.nret is None:
-                raise Restart()
+                raise Restart(inst.id)
         if inst.nret is not None:
             self.assign(inst.nret, Val.int_(count))
         self.b.jump(inst.ret_block)

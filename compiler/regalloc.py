@@ -141,17 +141,19 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
-    """Whether two sorted lists of closed ranges meet (one pass over both)."""
-    i = j = 0
-    while i < len(a) and j < len(b):
-        (x0, x1), (y0, y1) = a[i], b[j]
-        if x0 <= y1 and y0 <= x1:
+    """Whether two sorted lists of disjoint closed ranges meet: each range of the shorter
+    list is looked up in the longer one by bisection (a value live across the whole
+    program has a range per block; scanning it for every short value was quadratic)."""
+    if len(a) > len(b):
+        a, b = b, a
+    for x0, x1 in a:
+        i = bisect.bisect_right(b, (x1, _INF))       # ranges of b starting at or before x1
+        if i and b[i - 1][1] >= x0:
             return True
-        if x1 < y1:
-            i += 1
-        else:
-            j += 1
     return False
+
+
+_INF = float("inf")
 
 
 def hints(fn: ir.Function) -> dict[int, list[ir.VReg]]:
@@ -234,8 +236,10 @@ def _scan(ivs: list[Interval], prefer, unspillable: set[int]):
     owners: dict[int, list[Interval]] = {r: [] for r in range(10)}
 
     def conflicts(r: int, iv: Interval) -> list[Interval]:
-        return [o for o in owners[r] if o.start <= iv.end and iv.start <= o.end
-                and _overlap(o.ranges, iv.ranges)]
+        # intervals come in order of start: an owner that ended before this one starts
+        # can never conflict again, so it leaves the list (linear, not quadratic, scan)
+        live = owners[r] = [o for o in owners[r] if o.end >= iv.start]
+        return [o for o in live if o.start <= iv.end and _overlap(o.ranges, iv.ranges)]
 
     def cost(ivals) -> float:
         return sum(float("inf") if id(o.vreg) in unspillable else o.weight for o in ivals)
