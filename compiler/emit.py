@@ -89,6 +89,7 @@ class Emitter:
 
     def base(self, base, off: int) -> tuple[int, int]:
         if isinstance(base, ir.StackSlot):
+            assert base.offset is not None, base
             return FP, base.offset + off
         return self.reg(base), off
 
@@ -122,6 +123,12 @@ class Emitter:
     def op_Call(self, op: ir.Call) -> None:
         self.call_args(op.args)
         self.put(I.call(op.helper, loc=self.loc))
+        if op.dst is not None and self.reg(op.dst) != 0:
+            self.put(I.mov(self.reg(op.dst), I.Register(0), loc=self.loc))
+
+    def op_CallSub(self, op: ir.CallSub) -> None:
+        self.call_args(op.args)
+        self.put(I.call_local(sub_label(op.target), loc=self.loc))
         if op.dst is not None and self.reg(op.dst) != 0:
             self.put(I.mov(self.reg(op.dst), I.Register(0), loc=self.loc))
 
@@ -185,8 +192,16 @@ class Emitter:
             self.put(I.ja(else_.name, loc=self.loc))
 
 
-def emit(fn: ir.Function, alloc: Allocation, cycle_slot: ir.StackSlot) -> list:
+def sub_label(name: str) -> str:
+    """The label of a BPF function's first instruction (its calls' target)."""
+    return f"func:{name}"
+
+
+def emit(fn: ir.Function, alloc: Allocation, cycle_slot: ir.StackSlot, prefix: str = "") -> list:
+    """The function's instructions; `prefix` keeps its labels apart from other functions'."""
     e = Emitter(alloc, cycle_slot)
+    for b in fn.blocks:
+        b.name = prefix + b.name
     for i, b in enumerate(fn.blocks):
         e.out.append(I.label(b.name))
         for op in b.ops:

@@ -20,9 +20,11 @@ instead of walking every iteration.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 
-from luabpf.compiler import ast, cpufreq, events, ir, maps, tracepoint  # noqa: F401  (library functions)
+from dataclasses import dataclass, field
+
+from luabpf.compiler import ast, calls, cpufreq, events, ir, maps, tracepoint  # noqa: F401  (library functions)
 from luabpf.compiler.builder import Builder
 from luabpf.compiler.diagnostics import CompileError, Diagnostic, Diagnostics, InternalError
 from luabpf.compiler.bpf.helpers import Helper
@@ -32,7 +34,7 @@ from luabpf.compiler.intops import IntOps
 from luabpf.compiler.lower_expr import ExprLowering
 from luabpf.compiler.lower_loops import LoopLowering
 from luabpf.compiler.source import Source, Span
-from luabpf.compiler.values import FALSE, TRUE, VIEW_KINDS, Val, Var, type_name
+from luabpf.compiler.values import FALSE, INT, NIL, TRUE, VIEW_KINDS, Val, Var, type_name
 
 GLOBALS_MAP = "luabpf_globals"
 ERRORS_MAP = "luabpf_errors"
@@ -50,6 +52,9 @@ class Lowered:
     uses_errors_map: bool
     maps: dict           # script name → maps.MapDecl, in declaration order
     prints: list         # events.PrintSite, indexed by the id each record carries
+    subs: list = field(default_factory=list)   # (name, ir.Function) of the BPF functions called
+    spans: list = field(default_factory=list)  # (name, Span of its definition) of those
+    frames: dict = field(default_factory=dict)  # name → bytes of its call frame
 
 
 class Lowerer(ExprLowering, LoopLowering):
@@ -79,6 +84,10 @@ class Lowerer(ExprLowering, LoopLowering):
         self.prints: list = []                  # events.PrintSite
         self._scratch: dict[str, ir.StackSlot] = {}
         self.last_call_count = None             # (values, count) of the last inlined call
+        self.calls = None                       # calls.Subprograms: the program's BPF functions
+        self.own = None                         # the function a BPF function's lowering is of
+        self.used_sigs: dict = {}               # callee name → the Signature its calls used
+        self.forwards_errors = False            # a callee's error goes out through err_block
         self._dropped: list[ir.Block] = []      # blocks of rewound calls (see inline_call)
 
     # ---- diagnostics and runtime errors --------------------------------------
@@ -149,9 +158,10 @@ class Lowerer(ExprLowering, LoopLowering):
     # ---- the whole program --------------------------------------------------
 
     def lower(self) -> Lowered:
-        self.collect_toplevel()
+        if self.own is None:
+            self.collect_toplevel()
         self.diags.raise_if_any(self.source)
-        entry = self.functions.get(self.hook.entry)
+        entry = self.own or self.functions.get(self.hook.entry)
         if entry is None:
             raise CompileError([self._diag_at_top(f"no function '{self.hook.entry}' to run for the "
                                                    f"{self.hook.name} hook")], self.source)
@@ -161,6 +171,9 @@ class Lowerer(ExprLowering, LoopLowering):
                 f"'{self.hook.entry}' takes at most {len(params)} parameter"
                 f"{'s' if len(params) != 1 else ''} in the {self.hook.name} hook: "
                 f"({', '.join(params)})", entry.node.span)], self.source)
+        if self.calls is None:
+            self.calls = calls.Subprograms(calls.plan(entry, self.functions, self.top.names,
+                                                      self.source), self._lower_sub)
         body = self.b.block("body")
         self.b.loc = entry.node.span
         args = self.hook.prologue(self)      # into the entry block, before anything clobbers r1
@@ -208,7 +221,7 @@ class Lowerer(ExprLowering, LoopLowering):
         b = self.b
         b.cur = self.err_block
         b.loc = None
-        if not any(s.fatal for s in self.sites):
+        if not any(s.fatal for s in self.sites) and not self.forwards_errors:
             b.terminate(ir.Exit(self.hook.default_return))
             return
         self.hook.on_error(self, self.errsite)
@@ -347,6 +360,9 @@ class Lowerer(ExprLowering, LoopLowering):
         one nested in it) starts this call over, not the program: the code emitted since
         it began is dropped and the call lowered again with what was learnt, so each call
         is lowered a few times at most, whatever else the program holds."""
+        if self.calls is not None and fd.name in self.calls.plan.subs and fd is not self.own \
+                and calls.scalar_args(args[:len(fd.node.params)]):
+            return self.sub_call(fd, args, span)
         if len(self.instances) >= MAX_INLINE_DEPTH:
             raise InternalError("inlining too deep")
         mark = self._mark()
@@ -381,7 +397,7 @@ class Lowerer(ExprLowering, LoopLowering):
         del self.site_blocks[m["site_blocks"]:]
         del self.diags.items[m["diags"]:]
         del self.prints[m["prints"]:]
-        self._scratch = m["scratch"]
+        self._scratch = dict(m["scratch"])
         self._gptr = m["gptr"]
         self.last_call_count = m["last"]
         del self.instances[m["depth"]:]
@@ -438,6 +454,61 @@ class Lowerer(ExprLowering, LoopLowering):
         if inst.nret is not None:
             self.assign(inst.nret, Val.int_(count))
         self.b.jump(inst.ret_block)
+
+
+    # ---- BPF functions (compiler/calls.py decides which) ------------------------
+
+    def sub_call(self, fd: FuncDef, args: list[Val], span: Span) -> tuple[list[Val], object]:
+        """Call the BPF function of fd: arguments in a frame on this function's stack,
+        r1 its address; r0 is 0 or an error site + 1; the results come back in the frame."""
+        b = self.b
+        n = len(fd.node.params)
+        args = [args[i] if i < len(args) else Val.nil() for i in range(n)]
+        sig = self.calls.ensure(fd, [v.kinds for v in args])
+        self.used_sigs[fd.name] = sig
+        b.loc = span
+        frame = self.scratch(8 * sig.frame_words, "call_frame")
+        for i, v in enumerate(args):
+            store_val(b, frame, 16 * i, v)
+        addr, status = b.vreg("frame"), b.vreg("status")
+        b.emit(ir.SlotAddr(addr, frame))
+        b.emit(ir.CallSub(-1, [addr], status, target=fd.name))
+        if sig.can_fail:
+            fail, ok = b.block("call_failed", cold=True), b.block("call_ok")
+            b.branch("ne", status, 0, fail, ok)
+            b.start(fail)
+            b.emit(ir.Bin("sub", self.errsite, status, 1))
+            b.jump(self.err_block)
+            self.forwards_errors = True
+            b.start(ok)
+        vals = [load_val(b, frame, 16 * i, kinds) for i, kinds in enumerate(sig.results)]
+        if sig.count is not None:
+            return vals, sig.count
+        count = b.vreg("nret")
+        b.emit(ir.Load(8, count, frame, sig.nret_off))
+        return vals, count
+
+    def _lower_sub(self, sub) -> tuple:
+        """Lower one BPF function (calls.Subprograms asks, the first time a call site needs
+        it and whenever its parameters widen): (Lowered, Signature, callees' signatures)."""
+        for _ in range(1000):
+            lw = Lowerer(self.chunk, self.source, SubHook(sub), dataclasses.replace(
+                self.options, first_site=0), sub.kinds)
+            lw.calls, lw.own = self.calls, sub.fd
+            lw.top, lw.functions, lw.globals, lw.maps = self.top, self.functions, self.globals, \
+                self.maps
+            try:
+                low = lw.lower()
+            except Restart:
+                continue
+            hook = lw.hook
+            can_fail = any(s.fatal for s in low.sites) or lw.forwards_errors
+            sig = calls.Signature(tuple(sub.params), tuple(v.kinds or frozenset({"nil"})
+                                                           for v in hook.results),
+                                  hook.count if isinstance(hook.count, int) else None, can_fail)
+            low.errsite, low.error_key = lw.errsite, lw._scratch.get("error_key")
+            return low, sig, dict(lw.used_sigs)
+        raise InternalError("type inference did not converge")
 
     # ---- statements ---------------------------------------------------------
 
@@ -586,13 +657,113 @@ class Lowerer(ExprLowering, LoopLowering):
     def _inst_id(self) -> int:
         return self.instances[-1].id if self.instances else 0
 
+def store_val(b: Builder, frame: ir.StackSlot, off: int, v: Val) -> None:
+    """A scalar value into a call frame: its tag word, then its payload word."""
+    b.emit(ir.Store(8, frame, off, v.tag))
+    b.emit(ir.Store(8, frame, off + 8, v.payload if "int" in v.kinds else 0))
+
+
+def load_val(b: Builder, frame: ir.StackSlot | ir.VReg, off: int, kinds: frozenset) -> Val:
+    """A scalar value of `kinds` from a call frame (registers only for what varies)."""
+    kinds = kinds or frozenset({"nil"})
+    if len(kinds) > 1 or "bool" in kinds:
+        tag = b.vreg("tag")
+        b.emit(ir.Load(8, tag, frame, off))
+    else:
+        tag = {"nil": NIL, "int": INT}[next(iter(kinds))]
+    payload = 0
+    if "int" in kinds:
+        payload = b.vreg("word")
+        b.emit(ir.Load(8, payload, frame, off + 8))
+    return Val(tag, payload, kinds)
+
+
+class SubHook:
+    """The 'hook' of a BPF function: r1 is the caller's frame (never NULL: callers pass
+    their stack, the check is for the verifier); parameters come from it and results go
+    back to it; r0 is 0, or the error site + 1 (the caller takes its error path)."""
+    name = "function"
+    default_return = 0
+    count_errors = False
+
+    def __init__(self, sub):
+        self.sub = sub
+        self.entry = sub.fd.name
+        self.results: list[Val] = []
+        self.count = 0
+        self.frame: ir.VReg | None = None
+
+    def prologue(self, lw) -> list[Val]:
+        b = lw.b
+        self.frame = b.copy(ir.Phys(1), "frame")
+        ok, null = b.block("frame_ok"), b.block("frame_null")
+        b.branch("eq", self.frame, 0, null, ok)
+        b.start(null)
+        b.terminate(ir.Exit(0))
+        b.start(ok)
+        lw.prologue = ok
+        return [load_val(b, self.frame, 16 * i, kinds) for i, kinds in enumerate(self.sub.params)]
+
+    def epilogue(self, lw, results: list[Val], nret) -> None:
+        b = lw.b
+        self.results, self.count = results, nret
+        for i, v in enumerate(results):
+            store_val(b, self.frame, 16 * i, v)
+        if not isinstance(nret, int):
+            nret_off = 16 * max(len(self.sub.params), len(results))
+            b.emit(ir.Store(8, self.frame, nret_off, nret))
+        b.terminate(ir.Exit(0))
+
+    def on_error(self, lw, site) -> None:
+        lw.b.terminate(ir.Exit(lw.b.bin("add", site, 1)))
+
+    def exit(self, lw, value) -> None:
+        if not lw.b.terminated:
+            lw.b.terminate(ir.Exit(value))
+
+
+def rebase_sites(low: Lowered, base: int) -> None:
+    """Number a BPF function's error sites from `base` (they were numbered from 0)."""
+    for blk in low.function.blocks:
+        for op in blk.ops:
+            if isinstance(op, ir.Mov) and op.dst is low.errsite and isinstance(op.src, int):
+                op.src += base
+            elif isinstance(op, ir.Store) and op.base is low.error_key and op.base is not None \
+                    and isinstance(op.src, int):
+                op.src += base
+
+
 def lower(chunk: ast.Chunk, source: Source, hook, options: Options | None = None) -> Lowered:
-    """Lower with restarts until every variable's kinds are stable."""
+    """Lower with restarts until every variable's kinds and every BPF function's signature
+    are stable; the BPF functions come with the program, their error sites after its own."""
     options = options or Options()
     kinds: dict = {}
+    subprograms = None
     for _ in range(1000):
+        lw = Lowerer(chunk, source, hook, options, kinds)
+        lw.calls = subprograms
         try:
-            return Lowerer(chunk, source, hook, options, kinds).lower()
+            low = lw.lower()
         except Restart:
+            subprograms = lw.calls
             continue
-    raise InternalError("type inference did not converge")
+        subprograms = lw.calls
+        if subprograms.settle(lw.used_sigs) != lw.used_sigs:
+            continue
+        break
+    else:
+        raise InternalError("type inference did not converge")
+    base = options.first_site + len(low.sites)
+    for name, sub in subprograms.subs.items():
+        if sub.lowered is None:
+            continue
+        sl = sub.lowered
+        rebase_sites(sl, base)
+        base += len(sl.sites)
+        low.sites.extend(sl.sites)
+        low.subs.append((name, sl.function))
+        low.spans.append((name, sub.fd.node.span))
+        low.frames[name] = 8 * sub.sig.frame_words
+        low.uses_globals_map |= sl.uses_globals_map
+        low.uses_errors_map |= sl.uses_errors_map
+    return low

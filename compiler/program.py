@@ -17,13 +17,14 @@ from luabpf.compiler.bpf import disasm, encode
 from luabpf.compiler.check import check
 
 from luabpf.compiler.diagnostics import CompileError
-from luabpf.compiler.emit import emit
+from luabpf.compiler.emit import emit, sub_label
+from luabpf.compiler.bpf.insn import Label
 from luabpf.compiler.lower import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
 from luabpf.compiler.opt import optimise
 from luabpf.compiler.parser import parse
 from luabpf.compiler.regalloc import allocate
-from luabpf.compiler.stack import layout_frame, remove_dead_stores
-from luabpf.compiler.source import Source
+from luabpf.compiler.stack import STACK_LIMIT, layout_frame, remove_dead_stores
+from luabpf.compiler.source import Source, Span
 
 MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_ARRAY = 6
@@ -53,6 +54,8 @@ class CompiledProgram:
     user_maps: dict = field(default_factory=dict)    # script name → maps.MapDecl
     prints: list = field(default_factory=list)       # events.PrintSite, by record id
     options: Options | None = None
+    funcs: list = field(default_factory=lambda: [("", 0)])   # (BPF function, first slot)
+    frame_bytes: dict = field(default_factory=dict)         # BPF function → its frame's size
 
     def asm(self) -> str:
         return disasm.disassemble(self.insns, self.source.lines)
@@ -153,7 +156,27 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
         chunk = parse_and_check(text, filename)
     options = options or Options()
     low = lower(chunk, source, hook, options)
-    fn = optimise(low.function)
+    insns, stack = _function_code(low.function, source, "")
+    funcs, stacks = [("", 0)], {"": stack}
+    for name, fn in low.subs:
+        code, stacks[name] = _function_code(fn, source, f"{name}:")
+        funcs.append((name, sum(1 for i in insns if not isinstance(i, Label))))
+        insns += [Label(sub_label(name))] + code
+    _check_chain_stack(low, stacks, source, getattr(hook, "entry", "the program"))
+    insns = encode.resolve(insns)
+    return CompiledProgram(source, hook, insns, program_maps(low, hook, options), low.sites,
+                           low.globals, max(stacks.values()), low.maps, low.prints, options,
+                           [(n, _slot_of(insns, idx)) for n, idx in funcs], low.frames)
+
+
+def _slot_of(insns: list, index: int) -> int:
+    return sum(i.slots for i in insns[:index])
+
+
+def _function_code(fn: ir.Function, source: Source, prefix: str) -> tuple[list, int]:
+    """One function (the program or a BPF function it calls): optimised, allocated, its
+    frame laid out and emitted, labels still symbolic; and its stack bytes."""
+    fn = optimise(fn)
     spill_slots: list[ir.StackSlot] = []
 
     def new_slot(vreg):
@@ -166,9 +189,32 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
     uses_loops = any(isinstance(b.term, ir.MayGoto) for b in fn.blocks)
     remove_dead_stores(fn, spill_slots)
     stack = layout_frame(fn, spill_slots, [cycle], uses_loops, source)
-    insns = encode.resolve(emit(fn, alloc, cycle))
-    return CompiledProgram(source, hook, insns, program_maps(low, hook, options), low.sites,
-                           low.globals, stack, low.maps, low.prints, options)
+    return emit(fn, alloc, cycle, prefix), stack
+
+
+def _check_chain_stack(low, stacks: dict, source: Source, entry: str) -> None:
+    """The kernel's limit on the stack of a chain of BPF calls: 512 bytes in all, each
+    frame rounded up to 32 bytes; a located error at the deepest function of the chain."""
+    calls = {name: {op.target for b in fn.blocks for op in b.ops if isinstance(op, ir.CallSub)}
+             for name, fn in [("", low.function)] + low.subs}
+    depth: dict[str, tuple[int, list]] = {}
+
+    def chain(name: str) -> tuple[int, list]:
+        if name not in depth:
+            own = (max(stacks[name], 1) + 31) // 32 * 32
+            below = max((chain(c) for c in calls[name]), default=(0, []), key=lambda x: x[0])
+            depth[name] = (own + below[0], [name] + below[1])
+        return depth[name]
+
+    total, path = chain("")
+    if total > STACK_LIMIT:
+        from luabpf.compiler.diagnostics import Diagnostic
+        names = [entry] + path[1:]
+        raise CompileError([Diagnostic(
+            f"the call chain {' → '.join(names)} needs {total} bytes of stack (each BPF "
+            f"function's frame rounded up to 32 bytes); the kernel allows {STACK_LIMIT} across "
+            "a chain of calls", dict(low.spans).get(path[-1]) or Span(source.filename, 1, 1, 1, 2),
+            "use fewer values live at once in these functions")], source)
 
 
 def compile_script(text: str, filename: str, hooks: list, options: Options | None = None,

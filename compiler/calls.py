@@ -1,0 +1,297 @@
+"""Which functions become BPF functions (BPF-to-BPF calls) and which are inlined.
+
+Owns the call plan of one program: a pre-pass over the syntax tree, before lowering,
+that decides for every top-level function whether its calls are inlined or become a
+call of a global BPF function (verified once by the kernel, whatever the number of
+call sites), and `Subprograms`, the record of the BPF functions lowered so far (their
+parameter kinds, widened as call sites are lowered, and their signatures).
+
+The rules (docs/language.md, "Calls and inlining"):
+- a function may be a BPF function when everything it does (and everything it calls)
+  works on integers, booleans and nil: no packet header, view, string, layout or
+  library object crosses the call, and no `print` (its record ids are the program's);
+- it becomes one when it is large (`BIG` syntax nodes once its inlined callees are
+  counted) or called from several places and not small (`SMALL`); small functions
+  and functions called once are inlined, so the example filters keep their code;
+- a call site passes its arguments in a frame on the caller's stack; each BPF function
+  returns 0 or the id of the error site + 1, and the caller takes the error path;
+- BPF allows 8 frames in a call chain: when a plan is deeper, the smallest BPF
+  functions on the deepest chain are inlined until it fits;
+- code that inlining would copy more than `MAX_COPIED` syntax nodes' worth is a
+  located compile error naming the function and the figure, before any lowering.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from luabpf.compiler import ast, maps
+from luabpf.compiler.bindings import FuncDef, GlobalVar
+from luabpf.compiler.diagnostics import CompileError, Diagnostic
+from luabpf.compiler.values import Val
+
+SMALL = 24              # syntax nodes: inlined even when called from many places
+BIG = 400               # syntax nodes: a BPF function even when called once
+MAX_FRAMES = 8          # the kernel's limit on a chain of BPF function calls (MAX_CALL_FRAMES)
+MAX_FUNCTIONS = 200     # BPF functions per program (the kernel allows 256 subprograms)
+MAX_COPIED = 300_000    # syntax nodes inlining may copy into one program
+SCALAR = frozenset({"nil", "bool", "int"})
+# library calls a BPF function may make: they need no hook context and no program-wide ids
+ALLOWED_CALLS = {("error",), ("assert",), ("math", "abs"), ("math", "min"), ("math", "max"),
+                 ("map", "add"), ("time", "ns"), ("bpf", "cpu")}
+
+
+@dataclass
+class FuncInfo:
+    fd: FuncDef
+    size: int                                   # syntax nodes of the body
+    calls: list = field(default_factory=list)   # (callee name, ast.Call) per call site
+    why_not: str | None = None                  # why it cannot be a BPF function
+
+
+@dataclass
+class Plan:
+    subs: set = field(default_factory=set)      # names of the functions that are BPF functions
+    infos: dict = field(default_factory=dict)
+
+
+def scalar_args(args: list[Val]) -> bool:
+    """Whether values can cross a BPF call (a frame word each for tag and payload)."""
+    return all(v.kinds <= SCALAR and v.data is None and "obj" not in v.kinds for v in args)
+
+
+def _dotted(e) -> tuple[str, ...] | None:
+    parts = []
+    while isinstance(e, ast.Index) and e.dot and isinstance(e.key, ast.String):
+        parts.append(e.key.value.decode())
+        e = e.obj
+    if not isinstance(e, ast.Name):
+        return None
+    parts.append(e.name)
+    return tuple(reversed(parts))
+
+
+def _scalar_binding(b) -> bool:
+    if isinstance(b, (GlobalVar, FuncDef)):
+        return True
+    if isinstance(b, Val):
+        return maps.decl_of(b) is not None or (b.kinds <= SCALAR and b.data is None)
+    return False
+
+
+def _examine(fd: FuncDef, top: dict, functions: dict) -> FuncInfo:
+    """Size, call sites and, when it cannot be a BPF function, the reason."""
+    from luabpf.compiler import intrinsics
+    body = fd.node.body
+    nodes = list(ast.walk(body))
+    info = FuncInfo(fd, len(nodes))
+    declared = set(fd.node.params)
+    for n in nodes:
+        if isinstance(n, ast.Local):
+            declared.update(a.name for a in n.names)
+        elif isinstance(n, ast.NumericFor):
+            declared.add(n.var)
+    allowed_strings: set[int] = set()
+    ok_index: set[int] = set()                  # Index nodes of library paths already judged
+
+    def library(path) -> bool:
+        return path is not None and path[0] not in declared and path[0] not in top
+
+    def chain(e) -> None:
+        while isinstance(e, ast.Index):
+            ok_index.add(id(e))
+            allowed_strings.add(id(e.key))
+            e = e.obj
+
+    for n in nodes:
+        if isinstance(n, ast.Call):
+            path = _dotted(n.func)
+            if path is not None and len(path) == 1 and path[0] in functions \
+                    and path[0] not in declared:
+                info.calls.append((path[0], n))
+            elif library(path) and path in ALLOWED_CALLS:
+                chain(n.func)
+                if path in (("error",), ("assert",)):
+                    allowed_strings.update(id(a) for a in n.args if isinstance(a, ast.String))
+            else:
+                info.why_not = info.why_not or \
+                    f"it calls {'.'.join(path) if path else 'a method or a computed function'}"
+        elif isinstance(n, ast.Index) and id(n) not in ok_index:
+            path = _dotted(n)
+            if isinstance(n.obj, ast.Name) and n.obj.name not in declared \
+                    and maps.decl_of(top.get(n.obj.name)) is not None and not n.dot:
+                continue                                    # m[k]: a map of the script
+            entry = intrinsics.REGISTRY.get(path) if library(path) else None
+            if entry is not None and entry.value is not None and entry.value.kinds <= SCALAR:
+                chain(n)                                    # math.maxinteger, xdp.DROP
+                continue
+            info.why_not = info.why_not or "it indexes a value (a header, a view or a table)"
+    for n in nodes:
+        if info.why_not:
+            break
+        if isinstance(n, ast.String) and id(n) not in allowed_strings:
+            info.why_not = "it uses a string"
+        elif isinstance(n, (ast.MethodCall, ast.Table, ast.Function, ast.Vararg, ast.Float)):
+            info.why_not = "it uses strings, tables or methods"
+        elif isinstance(n, ast.Name) and n.name not in declared:
+            b = top.get(n.name)
+            if b is not None and not _scalar_binding(b):
+                info.why_not = f"it uses '{n.name}', which is not an integer, boolean or map"
+    return info
+
+
+def plan(entry: FuncDef, functions: dict, top: dict, source) -> Plan:
+    """The call plan of the program whose entry function is `entry`."""
+    infos = {name: _examine(fd, top, functions) for name, fd in functions.items()}
+    order: list[str] = []                       # callees before callers
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        stack = [(name, iter(infos[name].calls))]
+        seen.add(name)
+        while stack:
+            cur, it = stack[-1]
+            for callee, _ in it:
+                if callee not in seen and callee in infos:
+                    seen.add(callee)
+                    stack.append((callee, iter(infos[callee].calls)))
+                    break
+            else:
+                stack.pop()
+                order.append(cur)
+
+    visit(entry.name)
+    for name in order:                          # a callee that cannot be one taints callers
+        info = infos[name]
+        if info.why_not is None:
+            bad = next((c for c, _ in info.calls if infos[c].why_not), None)
+            if bad is not None:
+                info.why_not = f"it calls '{bad}', which cannot be a BPF function"
+    sites: dict[str, int] = {}
+    for name in order:
+        for callee, _ in infos[name].calls:
+            sites[callee] = sites.get(callee, 0) + 1
+    p = Plan(infos=infos)
+
+    def sizes() -> dict[str, int]:
+        isize: dict[str, int] = {}
+        for name in order:
+            isize[name] = infos[name].size + sum(isize[c] for c, _ in infos[name].calls
+                                                 if c not in p.subs)
+        return isize
+
+    isize = {}
+    for name in order:
+        isize[name] = infos[name].size + sum(isize[c] for c, _ in infos[name].calls
+                                             if c not in p.subs)
+        if name != entry.name and infos[name].why_not is None and (
+                isize[name] > BIG or (isize[name] > SMALL and sites.get(name, 0) >= 2)):
+            p.subs.add(name)
+    while True:                                 # the kernel's limits: frames and functions
+        frames, via = {}, {}
+        for name in order:
+            deepest = max(((frames[c], c) for c, _ in infos[name].calls), default=(0, None))
+            frames[name] = deepest[0] + (1 if name in p.subs or name == entry.name else 0)
+            via[name] = deepest[1]
+        isize = sizes()
+        if frames[entry.name] > MAX_FRAMES:
+            chain, cur = [], entry.name
+            while cur is not None:
+                if cur in p.subs:
+                    chain.append(cur)
+                cur = via[cur]
+            p.subs.discard(min(chain, key=lambda n: isize[n]))
+        elif len(p.subs) > MAX_FUNCTIONS:
+            p.subs.discard(min(p.subs, key=lambda n: isize[n]))
+        else:
+            break
+    _check_copies(entry, order, infos, p, source)
+    return p
+
+
+def _check_copies(entry: FuncDef, order: list[str], infos: dict, p: Plan, source) -> None:
+    """A located error when inlining would copy code without bound (before lowering it)."""
+    copies = {entry.name: 1}
+    for name in reversed(order):                # callers first
+        here = 1 if name in p.subs or name == entry.name else copies.get(name, 0)
+        for callee, _ in infos[name].calls:
+            copies[callee] = copies.get(callee, 0) + (here if callee not in p.subs else 0)
+    total = sum(infos[n].size * (1 if n in p.subs or n == entry.name else copies.get(n, 0))
+                for n in order)
+    if total <= MAX_COPIED:
+        return
+    worst = max((n for n in order if n not in p.subs and n != entry.name),
+                key=lambda n: infos[n].size * copies.get(n, 0))
+    info = infos[worst]
+    why = info.why_not or "it is small, or the kernel's limit of 8 nested BPF calls was reached"
+    raise CompileError([Diagnostic(
+        f"function '{worst}' would be copied {copies[worst]:,} times into the program by "
+        f"inlining ({total:,} syntax nodes in all, more than {MAX_COPIED:,}); it cannot be "
+        f"a BPF function of its own because {why}", info.fd.node.span,
+        "pass it integers, booleans or nil only, or call it from fewer places")], source)
+
+
+@dataclass
+class Signature:
+    """What a caller needs of a BPF function: its frame and what it returns."""
+    params: tuple            # kinds per parameter
+    results: tuple           # kinds per result
+    count: int | None        # how many results, or None when only known at run time
+    can_fail: bool           # whether it may stop with a runtime error
+
+    @property
+    def frame_words(self) -> int:
+        return 2 * max(len(self.params), len(self.results)) + 1
+
+    @property
+    def nret_off(self) -> int:
+        return 16 * max(len(self.params), len(self.results))
+
+
+@dataclass
+class Sub:
+    fd: FuncDef
+    params: list                                # kinds per parameter, widened by call sites
+    kinds: dict = field(default_factory=dict)   # its lowering's learnt kinds
+    lowered: object = None                      # lower.Lowered
+    sig: Signature | None = None
+    used: dict = field(default_factory=dict)    # callee name → the Signature it was lowered with
+
+
+class Subprograms:
+    """The BPF functions of one program, lowered on demand by their first caller."""
+
+    def __init__(self, plan: Plan, lower_sub):
+        self.plan = plan
+        self.subs: dict[str, Sub] = {}
+        self._lower_sub = lower_sub             # (Sub) → (Lowered, Signature, used)
+
+    def ensure(self, fd: FuncDef, arg_kinds: list) -> Signature:
+        """The signature of fd, lowered (again) if these arguments widen its parameters."""
+        sub = self.subs.get(fd.name)
+        n = len(fd.node.params)
+        want = [frozenset(arg_kinds[i]) if i < len(arg_kinds) else frozenset({"nil"})
+                for i in range(n)]
+        if sub is None:
+            sub = self.subs[fd.name] = Sub(fd, want)
+        else:
+            wider = [a | b for a, b in zip(sub.params, want)]
+            if wider == sub.params and sub.sig is not None:
+                return sub.sig
+            sub.params = wider
+        self._lower(sub)
+        return sub.sig
+
+    def _lower(self, sub: Sub) -> None:
+        sub.lowered, sub.sig, sub.used = self._lower_sub(sub)
+
+    def settle(self, main_used: dict) -> dict:
+        """Lower again every function that saw a callee's older signature, until none
+        did; returns the (possibly new) signatures the main program must have used."""
+        for _ in range(64):
+            stale = [s for s in self.subs.values()
+                     if any(self.subs[c].sig != sig for c, sig in s.used.items())]
+            for s in stale:
+                self._lower(s)
+            if not stale:
+                return {c: self.subs[c].sig for c in main_used}
+        raise AssertionError("BPF function signatures did not settle")
