@@ -70,6 +70,10 @@ def _dotted(e) -> tuple[str, ...] | None:
     return tuple(reversed(parts))
 
 
+def _is_map(b) -> bool:
+    return isinstance(b, Val) and maps.decl_of(b) is not None
+
+
 def _scalar_binding(b) -> bool:
     if isinstance(b, (GlobalVar, FuncDef)):
         return True
@@ -118,7 +122,7 @@ def _examine(fd: FuncDef, top: dict, functions: dict) -> FuncInfo:
         elif isinstance(n, ast.Index) and id(n) not in ok_index:
             path = _dotted(n)
             if isinstance(n.obj, ast.Name) and n.obj.name not in declared \
-                    and maps.decl_of(top.get(n.obj.name)) is not None and not n.dot:
+                    and _is_map(top.get(n.obj.name)) and not n.dot:
                 continue                                    # m[k]: a map of the script
             entry = intrinsics.REGISTRY.get(path) if library(path) else None
             if entry is not None and entry.value is not None and entry.value.kinds <= SCALAR:

@@ -156,6 +156,7 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
         chunk = parse_and_check(text, filename)
     options = options or Options()
     low = lower(chunk, source, hook, options)
+    low.subs = _called(low)
     insns, stack = _function_code(low.function, source, "")
     funcs, stacks = [("", 0)], {"": stack}
     for name, fn in low.subs:
@@ -169,6 +170,23 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
                            [(n, _slot_of(insns, idx)) for n, idx in funcs], low.frames)
 
 
+def _called(low) -> list:
+    """Optimised, the BPF functions the program still calls (a call in dead code goes with
+    it, and the kernel wants no function nothing calls), in the order first called."""
+    fns = dict(low.subs)
+    low.function = optimise(low.function)
+    out, todo, seen = [], [low.function], set()
+    while todo:
+        for b in todo.pop(0).blocks:
+            for op in b.ops:
+                if isinstance(op, ir.CallSub) and op.target not in seen:
+                    seen.add(op.target)
+                    fn = optimise(fns[op.target])
+                    out.append((op.target, fn))
+                    todo.append(fn)
+    return out
+
+
 def _slot_of(insns: list, index: int) -> int:
     return sum(i.slots for i in insns[:index])
 
@@ -176,7 +194,6 @@ def _slot_of(insns: list, index: int) -> int:
 def _function_code(fn: ir.Function, source: Source, prefix: str) -> tuple[list, int]:
     """One function (the program or a BPF function it calls): optimised, allocated, its
     frame laid out and emitted, labels still symbolic; and its stack bytes."""
-    fn = optimise(fn)
     spill_slots: list[ir.StackSlot] = []
 
     def new_slot(vreg):
