@@ -46,76 +46,100 @@ def linear_ops(fn: ir.Function) -> list[tuple[ir.Block, ir.Op]]:
     return out
 
 
-def liveness(fn: ir.Function) -> dict[int, set[int]]:
-    """live-out sets (of vreg ids) per block id."""
+def _operands(fn: ir.Function) -> list[list[tuple]]:
+    """Per block, per operation: (op, uses, defs), asked of each operation once."""
+    return [[(op, op.uses(), op.defs()) for op in b.ops + [b.term]] for b in fn.blocks]
+
+
+def liveness(fn: ir.Function, ops: list | None = None) -> tuple[dict, dict]:
+    """live-in and live-out sets (of vreg ids) per block id."""
+    ops = ops if ops is not None else _operands(fn)
     use: dict[int, set[int]] = {}
     defs: dict[int, set[int]] = {}
-    for b in fn.blocks:
+    for b, block_ops in zip(fn.blocks, ops):
         u, d = set(), set()
-        for op in b.ops + [b.term]:
-            for v in op.uses():
+        for _, uses, ds in block_ops:
+            for v in uses:
                 if id(v) not in d:
                     u.add(id(v))
-            for v in op.defs():
+            for v in ds:
                 d.add(id(v))
         use[id(b)], defs[id(b)] = u, d
     live_in = {id(b): set() for b in fn.blocks}
     live_out = {id(b): set() for b in fn.blocks}
+    succ = [(id(b), [id(s) for s in b.successors()]) for b in reversed(fn.blocks)]
     changed = True
     while changed:
         changed = False
-        for b in reversed(fn.blocks):
-            out = set()
-            for s in b.successors():
-                out |= live_in[id(s)]
-            inn = use[id(b)] | (out - defs[id(b)])
-            if out != live_out[id(b)] or inn != live_in[id(b)]:
-                live_out[id(b)], live_in[id(b)] = out, inn
+        for bid, ss in succ:
+            out = set().union(*(live_in[s] for s in ss)) if ss else set()
+            if out != live_out[bid]:
+                live_out[bid] = out
+                inn = use[bid] | (out - defs[bid])
+                if inn != live_in[bid]:
+                    live_in[bid] = inn
+                changed = True
+            elif not live_in[bid] and use[bid]:
+                live_in[bid] = set(use[bid])
                 changed = True
     return live_in, live_out
 
 
 def intervals(fn: ir.Function) -> tuple[list[Interval], list[int]]:
-    """Each value's live ranges (one per block it is live in: holes between them)."""
-    live_in, live_out = liveness(fn)
+    """Each value's live ranges (one per run of blocks it is live in: holes between them).
+    Blocks come in order, so a value's ranges arrive sorted and join as they come."""
+    ops = _operands(fn)
+    live_in, live_out = liveness(fn, ops)
     vregs: dict[int, ir.VReg] = {}
     ranges: dict[int, list[list[int]]] = {}
     uses: dict[int, int] = {}
     calls: list[int] = []
     k = 0
-    for b in fn.blocks:
+    for b, block_ops in zip(fn.blocks, ops):
         first = 2 * k
         local: dict[int, list[int]] = {}
-
-        def touch(v: ir.VReg, pos: int) -> None:
-            vregs[id(v)] = v
-            uses[id(v)] = uses.get(id(v), 0) + 1
-            r = local.setdefault(id(v), [pos, pos])
-            r[0], r[1] = min(r[0], pos), max(r[1], pos)
-
-        for op in b.ops + [b.term]:
+        for op, op_uses, op_defs in block_ops:
             if isinstance(op, ir.Call):
                 calls.append(2 * k)
-            for v in op.uses():
-                touch(v, 2 * k)
+            touched = [(v, 2 * k) for v in op_uses]
             if isinstance(op, ir.Bin) and isinstance(op.b, ir.VReg):
-                touch(op.b, 2 * k + 1)
-            for v in op.defs():
-                touch(v, 2 * k + 1)
+                touched.append((op.b, 2 * k + 1))
+            touched += [(v, 2 * k + 1) for v in op_defs]
+            for v, pos in touched:
+                vid = id(v)
+                vregs[vid] = v
+                uses[vid] = uses.get(vid, 0) + 1
+                r = local.get(vid)
+                if r is None:
+                    local[vid] = [pos, pos]
+                else:
+                    if pos < r[0]:
+                        r[0] = pos
+                    if pos > r[1]:
+                        r[1] = pos
             k += 1
         last = 2 * k - 1
-        for vid in live_in[id(b)] | live_out[id(b)]:
-            r = local.setdefault(vid, [first, last + 1])
-            if vid in live_in[id(b)]:
+        lin, lout = live_in[id(b)], live_out[id(b)]
+        for vid in lin | lout:
+            r = local.get(vid)
+            if r is None:
+                r = local[vid] = [first, last + 1]
+            if vid in lin:
                 r[0] = first
-            if vid in live_out[id(b)]:
+            if vid in lout:
                 r[1] = last + 1
         for vid, r in local.items():
-            ranges.setdefault(vid, []).append(r)
+            have = ranges.get(vid)
+            if have is None:
+                ranges[vid] = [r]
+            elif r[0] <= have[-1][1] + 1:
+                have[-1][1] = max(have[-1][1], r[1])
+            else:
+                have.append(r)
     result = []
     for vid, rs in ranges.items():
-        iv = Interval(vregs[vid], min(r[0] for r in rs), max(r[1] for r in rs))
-        iv.ranges = _merged(sorted(tuple(r) for r in rs))
+        iv = Interval(vregs[vid], rs[0][0], rs[-1][1])
+        iv.ranges = [tuple(r) for r in rs]
         iv.crosses_call = any(_call_within(calls, a, e - 2) for a, e in iv.ranges)
         iv.weight = uses.get(vid, 1)        # what spilling it costs: a load or store per use
         result.append(iv)
