@@ -69,6 +69,7 @@ class Instance:
     nret: Var | None = None                  # None while every return gives the same count
     counts: set = field(default_factory=set)
     loops: list = field(default_factory=list)
+    site: object = None                      # the Span of the call
 
 
 class Scope:

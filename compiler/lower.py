@@ -57,6 +57,39 @@ class Lowered:
     frames: dict = field(default_factory=dict)  # name → bytes of its call frame
 
 
+class InlinedDiagnostics(Diagnostics):
+    """Diagnostics of a lowering: an error in a function inlined at several places is
+    found once per copy; it is reported once, at its own line in the function, with the
+    lines of the calls listed."""
+
+    def __init__(self, lw):
+        super().__init__()
+        self.lw = lw
+        self.calls: list = []                 # per item: (function name, call Span) or None
+
+    def error(self, span, message: str, hint: str | None = None) -> None:
+        super().error(span, message, hint)
+        inner = self.lw.instances[-1] if self.lw.instances else None
+        self.calls.append((inner.func.name, inner.site) if inner and inner.site else None)
+
+    def raise_if_any(self, source=None) -> None:
+        groups: dict = {}
+        for d, call in zip(self.items, self.calls + [None] * (len(self.items) - len(self.calls))):
+            groups.setdefault((d.span, d.message, d.hint), (d, []))[1].append(call)
+        merged = []
+        for d, where in groups.values():
+            sites = sorted({c[1].line for c in where if c is not None})
+            if len(where) > 1 and sites:
+                name = next(c[0] for c in where if c is not None)
+                lines = ", ".join(str(n) for n in sites)
+                note = (f"'{name}' is inlined at each of its calls: line{'s' if len(sites) > 1 else ''} "
+                        f"{lines}")
+                d = Diagnostic(d.message, d.span, f"{d.hint}; {note}" if d.hint else note, d.severity)
+            merged.append(d)
+        self.items, self.calls = merged, []
+        super().raise_if_any(source)
+
+
 class Lowerer(ExprLowering, LoopLowering):
     def __init__(self, chunk: ast.Chunk, source: Source, hook, options: Options, kinds: dict):
         self.chunk = chunk
@@ -64,7 +97,7 @@ class Lowerer(ExprLowering, LoopLowering):
         self.hook = hook
         self.options = options
         self.kinds = kinds                     # persistent across restarts: var key → kinds
-        self.diags = Diagnostics()
+        self.diags = InlinedDiagnostics(self)
         self.b = Builder()
         self.int = IntOps(self.b, self._fail_here)
         self.sites: list[ErrorSite] = []
@@ -396,6 +429,7 @@ class Lowerer(ExprLowering, LoopLowering):
         del self.sites[m["sites"]:]
         del self.site_blocks[m["site_blocks"]:]
         del self.diags.items[m["diags"]:]
+        del self.diags.calls[m["diags"]:]
         del self.prints[m["prints"]:]
         self._scratch = dict(m["scratch"])
         self._gptr = m["gptr"]
@@ -405,7 +439,7 @@ class Lowerer(ExprLowering, LoopLowering):
 
     def _inline(self, fd: FuncDef, args: list[Val], span: Span) -> tuple[list[Val], object]:
         self._instance_ids += 1
-        inst = Instance(self._instance_ids, fd, self.b.block("ret"))
+        inst = Instance(self._instance_ids, fd, self.b.block("ret"), site=span)
         scope = Scope(self.top)
         for i, p in enumerate(fd.node.params):
             v = args[i] if i < len(args) else Val.nil()
@@ -765,5 +799,5 @@ def lower(chunk: ast.Chunk, source: Source, hook, options: Options | None = None
         low.spans.append((name, sub.fd.node.span))
         low.frames[name] = 8 * sub.sig.frame_words
         low.uses_globals_map |= sl.uses_globals_map
-        low.uses_errors_map |= sl.uses_errors_map
+    low.uses_errors_map = any(not s.fatal or getattr(hook, "count_errors", True) for s in low.sites)
     return low
