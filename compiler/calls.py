@@ -33,7 +33,7 @@ SMALL = 24              # syntax nodes: inlined even when called from many place
 BIG = 400               # syntax nodes: a BPF function even when called once
 MAX_FRAMES = 8          # the kernel's limit on a chain of BPF function calls (MAX_CALL_FRAMES)
 MAX_FUNCTIONS = 200     # BPF functions per program (the kernel allows 256 subprograms)
-MAX_COPIED = 300_000    # syntax nodes inlining may copy into one program
+MAX_COPIED = 40_000     # syntax nodes inlining may add to one program beyond the source's
 SCALAR = frozenset({"nil", "bool", "int"})
 # library calls a BPF function may make: they need no hook context and no program-wide ids
 ALLOWED_CALLS = {("error",), ("assert",), ("math", "abs"), ("math", "min"), ("math", "max"),
@@ -52,6 +52,24 @@ class FuncInfo:
 class Plan:
     subs: set = field(default_factory=set)      # names of the functions that are BPF functions
     infos: dict = field(default_factory=dict)
+    inlined: set = field(default_factory=set)   # planned BPF functions a call had to inline
+    entry: FuncDef | None = None
+    order: list = field(default_factory=list)
+    source: object = None
+    source_nodes: int = 0
+
+    def inlining(self, name: str, copied: int) -> None:
+        """Lowering inlines `name` (a BPF function when a call passes it something a BPF
+        function cannot take), `copied` syntax nodes so far: past MAX_COPIED, the error."""
+        if name in self.subs:
+            self.inlined.add(name)
+        if copied > MAX_COPIED + self.source_nodes:
+            _check_copies(self.entry, self.order, self.infos, self, self.source, self.inlined)
+            raise CompileError([Diagnostic(
+                f"inlining copies {copied:,} syntax nodes into the program, {MAX_COPIED:,} more "
+                "than the script's own is the limit",
+                self.infos[name].fd.node.span, "call this function from fewer places")],
+                self.source)
 
 
 def scalar_args(args: list[Val]) -> bool:
@@ -209,27 +227,36 @@ def plan(entry: FuncDef, functions: dict, top: dict, source) -> Plan:
         else:
             break
     _check_copies(entry, order, infos, p, source)
+    p.entry, p.order, p.source = entry, order, source
+    p.source_nodes = sum(i.size for i in infos.values())
     return p
 
 
-def _check_copies(entry: FuncDef, order: list[str], infos: dict, p: Plan, source) -> None:
-    """A located error when inlining would copy code without bound (before lowering it)."""
+def _check_copies(entry: FuncDef, order: list[str], infos: dict, p: Plan, source,
+                  inlined: set = frozenset()) -> None:
+    """A located error when inlining would copy code without bound (before lowering it,
+    or while lowering, when calls pass a function values it cannot take as a BPF
+    function: `inlined`)."""
+    subs = p.subs - set(inlined)
     copies = {entry.name: 1}
     for name in reversed(order):                # callers first
-        here = 1 if name in p.subs or name == entry.name else copies.get(name, 0)
+        here = 1 if name in subs or name == entry.name else copies.get(name, 0)
         for callee, _ in infos[name].calls:
-            copies[callee] = copies.get(callee, 0) + (here if callee not in p.subs else 0)
-    total = sum(infos[n].size * (1 if n in p.subs or n == entry.name else copies.get(n, 0))
+            copies[callee] = copies.get(callee, 0) + (here if callee not in subs else 0)
+    total = sum(infos[n].size * (1 if n in subs or n == entry.name else copies.get(n, 0))
                 for n in order)
-    if total <= MAX_COPIED:
+    if total <= MAX_COPIED + sum(i.size for i in infos.values()):
         return
-    worst = max((n for n in order if n not in p.subs and n != entry.name),
-                key=lambda n: infos[n].size * copies.get(n, 0))
+    worst = max((n for n in order if n not in subs and n != entry.name),
+                key=lambda n: (n in inlined, infos[n].size * copies.get(n, 0)))
     info = infos[worst]
-    why = info.why_not or "it is small, or the kernel's limit of 8 nested BPF calls was reached"
+    why = info.why_not or ("a call passes it a string, view, header or library value"
+                           if worst in inlined else
+                           "it is small, or the kernel's limit of 8 nested BPF calls was reached")
     raise CompileError([Diagnostic(
         f"function '{worst}' would be copied {copies[worst]:,} times into the program by "
-        f"inlining ({total:,} syntax nodes in all, more than {MAX_COPIED:,}); it cannot be "
+        f"inlining ({total:,} syntax nodes in all, {MAX_COPIED:,} more than the script's "
+        f"own is the limit); it cannot be "
         f"a BPF function of its own because {why}", info.fd.node.span,
         "pass it integers, booleans or nil only, or call it from fewer places")], source)
 

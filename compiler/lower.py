@@ -122,6 +122,7 @@ class Lowerer(ExprLowering, LoopLowering):
         self.used_sigs: dict = {}               # callee name → the Signature its calls used
         self.forwards_errors = False            # a callee's error goes out through err_block
         self._dropped: list[ir.Block] = []      # blocks of rewound calls (see inline_call)
+        self._copied = 0                        # syntax nodes inlining has copied
 
     # ---- diagnostics and runtime errors --------------------------------------
 
@@ -415,7 +416,8 @@ class Lowerer(ExprLowering, LoopLowering):
                 "sites": len(self.sites), "site_blocks": len(self.site_blocks),
                 "diags": len(self.diags.items), "prints": len(self.prints),
                 "scratch": dict(self._scratch), "gptr": self._gptr,
-                "last": self.last_call_count, "depth": len(self.instances)}
+                "last": self.last_call_count, "depth": len(self.instances),
+                "copied": self._copied}
 
     def _rewind(self, m: dict) -> None:
         b = self.b
@@ -436,8 +438,12 @@ class Lowerer(ExprLowering, LoopLowering):
         self.last_call_count = m["last"]
         del self.instances[m["depth"]:]
         self._instance_ids = m["ids"]
+        self._copied = m["copied"]
 
     def _inline(self, fd: FuncDef, args: list[Val], span: Span) -> tuple[list[Val], object]:
+        if self.calls is not None and fd.name in self.calls.plan.infos:
+            self._copied += self.calls.plan.infos[fd.name].size
+            self.calls.plan.inlining(fd.name, self._copied)
         self._instance_ids += 1
         inst = Instance(self._instance_ids, fd, self.b.block("ret"), site=span)
         scope = Scope(self.top)
