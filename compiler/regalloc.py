@@ -1,6 +1,6 @@
 """Register allocation: virtual registers → BPF registers r0–r9 or stack slots.
 
-Owns liveness (a dataflow over blocks), live intervals over the linear block
+Owns liveness (a dataflow over blocks, sets as bit sets), live intervals over the linear block
 order, and linear-scan allocation. The BPF calling convention shapes it:
 a helper call clobbers r0–r5, so a value live across a call must sit in
 r6–r9 (or be spilled). A spilled value lives in an 8-byte stack slot: every
@@ -51,51 +51,69 @@ def _operands(fn: ir.Function) -> list[list[tuple]]:
     return [[(op, op.uses(), op.defs()) for op in b.ops + [b.term]] for b in fn.blocks]
 
 
-def liveness(fn: ir.Function, ops: list | None = None) -> tuple[dict, dict]:
-    """live-in and live-out sets (of vreg ids) per block id."""
+def liveness(fn: ir.Function, ops: list | None = None) -> tuple[list[int], list[int], list]:
+    """Live-in and live-out sets per block (in block order), as bit sets over the values
+    numbered in order of appearance; and the values by number."""
     ops = ops if ops is not None else _operands(fn)
-    use: dict[int, set[int]] = {}
-    defs: dict[int, set[int]] = {}
-    for b, block_ops in zip(fn.blocks, ops):
-        u, d = set(), set()
+    number: dict[int, int] = {}
+    values: list[ir.VReg] = []
+
+    def bit(v: ir.VReg) -> int:
+        n = number.get(id(v))
+        if n is None:
+            n = number[id(v)] = len(values)
+            values.append(v)
+        return 1 << n
+
+    use, defs = [], []
+    for block_ops in ops:
+        u = d = 0
         for _, uses, ds in block_ops:
             for v in uses:
-                if id(v) not in d:
-                    u.add(id(v))
+                m = bit(v)
+                if not d & m:
+                    u |= m
             for v in ds:
-                d.add(id(v))
-        use[id(b)], defs[id(b)] = u, d
-    live_in = {id(b): set() for b in fn.blocks}
-    live_out = {id(b): set() for b in fn.blocks}
-    succ = [(id(b), [id(s) for s in b.successors()]) for b in reversed(fn.blocks)]
+                d |= bit(v)
+        use.append(u)
+        defs.append(d)
+    position = {id(b): i for i, b in enumerate(fn.blocks)}
+    succ = [[position[id(s)] for s in b.successors()] for b in fn.blocks]
+    n = len(fn.blocks)
+    live_in, live_out = [0] * n, [0] * n
     changed = True
     while changed:
         changed = False
-        for bid, ss in succ:
-            out = set().union(*(live_in[s] for s in ss)) if ss else set()
-            if out != live_out[bid]:
-                live_out[bid] = out
-                inn = use[bid] | (out - defs[bid])
-                if inn != live_in[bid]:
-                    live_in[bid] = inn
+        for i in range(n - 1, -1, -1):
+            out = 0
+            for s in succ[i]:
+                out |= live_in[s]
+            inn = use[i] | (out & ~defs[i])
+            if out != live_out[i] or inn != live_in[i]:
+                live_out[i], live_in[i] = out, inn
                 changed = True
-            elif not live_in[bid] and use[bid]:
-                live_in[bid] = set(use[bid])
-                changed = True
-    return live_in, live_out
+    return live_in, live_out, values
+
+
+def _bits(x: int):
+    """The numbers of the bits set in x."""
+    while x:
+        low = x & -x
+        yield low.bit_length() - 1
+        x ^= low
 
 
 def intervals(fn: ir.Function) -> tuple[list[Interval], list[int]]:
     """Each value's live ranges (one per run of blocks it is live in: holes between them).
     Blocks come in order, so a value's ranges arrive sorted and join as they come."""
     ops = _operands(fn)
-    live_in, live_out = liveness(fn, ops)
+    live_in, live_out, values = liveness(fn, ops)
     vregs: dict[int, ir.VReg] = {}
     ranges: dict[int, list[list[int]]] = {}
     uses: dict[int, int] = {}
     calls: list[int] = []
     k = 0
-    for b, block_ops in zip(fn.blocks, ops):
+    for bi, block_ops in enumerate(ops):
         first = 2 * k
         local: dict[int, list[int]] = {}
         for op, op_uses, op_defs in block_ops:
@@ -119,14 +137,15 @@ def intervals(fn: ir.Function) -> tuple[list[Interval], list[int]]:
                         r[1] = pos
             k += 1
         last = 2 * k - 1
-        lin, lout = live_in[id(b)], live_out[id(b)]
-        for vid in lin | lout:
+        lin, lout = live_in[bi], live_out[bi]
+        for n in _bits(lin | lout):
+            vid = id(values[n])
             r = local.get(vid)
             if r is None:
                 r = local[vid] = [first, last + 1]
-            if vid in lin:
+            if lin >> n & 1:
                 r[0] = first
-            if vid in lout:
+            if lout >> n & 1:
                 r[1] = last + 1
         for vid, r in local.items():
             have = ranges.get(vid)
