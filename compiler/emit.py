@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from luabpf.compiler import ir
 from luabpf.compiler.bpf import insn as I
-from luabpf.compiler.bpf.opcode import ALUOp, JumpOp, Size
+from luabpf.compiler.bpf.opcode import ALUOp, Class, JumpOp, Size
 from luabpf.compiler.diagnostics import InternalError
 from luabpf.compiler.regalloc import Allocation
 
@@ -190,6 +190,34 @@ class Emitter:
             self.put(jop.imm(ra, t.b, then_.name, loc=self.loc))
         if else_ is not next_block:
             self.put(I.ja(else_.name, loc=self.loc))
+
+
+def relax_long_jumps(items: list) -> list:
+    """A conditional jump whose target is more than 32767 instructions away (a script of
+    thousands of rules) cannot hold its offset: it becomes `if cond goto +1; goto +1;
+    gotol target` (`resolve` widens the far goto to gotol). Repeated until every jump
+    fits, since each rewrite moves what follows."""
+    from luabpf.compiler.bpf.encode import label_slots
+    while True:
+        targets = label_slots(items)
+        out, slot, changed = [], 0, False
+        for item in items:
+            if isinstance(item, I.Label):
+                out.append(item)
+                continue
+            far = item.label is not None and not item.target_in_imm \
+                and item.code != Class.JMP | JumpOp.JA \
+                and not -(1 << 15) <= targets.get(item.label, slot) - (slot + 1) < (1 << 15)
+            if far:
+                out += [item.replace(label=None, off=1), I.ja(1, loc=item.loc),
+                        I.ja(item.label, loc=item.loc)]
+                changed = True
+            else:
+                out.append(item)
+            slot += item.slots
+        items = out
+        if not changed:
+            return items
 
 
 def sub_label(name: str) -> str:

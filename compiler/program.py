@@ -18,7 +18,7 @@ from luabpf.compiler.bpf import disasm, encode
 from luabpf.compiler.check import check
 
 from luabpf.compiler.diagnostics import CompileError
-from luabpf.compiler.emit import emit, sub_label
+from luabpf.compiler.emit import emit, relax_long_jumps, sub_label
 from luabpf.compiler.bpf.insn import Label
 from luabpf.compiler.lower import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
 from luabpf.compiler.opt import optimise
@@ -179,7 +179,7 @@ def _compile_program(text: str, filename: str, hook, options: Options | None = N
         funcs.append((name, sum(1 for i in insns if not isinstance(i, Label))))
         insns += [Label(sub_label(name))] + code
     _check_chain_stack(low, stacks, source, getattr(hook, "entry", "the program"))
-    insns = encode.resolve(insns)
+    insns = encode.resolve(relax_long_jumps(insns))
     return CompiledProgram(source, hook, insns, program_maps(low, hook, options), low.sites,
                            low.globals, max(stacks.values()), low.maps, low.prints, options,
                            [(n, _slot_of(insns, idx)) for n, idx in funcs], low.frames)

@@ -118,3 +118,12 @@ def test_an_object_with_bpf_functions_loads_with_bpftool(tmp_path, pin_dir):
     assert dump.returncode == 0, dump.stderr
     assert "int filter_f" in dump.stdout and "call pc+" in dump.stdout
     assert "; return f12(x) + f12(x + 13)" in dump.stdout    # Lua lines in the functions too
+
+
+def test_rules_far_enough_apart_for_long_jumps_verify():
+    """3000 rules: the error path is more than 32767 instructions from the first rules,
+    so their conditional jumps go through gotol (a traceback before)."""
+    prog = luabpf.compile(rule_file(3000), filename="rules.lua", hook="xdp")
+    with prog.load() as p:
+        assert p.run(tcp_frame(3999)).name == "DROP"
+        assert p.run(udp_frame(3999)).name == "PASS"
