@@ -40,7 +40,7 @@ GLOBALS_MAP = "luabpf_globals"
 ERRORS_MAP = "luabpf_errors"
 ZERO_OFF = 0                 # word 0 of the globals map: always 0, unknown to the verifier
 ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
-MAX_INLINE_DEPTH = 64
+MAX_INLINE_DEPTH = 200        # calls inlined within one another (Python's stack, set in program.py)
 
 
 @dataclass
@@ -398,7 +398,12 @@ class Lowerer(ExprLowering, LoopLowering):
                 and calls.scalar_args(args[:len(fd.node.params)]):
             return self.sub_call(fd, args, span)
         if len(self.instances) >= MAX_INLINE_DEPTH:
-            raise InternalError("inlining too deep")
+            chain = [i.func.name for i in self.instances[:3]] + ["…", fd.name]
+            raise CompileError([Diagnostic(
+                f"calls nested more than {MAX_INLINE_DEPTH} deep ({' → '.join(chain)}): kernel "
+                f"Lua inlines them, at most {MAX_INLINE_DEPTH} deep", span,
+                "call the functions one after another rather than each from the last")],
+                self.source)
         mark = self._mark()
         while True:
             try:

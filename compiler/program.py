@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import struct
+import sys
 from dataclasses import dataclass, field
 
 from luabpf.compiler import events, ir
@@ -155,11 +156,15 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
     # The cyclic garbage collector would walk the whole syntax tree and IR again and
     # again while compiling a large script (a third of the time at 1000 rules); what
     # compiling leaves is freed by reference counts, cycles at the next collection.
-    collecting = gc.isenabled()
+    # Inlining recurses through lowering ~30 Python frames per nested call (200 at most,
+    # lower.MAX_INLINE_DEPTH).
+    collecting, limit = gc.isenabled(), sys.getrecursionlimit()
     gc.disable()
+    sys.setrecursionlimit(max(limit, 20_000))
     try:
         return _compile_program(text, filename, hook, options, chunk)
     finally:
+        sys.setrecursionlimit(limit)
         if collecting:
             gc.enable()
 

@@ -116,3 +116,25 @@ def test_code_inlining_would_copy_without_bound_is_a_located_error(monkeypatch):
     assert "would be copied" in d.message and "times into the program by inlining" in d.message
     assert "a call passes it a string, view, header or library value" in d.message
     assert d.line > 1 and d.col == 1                     # at the function's definition
+
+
+def chain(n: int, views: bool) -> str:
+    """f(n) calls f(n-1) ... f0: with `views`, each takes the payload (always inlined)."""
+    s = "s, " if views else ""
+    out = [f"local function f0({s}x)\n  return {'#s + ' if views else ''}x\nend\n"]
+    out += [f"local function f{k}({s}x)\n  return f{k - 1}({s}x) + 1\nend\n" for k in range(1, n + 1)]
+    out.append(f"function filter(hdr, pld)\n  return f{n}({'pld, ' if views else ''}1) > 3\nend\n")
+    return "".join(out)
+
+
+def test_calls_nested_past_the_inlining_depth_are_a_located_error():
+    with pytest.raises(luabpf.CompileError) as exc:
+        luabpf.compile(chain(250, views=True), filename="deep.lua", hook="xdp")
+    (d,) = exc.value.diagnostics
+    assert d.message.startswith("calls nested more than 200 deep (filter → f250 → f249 → … →")
+
+
+def test_a_long_chain_of_calls_compiles():
+    luabpf.compile(chain(198, views=True), filename="deep.lua", hook="xdp")
+    prog = luabpf.compile(chain(400, views=False), filename="deep.lua", hook="xdp")
+    assert len(prog.compiled.funcs) > 1

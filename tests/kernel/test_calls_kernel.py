@@ -127,3 +127,12 @@ def test_rules_far_enough_apart_for_long_jumps_verify():
     with prog.load() as p:
         assert p.run(tcp_frame(3999)).name == "DROP"
         assert p.run(udp_frame(3999)).name == "PASS"
+
+
+def test_a_chain_of_four_hundred_calls_returns_luas_value():
+    source = "".join(f"function f{k}(x)\n  return f{k - 1}(x) * 3 + {k}\nend\n"
+                     for k in range(1, 401))           # global: Lua allows 200 locals
+    source = "function f0(x)\n  return x\nend\n" + source + \
+        "function f(x)\n  return f400(x)\nend\n"
+    for x in (0, 5, -7):
+        assert luabpf.run_function(source, "f", x) == run_lua(source, "f", x)
