@@ -271,7 +271,10 @@ class Signature:
 
     @property
     def frame_words(self) -> int:
-        return 2 * max(len(self.params), len(self.results)) + 1
+        """A tag and a payload word per parameter or result, and the result count when
+        it is only known at run time; one word at least (the kernel refuses a pointer to
+        nothing)."""
+        return max(1, 2 * max(len(self.params), len(self.results)) + (self.count is None))
 
     @property
     def nret_off(self) -> int:

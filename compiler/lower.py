@@ -515,6 +515,8 @@ class Lowerer(ExprLowering, LoopLowering):
         frame = self.scratch(8 * sig.frame_words, "call_frame")
         for i, v in enumerate(args):
             store_val(b, frame, 16 * i, v)
+        for off in range(16 * len(args), 8 * sig.frame_words, 8):   # all of the frame written:
+            b.emit(ir.Store(8, frame, off, 0))     # no uninitialised stack for the verifier
         addr, status = b.vreg("frame"), b.vreg("status")
         b.emit(ir.SlotAddr(addr, frame))
         b.emit(ir.CallSub(-1, [addr], status, target=fd.name))

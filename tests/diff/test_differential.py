@@ -174,6 +174,13 @@ def test_programs_with_bpf_calls(case):
 
 CALLS_PROGRAM = """\
 g = 3
+local function bump()
+  g = g + 1
+end
+local function maybe(x)
+  if x > 0 then return nil end
+  return x
+end
 local function pair(x, y)
   if y == 0 then error("no zero here") end
   return x // y, x % y
@@ -190,7 +197,11 @@ local function top(x)
 end
 function f(a, b, c, d)
   g = 3 + (c % 2)
-  return top(a) + top(b) + top(a + b), g
+  bump()
+  bump()
+  g = g - 2
+  local m = (maybe(a) or 7) + (maybe(b) or 9)
+  return top(a) + top(b) + top(a + b) + m, g
 end
 """
 
