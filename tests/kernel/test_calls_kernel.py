@@ -136,3 +136,36 @@ def test_a_chain_of_four_hundred_calls_returns_luas_value():
         "function f(x)\n  return f400(x)\nend\n"
     for x in (0, 5, -7):
         assert luabpf.run_function(source, "f", x) == run_lua(source, "f", x)
+
+
+MAPS_IN_CALLEES = """\
+seen = map.hash(64)
+total = 0
+local function note(k, v)
+  local old = seen[k] or 0
+  seen[k] = old + v
+  total = total + v
+  if old > 1000 then error("noted too often") end
+  return old, seen[k]
+end
+function f(x)
+  local a, b = note(x % 5, x)
+  local c, d = note(x % 3, 2)
+  local e, g = note(x % 5, 1)
+  return a + b + c + d + e + g + total
+end
+"""
+
+
+def test_maps_and_globals_inside_bpf_functions_persist_between_calls():
+    from luabpf.api import compile_function
+    from tests.diff.test_differential import bpf_calls_everywhere
+    with bpf_calls_everywhere():
+        prog = compile_function(MAPS_IN_CALLEES, "f", ("int",))
+    assert [n for n, _ in prog.compiled.funcs] == ["", "note"]
+    lua = __import__("lupa").lua54.LuaRuntime()
+    lua.execute(MAPS_IN_CALLEES.replace("map.hash(64)", "{}"))
+    with prog.load() as p:
+        for x in (7, 12, 7, 3, 400, 401, 402):
+            assert p.call(x) == lua.globals().f(x), x
+        assert p.globals["total"] == lua.globals().total
