@@ -142,9 +142,10 @@ def _examine(fd: FuncDef, top: dict, functions: dict) -> FuncInfo:
             if isinstance(n.obj, ast.Name) and n.obj.name not in declared \
                     and _is_map(top.get(n.obj.name)) and not n.dot:
                 continue                                    # m[k]: a map of the script
-            entry = intrinsics.REGISTRY.get(path) if library(path) else None
+            entry = intrinsics.REGISTRY.get(path) if library(path) and path[0] == "math" \
+                else None                   # a hook's constants (xdp.DROP) mean what the hook says
             if entry is not None and entry.value is not None and entry.value.kinds <= SCALAR:
-                chain(n)                                    # math.maxinteger, xdp.DROP
+                chain(n)                                    # math.maxinteger
                 continue
             info.why_not = info.why_not or "it indexes a value (a header, a view or a table)"
     for n in nodes:
