@@ -1,15 +1,17 @@
 """Lowering: a checked kernel-Lua chunk and a hook → IR over virtual registers.
 
-Owns the meaning of statements and expressions: scopes, inlining of every
-function call (kernel Lua has no recursion, so inlining terminates), multiple
-values, short-circuit conditions, loops as real BPF loops, runtime errors and
-the value representation of `values`. Integer operators are `intops`'; the
-library functions are `intrinsics`'.
+Owns the meaning of statements and expressions: scopes, calls (inlined, or
+BPF-to-BPF calls of the functions `calls` picks, each lowered once as its own
+BPF function: `sub_call`, `SubHook`), multiple values, short-circuit
+conditions, loops as real BPF loops, runtime errors and the value
+representation of `values`. Integer operators are `intops`'; the library
+functions are `intrinsics`'.
 
 Types are inferred by lowering itself: a variable's storage is shaped by the
 kinds of value it may hold; when an assignment widens that set, lowering
-starts over with the wider set (`Restart`), which converges because sets only
-grow.
+starts over with the wider set (`Restart`) — only the inlined call that owns
+the variable, not the program, so compile time stays linear — which converges
+because sets only grow.
 
 Loops (DESIGN §2): every loop carries an iteration bound (`--@bound N` or the
 default) checked at run time, and — when the kernel has `may_goto` — begins with
