@@ -3,8 +3,10 @@
 Owns the call plan of one program: a pre-pass over the syntax tree, before lowering,
 that decides for every top-level function whether its calls are inlined or become a
 call of a global BPF function (verified once by the kernel, whatever the number of
-call sites), and `Subprograms`, the record of the BPF functions lowered so far (their
-parameter kinds, widened as call sites are lowered, and their signatures).
+call sites); `Subprograms`, the record of the BPF functions lowered so far (their
+parameter kinds, widened as call sites are lowered, and their signatures); and the
+calling convention: the frame (`store_val`, `load_val`) and `SubHook`, what a BPF
+function's lowering has in place of a hook. `lower.Lowerer.sub_call` emits the calls.
 
 The rules (docs/language.md, "Calls and inlining"):
 - a function may be a BPF function when everything it does (and everything it calls)
@@ -24,10 +26,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from luabpf.compiler import ast, maps
+from luabpf.compiler import ast, ir, maps
 from luabpf.compiler.bindings import FuncDef, GlobalVar
 from luabpf.compiler.diagnostics import CompileError, Diagnostic
-from luabpf.compiler.values import Val
+from luabpf.compiler.values import INT, NIL, Val
 
 SMALL = 24              # syntax nodes: inlined even when called from many places
 BIG = 400               # syntax nodes: a BPF function even when called once
@@ -330,3 +332,81 @@ class Subprograms:
             if not stale:
                 return {c: self.subs[c].sig for c in main_used}
         raise AssertionError("BPF function signatures did not settle")
+
+
+# ---- the frame of a call, and a BPF function's own "hook" -------------------------
+
+def store_val(b, frame: ir.StackSlot, off: int, v: Val) -> None:
+    """A scalar value into a call frame: its tag word, then its payload word."""
+    b.emit(ir.Store(8, frame, off, v.tag))
+    b.emit(ir.Store(8, frame, off + 8, v.payload if "int" in v.kinds else 0))
+
+
+def load_val(b, frame: ir.StackSlot | ir.VReg, off: int, kinds: frozenset) -> Val:
+    """A scalar value of `kinds` from a call frame (registers only for what varies)."""
+    kinds = kinds or frozenset({"nil"})
+    if len(kinds) > 1 or "bool" in kinds:
+        tag = b.vreg("tag")
+        b.emit(ir.Load(8, tag, frame, off))
+    else:
+        tag = {"nil": NIL, "int": INT}[next(iter(kinds))]
+    payload = 0
+    if "int" in kinds:
+        payload = b.vreg("word")
+        b.emit(ir.Load(8, payload, frame, off + 8))
+    return Val(tag, payload, kinds)
+
+
+class SubHook:
+    """The 'hook' of a BPF function: r1 is the caller's frame (never NULL: callers pass
+    their stack, the check is for the verifier); parameters come from it and results go
+    back to it; r0 is 0, or the error site + 1 (the caller takes its error path)."""
+    name = "function"
+    default_return = 0
+    count_errors = False
+
+    def __init__(self, sub):
+        self.sub = sub
+        self.entry = sub.fd.name
+        self.results: list[Val] = []
+        self.count = 0
+        self.frame: ir.VReg | None = None
+
+    def prologue(self, lw) -> list[Val]:
+        b = lw.b
+        self.frame = b.copy(ir.Phys(1), "frame")
+        ok, null = b.block("frame_ok"), b.block("frame_null")
+        b.branch("eq", self.frame, 0, null, ok)
+        b.start(null)
+        b.terminate(ir.Exit(0))
+        b.start(ok)
+        lw.prologue = ok
+        return [load_val(b, self.frame, 16 * i, kinds) for i, kinds in enumerate(self.sub.params)]
+
+    def epilogue(self, lw, results: list[Val], nret) -> None:
+        b = lw.b
+        self.results, self.count = results, nret
+        for i, v in enumerate(results):
+            store_val(b, self.frame, 16 * i, v)
+        if not isinstance(nret, int):
+            nret_off = 16 * max(len(self.sub.params), len(results))
+            b.emit(ir.Store(8, self.frame, nret_off, nret))
+        b.terminate(ir.Exit(0))
+
+    def on_error(self, lw, site) -> None:
+        lw.b.terminate(ir.Exit(lw.b.bin("add", site, 1)))
+
+    def exit(self, lw, value) -> None:
+        if not lw.b.terminated:
+            lw.b.terminate(ir.Exit(value))
+
+
+def rebase_sites(low, base: int) -> None:
+    """Number a BPF function's error sites from `base` (they were numbered from 0)."""
+    for blk in low.function.blocks:
+        for op in blk.ops:
+            if isinstance(op, ir.Mov) and op.dst is low.errsite and isinstance(op.src, int):
+                op.src += base
+            elif isinstance(op, ir.Store) and op.base is low.error_key and op.base is not None \
+                    and isinstance(op.src, int):
+                op.src += base

@@ -28,15 +28,15 @@ from dataclasses import dataclass, field
 
 from luabpf.compiler import ast, calls, cpufreq, events, ir, maps, tracepoint  # noqa: F401  (library functions)
 from luabpf.compiler.builder import Builder
-from luabpf.compiler.diagnostics import CompileError, Diagnostic, Diagnostics, InternalError
+from luabpf.compiler.diagnostics import CompileError, Diagnostic, InternalError
 from luabpf.compiler.bpf.helpers import Helper
-from luabpf.compiler.bindings import (ErrorSite, FuncDef, GlobalVar, Instance, Options,  # noqa: F401
-                                      Restart, Scope)
+from luabpf.compiler.bindings import (ErrorSite, FuncDef, GlobalVar, InlinedDiagnostics,  # noqa: F401
+                                      Instance, Options, Restart, Scope)
 from luabpf.compiler.intops import IntOps
 from luabpf.compiler.lower_expr import ExprLowering
 from luabpf.compiler.lower_loops import LoopLowering
 from luabpf.compiler.source import Source, Span
-from luabpf.compiler.values import FALSE, INT, NIL, TRUE, VIEW_KINDS, Val, Var, type_name
+from luabpf.compiler.values import FALSE, TRUE, VIEW_KINDS, Val, Var, type_name
 
 GLOBALS_MAP = "luabpf_globals"
 ERRORS_MAP = "luabpf_errors"
@@ -57,39 +57,6 @@ class Lowered:
     subs: list = field(default_factory=list)   # (name, ir.Function) of the BPF functions called
     spans: list = field(default_factory=list)  # (name, Span of its definition) of those
     frames: dict = field(default_factory=dict)  # name → bytes of its call frame
-
-
-class InlinedDiagnostics(Diagnostics):
-    """Diagnostics of a lowering: an error in a function inlined at several places is
-    found once per copy; it is reported once, at its own line in the function, with the
-    lines of the calls listed."""
-
-    def __init__(self, lw):
-        super().__init__()
-        self.lw = lw
-        self.calls: list = []                 # per item: (function name, call Span) or None
-
-    def error(self, span, message: str, hint: str | None = None) -> None:
-        super().error(span, message, hint)
-        inner = self.lw.instances[-1] if self.lw.instances else None
-        self.calls.append((inner.func.name, inner.site) if inner and inner.site else None)
-
-    def raise_if_any(self, source=None) -> None:
-        groups: dict = {}
-        for d, call in zip(self.items, self.calls + [None] * (len(self.items) - len(self.calls))):
-            groups.setdefault((d.span, d.message, d.hint), (d, []))[1].append(call)
-        merged = []
-        for d, where in groups.values():
-            sites = sorted({c[1].line for c in where if c is not None})
-            if len(where) > 1 and sites:
-                name = next(c[0] for c in where if c is not None)
-                lines = ", ".join(str(n) for n in sites)
-                note = (f"'{name}' is inlined at each of its calls: line{'s' if len(sites) > 1 else ''} "
-                        f"{lines}")
-                d = Diagnostic(d.message, d.span, f"{d.hint}; {note}" if d.hint else note, d.severity)
-            merged.append(d)
-        self.items, self.calls = merged, []
-        super().raise_if_any(source)
 
 
 class Lowerer(ExprLowering, LoopLowering):
@@ -516,7 +483,7 @@ class Lowerer(ExprLowering, LoopLowering):
         b.loc = span
         frame = self.scratch(8 * sig.frame_words, "call_frame")
         for i, v in enumerate(args):
-            store_val(b, frame, 16 * i, v)
+            calls.store_val(b, frame, 16 * i, v)
         for off in range(16 * len(args), 8 * sig.frame_words, 8):   # all of the frame written:
             b.emit(ir.Store(8, frame, off, 0))     # no uninitialised stack for the verifier
         addr, status = b.vreg("frame"), b.vreg("status")
@@ -530,7 +497,7 @@ class Lowerer(ExprLowering, LoopLowering):
             b.jump(self.err_block)
             self.forwards_errors = True
             b.start(ok)
-        vals = [load_val(b, frame, 16 * i, kinds) for i, kinds in enumerate(sig.results)]
+        vals = [calls.load_val(b, frame, 16 * i, kinds) for i, kinds in enumerate(sig.results)]
         if sig.count is not None:
             return vals, sig.count
         count = b.vreg("nret")
@@ -541,7 +508,7 @@ class Lowerer(ExprLowering, LoopLowering):
         """Lower one BPF function (calls.Subprograms asks, the first time a call site needs
         it and whenever its parameters widen): (Lowered, Signature, callees' signatures)."""
         for _ in range(1000):
-            lw = Lowerer(self.chunk, self.source, SubHook(sub), dataclasses.replace(
+            lw = Lowerer(self.chunk, self.source, calls.SubHook(sub), dataclasses.replace(
                 self.options, first_site=0), sub.kinds)
             lw.calls, lw.own = self.calls, sub.fd
             lw.top, lw.functions, lw.globals, lw.maps = self.top, self.functions, self.globals, \
@@ -706,82 +673,6 @@ class Lowerer(ExprLowering, LoopLowering):
     def _inst_id(self) -> int:
         return self.instances[-1].id if self.instances else 0
 
-def store_val(b: Builder, frame: ir.StackSlot, off: int, v: Val) -> None:
-    """A scalar value into a call frame: its tag word, then its payload word."""
-    b.emit(ir.Store(8, frame, off, v.tag))
-    b.emit(ir.Store(8, frame, off + 8, v.payload if "int" in v.kinds else 0))
-
-
-def load_val(b: Builder, frame: ir.StackSlot | ir.VReg, off: int, kinds: frozenset) -> Val:
-    """A scalar value of `kinds` from a call frame (registers only for what varies)."""
-    kinds = kinds or frozenset({"nil"})
-    if len(kinds) > 1 or "bool" in kinds:
-        tag = b.vreg("tag")
-        b.emit(ir.Load(8, tag, frame, off))
-    else:
-        tag = {"nil": NIL, "int": INT}[next(iter(kinds))]
-    payload = 0
-    if "int" in kinds:
-        payload = b.vreg("word")
-        b.emit(ir.Load(8, payload, frame, off + 8))
-    return Val(tag, payload, kinds)
-
-
-class SubHook:
-    """The 'hook' of a BPF function: r1 is the caller's frame (never NULL: callers pass
-    their stack, the check is for the verifier); parameters come from it and results go
-    back to it; r0 is 0, or the error site + 1 (the caller takes its error path)."""
-    name = "function"
-    default_return = 0
-    count_errors = False
-
-    def __init__(self, sub):
-        self.sub = sub
-        self.entry = sub.fd.name
-        self.results: list[Val] = []
-        self.count = 0
-        self.frame: ir.VReg | None = None
-
-    def prologue(self, lw) -> list[Val]:
-        b = lw.b
-        self.frame = b.copy(ir.Phys(1), "frame")
-        ok, null = b.block("frame_ok"), b.block("frame_null")
-        b.branch("eq", self.frame, 0, null, ok)
-        b.start(null)
-        b.terminate(ir.Exit(0))
-        b.start(ok)
-        lw.prologue = ok
-        return [load_val(b, self.frame, 16 * i, kinds) for i, kinds in enumerate(self.sub.params)]
-
-    def epilogue(self, lw, results: list[Val], nret) -> None:
-        b = lw.b
-        self.results, self.count = results, nret
-        for i, v in enumerate(results):
-            store_val(b, self.frame, 16 * i, v)
-        if not isinstance(nret, int):
-            nret_off = 16 * max(len(self.sub.params), len(results))
-            b.emit(ir.Store(8, self.frame, nret_off, nret))
-        b.terminate(ir.Exit(0))
-
-    def on_error(self, lw, site) -> None:
-        lw.b.terminate(ir.Exit(lw.b.bin("add", site, 1)))
-
-    def exit(self, lw, value) -> None:
-        if not lw.b.terminated:
-            lw.b.terminate(ir.Exit(value))
-
-
-def rebase_sites(low: Lowered, base: int) -> None:
-    """Number a BPF function's error sites from `base` (they were numbered from 0)."""
-    for blk in low.function.blocks:
-        for op in blk.ops:
-            if isinstance(op, ir.Mov) and op.dst is low.errsite and isinstance(op.src, int):
-                op.src += base
-            elif isinstance(op, ir.Store) and op.base is low.error_key and op.base is not None \
-                    and isinstance(op.src, int):
-                op.src += base
-
-
 def lower(chunk: ast.Chunk, source: Source, hook, options: Options | None = None) -> Lowered:
     """Lower with restarts until every variable's kinds and every BPF function's signature
     are stable; the BPF functions come with the program, their error sites after its own."""
@@ -807,7 +698,7 @@ def lower(chunk: ast.Chunk, source: Source, hook, options: Options | None = None
         if sub.lowered is None:
             continue
         sl = sub.lowered
-        rebase_sites(sl, base)
+        calls.rebase_sites(sl, base)
         base += len(sl.sites)
         low.sites.extend(sl.sites)
         low.subs.append((name, sl.function))
