@@ -100,7 +100,7 @@ class InlinedDiagnostics(Diagnostics):
 
     def error(self, span, message: str, hint: str | None = None) -> None:
         super().error(span, message, hint)
-        inner = self.lw.instances[-1] if self.lw.instances else None
+        inner = self.lw.instances[-1] if len(self.lw.instances) > 1 else None   # not the entry
         self.calls.append((inner.func.name, inner.site) if inner and inner.site else None)
 
     def raise_if_any(self, source=None) -> None:
@@ -110,11 +110,11 @@ class InlinedDiagnostics(Diagnostics):
         merged = []
         for d, where in groups.values():
             sites = sorted({c[1].line for c in where if c is not None})
-            if len(where) > 1 and sites:
+            if sites:
                 name = next(c[0] for c in where if c is not None)
                 lines = ", ".join(str(n) for n in sites)
-                note = (f"'{name}' is inlined at each of its calls: line{'s' if len(sites) > 1 else ''} "
-                        f"{lines}")
+                note = (f"in the cop{'ies' if len(sites) > 1 else 'y'} of '{name}' inlined at "
+                        f"line{'s' if len(sites) > 1 else ''} {lines}")
                 d = Diagnostic(d.message, d.span, f"{d.hint}; {note}" if d.hint else note, d.severity)
             merged.append(d)
         self.items, self.calls = merged, []
