@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from luabpf.compiler import ast, ir, maps
 from luabpf.compiler.bindings import FuncDef, GlobalVar
-from luabpf.compiler.diagnostics import CompileError, Diagnostic
+from luabpf.compiler.diagnostics import CompileError, Diagnostic, InternalError
 from luabpf.compiler.values import INT, NIL, Val
 
 SMALL = 24              # syntax nodes: inlined even when called from many places
@@ -331,7 +331,7 @@ class Subprograms:
                 self._lower(s)
             if not stale:
                 return {c: self.subs[c].sig for c in main_used}
-        raise AssertionError("BPF function signatures did not settle")
+        raise InternalError("BPF function signatures did not settle")
 
 
 # ---- the frame of a call, and a BPF function's own "hook" -------------------------
