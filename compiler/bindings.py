@@ -3,19 +3,27 @@
 Owns the small records shared by the lowering mixins: `Scope` (names → a
 `values.Var`, a constant `Val`, a `GlobalVar` or a `FuncDef`), `Instance` (one
 inlined call: its result variables, return count and enclosing loops),
-`ErrorSite` (a runtime error's line and Lua message), `Options`, and
-`Restart` (raised when a variable's kinds widen).
+`ErrorSite` (a runtime error's line and Lua message), `Options`,
+`Restart` (raised when a variable's kinds widen) and `InlinedDiagnostics` (one
+report for an error found in every inlined copy of a function).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from luabpf.compiler import ast, ir
+from luabpf.compiler.diagnostics import Diagnostic, Diagnostics
 from luabpf.compiler.values import Var
 
 
 class Restart(Exception):
-    """A variable's kinds widened: lower the program again."""
+    """A fact lowering relied on widened (a variable's kinds, a function's result count).
+    `owner` is the id of the inlined call that owns the fact (0: the top level): lowering
+    starts that call over, not the whole program (see `lower.Lowerer.inline_call`)."""
+
+    def __init__(self, owner: int = 0):
+        super().__init__(owner)
+        self.owner = owner
 
 
 @dataclass
@@ -65,6 +73,7 @@ class Instance:
     nret: Var | None = None                  # None while every return gives the same count
     counts: set = field(default_factory=set)
     loops: list = field(default_factory=list)
+    site: object = None                      # the Span of the call
 
 
 class Scope:
@@ -79,3 +88,36 @@ class Scope:
                 return s.names[name]
             s = s.parent
         return None
+
+
+class InlinedDiagnostics(Diagnostics):
+    """Diagnostics of a lowering: an error in a function inlined at several places is
+    found once per copy; it is reported once, at its own line in the function, with the
+    lines of the calls listed."""
+
+    def __init__(self, lw):
+        super().__init__()
+        self.lw = lw
+        self.calls: list = []                 # per item: (function name, call Span) or None
+
+    def error(self, span, message: str, hint: str | None = None) -> None:
+        super().error(span, message, hint)
+        inner = self.lw.instances[-1] if len(self.lw.instances) > 1 else None   # not the entry
+        self.calls.append((inner.func.name, inner.site) if inner and inner.site else None)
+
+    def raise_if_any(self, source=None) -> None:
+        groups: dict = {}
+        for d, call in zip(self.items, self.calls + [None] * (len(self.items) - len(self.calls))):
+            groups.setdefault((d.span, d.message, d.hint), (d, []))[1].append(call)
+        merged = []
+        for d, where in groups.values():
+            sites = sorted({c[1].line for c in where if c is not None})
+            if sites:
+                name = next(c[0] for c in where if c is not None)
+                lines = ", ".join(str(n) for n in sites)
+                note = (f"in the cop{'ies' if len(sites) > 1 else 'y'} of '{name}' inlined at "
+                        f"line{'s' if len(sites) > 1 else ''} {lines}")
+                d = Diagnostic(d.message, d.span, f"{d.hint}; {note}" if d.hint else note, d.severity)
+            merged.append(d)
+        self.items, self.calls = merged, []
+        super().raise_if_any(source)

@@ -120,16 +120,43 @@ def program_func(btf: Btf, name: str) -> int:
     return btf.func(name, proto)
 
 
-def line_records(btf: Btf, insns, lines_of) -> list[tuple[int, int, int, int]]:
+def sub_func(btf: Btf, name: str, frame_bytes: int) -> int:
+    """`int name(struct luabpf_frame *frame)`: the FUNC of a BPF function luabpf calls,
+    global, so the kernel verifies it once, whatever its callers (its frame is a struct
+    of 64-bit words: the verifier checks each caller passes that many bytes)."""
+    int_t = btf.int_("int", 4, True)
+    u64 = btf.int_("long long unsigned int", 8, False)
+    frame = btf.struct(f"luabpf_frame_{name}", [("w", btf.array(u64, frame_bytes // 8), 0)],
+                       frame_bytes)
+    proto = btf.func_proto(int_t, [("frame", btf.ptr(frame))])
+    return btf.func(name, proto)
+
+
+def funcs_of(btf: Btf, compiled, entry_name: str) -> list[tuple[int, int]]:
+    """(insn_off, FUNC type) of the program and of each BPF function it calls."""
+    out = []
+    for name, start in compiled.funcs:
+        if not name:
+            out.append((start, program_func(btf, entry_name)))
+        else:
+            out.append((start, sub_func(btf, name, compiled.frame_bytes[name])))
+    return out
+
+
+def line_records(btf: Btf, insns, lines_of, starts=(0,)) -> list[tuple[int, int, int, int]]:
     """(insn_off, file_name_off, line_off, line_col) where the Lua line changes (not at
-    every column: tools print one source line per record); the first at instruction 0,
-    as the kernel requires. `lines_of(file)` gives a file's lines."""
+    every column: tools print one source line per record); one at the first instruction
+    of each function (`starts`, in slots), as the kernel requires. `lines_of(file)` gives
+    a file's lines."""
     records, slot, last = [], 0, None
+    starts = set(starts)
     for insn in insns:
         loc = getattr(insn, "loc", None)
         here = (loc.file, loc.line) if loc is not None else None
-        if slot == 0 and here is None:
-            here = ("", 0)
+        if slot in starts:
+            last = None
+            if here is None:
+                here = ("", 0)
         if here is not None and here != last:
             file, line = here
             col = loc.col if loc is not None else 0
@@ -145,8 +172,8 @@ def load_info(compiled, name: str) -> tuple[bytes, bytes, bytes]:
     """(BTF blob, func_info, line_info) for loading `compiled` with BPF_PROG_LOAD
     (records of 8 and 16 bytes, insn_off in instructions)."""
     btf = Btf()
-    func = program_func(btf, name)
-    lines = line_records(btf, compiled.insns, compiled.lines_of)
-    func_info = struct.pack("<II", 0, func)
+    funcs = funcs_of(btf, compiled, name)
+    lines = line_records(btf, compiled.insns, compiled.lines_of, [s for s, _ in funcs])
+    func_info = b"".join(struct.pack("<II", *f) for f in funcs)
     line_info = b"".join(struct.pack("<IIII", *r) for r in lines)
     return btf.encode(), func_info, line_info

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from luabpf.compiler import ir
 from luabpf.compiler.bpf import insn as I
-from luabpf.compiler.bpf.opcode import ALUOp, JumpOp, Size
+from luabpf.compiler.bpf.opcode import ALUOp, Class, JumpOp, Size
 from luabpf.compiler.diagnostics import InternalError
 from luabpf.compiler.regalloc import Allocation
 
@@ -89,6 +89,7 @@ class Emitter:
 
     def base(self, base, off: int) -> tuple[int, int]:
         if isinstance(base, ir.StackSlot):
+            assert base.offset is not None, base
             return FP, base.offset + off
         return self.reg(base), off
 
@@ -122,6 +123,12 @@ class Emitter:
     def op_Call(self, op: ir.Call) -> None:
         self.call_args(op.args)
         self.put(I.call(op.helper, loc=self.loc))
+        if op.dst is not None and self.reg(op.dst) != 0:
+            self.put(I.mov(self.reg(op.dst), I.Register(0), loc=self.loc))
+
+    def op_CallSub(self, op: ir.CallSub) -> None:
+        self.call_args(op.args)
+        self.put(I.call_local(sub_label(op.target), loc=self.loc))
         if op.dst is not None and self.reg(op.dst) != 0:
             self.put(I.mov(self.reg(op.dst), I.Register(0), loc=self.loc))
 
@@ -185,8 +192,44 @@ class Emitter:
             self.put(I.ja(else_.name, loc=self.loc))
 
 
-def emit(fn: ir.Function, alloc: Allocation, cycle_slot: ir.StackSlot) -> list:
+def relax_long_jumps(items: list) -> list:
+    """A conditional jump whose target is more than 32767 instructions away (a script of
+    thousands of rules) cannot hold its offset: it becomes `if cond goto +1; goto +1;
+    gotol target` (`resolve` widens the far goto to gotol). Repeated until every jump
+    fits, since each rewrite moves what follows."""
+    from luabpf.compiler.bpf.encode import label_slots
+    while True:
+        targets = label_slots(items)
+        out, slot, changed = [], 0, False
+        for item in items:
+            if isinstance(item, I.Label):
+                out.append(item)
+                continue
+            far = item.label is not None and not item.target_in_imm \
+                and item.code != Class.JMP | JumpOp.JA \
+                and not -(1 << 15) <= targets.get(item.label, slot) - (slot + 1) < (1 << 15)
+            if far:
+                out += [item.replace(label=None, off=1), I.ja(1, loc=item.loc),
+                        I.ja(item.label, loc=item.loc)]
+                changed = True
+            else:
+                out.append(item)
+            slot += item.slots
+        items = out
+        if not changed:
+            return items
+
+
+def sub_label(name: str) -> str:
+    """The label of a BPF function's first instruction (its calls' target)."""
+    return f"func:{name}"
+
+
+def emit(fn: ir.Function, alloc: Allocation, cycle_slot: ir.StackSlot, prefix: str = "") -> list:
+    """The function's instructions; `prefix` keeps its labels apart from other functions'."""
     e = Emitter(alloc, cycle_slot)
+    for b in fn.blocks:
+        b.name = prefix + b.name
     for i, b in enumerate(fn.blocks):
         e.out.append(I.label(b.name))
         for op in b.ops:

@@ -183,6 +183,13 @@ class Call(Op):
         return [self.dst] if self.dst is not None else []
 
 
+@dataclass(eq=False)
+class CallSub(Call):
+    """A BPF-to-BPF call of the program's function `target` (its address in r1): the
+    callee clobbers r0–r5 as a helper does."""
+    target: str = ""
+
+
 # ---- terminators ---------------------------------------------------------
 
 @dataclass(eq=False)

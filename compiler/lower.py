@@ -1,15 +1,17 @@
 """Lowering: a checked kernel-Lua chunk and a hook → IR over virtual registers.
 
-Owns the meaning of statements and expressions: scopes, inlining of every
-function call (kernel Lua has no recursion, so inlining terminates), multiple
-values, short-circuit conditions, loops as real BPF loops, runtime errors and
-the value representation of `values`. Integer operators are `intops`'; the
-library functions are `intrinsics`'.
+Owns the meaning of statements and expressions: scopes, calls (inlined, or
+BPF-to-BPF calls of the functions `calls` picks, each lowered once as its own
+BPF function: `sub_call`, `SubHook`), multiple values, short-circuit
+conditions, loops as real BPF loops, runtime errors and the value
+representation of `values`. Integer operators are `intops`'; the library
+functions are `intrinsics`'.
 
 Types are inferred by lowering itself: a variable's storage is shaped by the
 kinds of value it may hold; when an assignment widens that set, lowering
-starts over with the wider set (`Restart`), which converges because sets only
-grow.
+starts over with the wider set (`Restart`) — only the inlined call that owns
+the variable, not the program, so compile time stays linear — which converges
+because sets only grow.
 
 Loops (DESIGN §2): every loop carries an iteration bound (`--@bound N` or the
 default) checked at run time, and — when the kernel has `may_goto` — begins with
@@ -20,14 +22,16 @@ instead of walking every iteration.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 
-from luabpf.compiler import ast, cpufreq, events, ir, maps, tracepoint  # noqa: F401  (library functions)
+from dataclasses import dataclass, field
+
+from luabpf.compiler import ast, calls, cpufreq, events, ir, maps, tracepoint  # noqa: F401  (library functions)
 from luabpf.compiler.builder import Builder
-from luabpf.compiler.diagnostics import CompileError, Diagnostic, Diagnostics, InternalError
+from luabpf.compiler.diagnostics import CompileError, Diagnostic, InternalError
 from luabpf.compiler.bpf.helpers import Helper
-from luabpf.compiler.bindings import (ErrorSite, FuncDef, GlobalVar, Instance, Options,  # noqa: F401
-                                      Restart, Scope)
+from luabpf.compiler.bindings import (ErrorSite, FuncDef, GlobalVar, InlinedDiagnostics,  # noqa: F401
+                                      Instance, Options, Restart, Scope)
 from luabpf.compiler.intops import IntOps
 from luabpf.compiler.lower_expr import ExprLowering
 from luabpf.compiler.lower_loops import LoopLowering
@@ -39,7 +43,7 @@ GLOBALS_MAP = "luabpf_globals"
 ERRORS_MAP = "luabpf_errors"
 ZERO_OFF = 0                 # word 0 of the globals map: always 0, unknown to the verifier
 ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
-MAX_INLINE_DEPTH = 64
+MAX_INLINE_DEPTH = 200        # calls inlined within one another (Python's stack, set in program.py)
 OBJ_CHOICE = ("a library value (hdr, a map, a layout, a module) cannot be chosen at run time in "
               "kernel Lua: it exists at compile time only, so no variable or `and`/`or` can hold "
               "one of several, or one or another value")
@@ -55,6 +59,9 @@ class Lowered:
     uses_errors_map: bool
     maps: dict           # script name → maps.MapDecl, in declaration order
     prints: list         # events.PrintSite, indexed by the id each record carries
+    subs: list = field(default_factory=list)   # (name, ir.Function) of the BPF functions called
+    spans: list = field(default_factory=list)  # (name, Span of its definition) of those
+    frames: dict = field(default_factory=dict)  # name → bytes of its call frame
 
 
 class Lowerer(ExprLowering, LoopLowering):
@@ -64,7 +71,7 @@ class Lowerer(ExprLowering, LoopLowering):
         self.hook = hook
         self.options = options
         self.kinds = kinds                     # persistent across restarts: var key → kinds
-        self.diags = Diagnostics()
+        self.diags = InlinedDiagnostics(self)
         self.b = Builder()
         self.int = IntOps(self.b, self._fail_here)
         self.sites: list[ErrorSite] = []
@@ -84,6 +91,12 @@ class Lowerer(ExprLowering, LoopLowering):
         self.prints: list = []                  # events.PrintSite
         self._scratch: dict[str, ir.StackSlot] = {}
         self.last_call_count = None             # (values, count) of the last inlined call
+        self.calls = None                       # calls.Subprograms: the program's BPF functions
+        self.own = None                         # the function a BPF function's lowering is of
+        self.used_sigs: dict = {}               # callee name → the Signature its calls used
+        self.forwards_errors = False            # a callee's error goes out through err_block
+        self._dropped: list[ir.Block] = []      # blocks of rewound calls (see inline_call)
+        self._copied = 0                        # syntax nodes inlining has copied
 
     # ---- diagnostics and runtime errors --------------------------------------
 
@@ -153,9 +166,10 @@ class Lowerer(ExprLowering, LoopLowering):
     # ---- the whole program --------------------------------------------------
 
     def lower(self) -> Lowered:
-        self.collect_toplevel()
+        if self.own is None:
+            self.collect_toplevel()
         self.diags.raise_if_any(self.source)
-        entry = self.functions.get(self.hook.entry)
+        entry = self.own or self.functions.get(self.hook.entry)
         if entry is None:
             raise CompileError([self._diag_at_top(f"no function '{self.hook.entry}' to run for the "
                                                    f"{self.hook.name} hook")], self.source)
@@ -165,6 +179,9 @@ class Lowerer(ExprLowering, LoopLowering):
                 f"'{self.hook.entry}' takes at most {len(params)} parameter"
                 f"{'s' if len(params) != 1 else ''} in the {self.hook.name} hook: "
                 f"({', '.join(params)})", entry.node.span)], self.source)
+        if self.calls is None:
+            self.calls = calls.Subprograms(calls.plan(entry, self.functions, self.top.names,
+                                                      self.source), self._lower_sub)
         body = self.b.block("body")
         self.b.loc = entry.node.span
         args = self.hook.prologue(self)      # into the entry block, before anything clobbers r1
@@ -212,7 +229,7 @@ class Lowerer(ExprLowering, LoopLowering):
         b = self.b
         b.cur = self.err_block
         b.loc = None
-        if not any(s.fatal for s in self.sites):
+        if not any(s.fatal for s in self.sites) and not self.forwards_errors:
             b.terminate(ir.Exit(self.hook.default_return))
             return
         self.hook.on_error(self, self.errsite)
@@ -330,10 +347,10 @@ class Lowerer(ExprLowering, LoopLowering):
         v = strconst.storable(self, v)        # a constant string: its index (values.py)
         if not v.kinds <= var.kinds:
             self.kinds[var.key] = var.kinds | v.kinds
-            raise Restart()
+            raise Restart(var.key[0])
         if "cstr" in v.kinds and not strconst.possible(self, v) <= var.strs:   # as kinds grow
             self.kinds[(var.key, "strs")] = var.strs | strconst.possible(self, v)
-            raise Restart()
+            raise Restart(var.key[0])
         var.range = None
         if "obj" in v.kinds:
             self.error_at_loc(OBJ_CHOICE, OBJ_CHOICE_HINT)
@@ -355,10 +372,67 @@ class Lowerer(ExprLowering, LoopLowering):
             self.b.mov(var.length, v.length if v.kinds & VIEW_KINDS else 0)
 
     def inline_call(self, fd: FuncDef, args: list[Val], span: Span) -> tuple[list[Val], object]:
+        """Inline one call. A fact that widens inside it (`Restart` owned by this call or
+        one nested in it) starts this call over, not the program: the code emitted since
+        it began is dropped and the call lowered again with what was learnt, so each call
+        is lowered a few times at most, whatever else the program holds."""
+        if self.calls is not None and fd.name in self.calls.plan.subs and fd is not self.own \
+                and calls.scalar_args(args[:len(fd.node.params)]):
+            return self.sub_call(fd, args, span)
         if len(self.instances) >= MAX_INLINE_DEPTH:
-            raise InternalError("inlining too deep")
+            chain = [i.func.name for i in self.instances[:3]] + ["…", fd.name]
+            raise CompileError([Diagnostic(
+                f"calls nested more than {MAX_INLINE_DEPTH} deep ({' → '.join(chain)}): kernel "
+                f"Lua inlines them, at most {MAX_INLINE_DEPTH} deep", span,
+                "call the functions one after another rather than each from the last")],
+                self.source)
+        mark = self._mark()
+        while True:
+            try:
+                return self._inline(fd, args, span)
+            except Restart as r:
+                if r.owner <= mark["ids"]:
+                    raise
+                self._rewind(mark)
+
+    def _mark(self) -> dict:
+        """What `_rewind` needs to undo the lowering of one inlined call."""
+        b = self.b
+        return {"ids": self._instance_ids, "blocks": len(b.blocks), "slots": len(b.slots),
+                "cur": b.cur, "ops": len(b.cur.ops), "term": b.cur.term, "loc": b.loc,
+                "sites": len(self.sites), "site_blocks": len(self.site_blocks),
+                "diags": len(self.diags.items), "prints": len(self.prints),
+                "scratch": dict(self._scratch), "gptr": self._gptr,
+                "last": self.last_call_count, "depth": len(self.instances),
+                "copied": self._copied}
+
+    def _rewind(self, m: dict) -> None:
+        b = self.b
+        self._dropped.extend(b.blocks[m["blocks"]:])   # kept alive: `targeted` holds block ids
+        del b.blocks[m["blocks"]:]
+        del b.slots[m["slots"]:]
+        b.cur, b.loc = m["cur"], m["loc"]
+        del b.cur.ops[m["ops"]:]
+        b.cur.term = m["term"]
+        self._dropped.extend(self.site_blocks[m["site_blocks"]:])
+        del self.sites[m["sites"]:]
+        del self.site_blocks[m["site_blocks"]:]
+        del self.diags.items[m["diags"]:]
+        del self.diags.calls[m["diags"]:]
+        del self.prints[m["prints"]:]
+        self._scratch = dict(m["scratch"])
+        self._gptr = m["gptr"]
+        self.last_call_count = m["last"]
+        del self.instances[m["depth"]:]
+        self._instance_ids = m["ids"]
+        self._copied = m["copied"]
+
+    def _inline(self, fd: FuncDef, args: list[Val], span: Span) -> tuple[list[Val], object]:
+        if self.calls is not None and fd.name in self.calls.plan.infos:
+            self._copied += self.calls.plan.infos[fd.name].size
+            self.calls.plan.inlining(fd.name, self._copied)
         self._instance_ids += 1
-        inst = Instance(self._instance_ids, fd, self.b.block("ret"))
+        inst = Instance(self._instance_ids, fd, self.b.block("ret"), site=span)
         scope = Scope(self.top)
         for i, p in enumerate(fd.node.params):
             v = args[i] if i < len(args) else Val.nil()
@@ -396,7 +470,7 @@ class Lowerer(ExprLowering, LoopLowering):
             vals = hooks.entry_results(self, vals, span)
         if len(vals) > len(inst.results):
             self.kinds[(inst.func.name, "nres")] = len(vals)
-            raise Restart()
+            raise Restart(inst.id)
         for i, r in enumerate(inst.results):
             self.assign(r, vals[i] if i < len(vals) else Val.nil())
         if count is None:
@@ -405,10 +479,67 @@ class Lowerer(ExprLowering, LoopLowering):
         if mark not in inst.counts:
             inst.counts.add(mark)
             if (len(inst.counts) > 1 or not isinstance(count, int)) and inst.nret is None:
-                raise Restart()
+                raise Restart(inst.id)
         if inst.nret is not None:
             self.assign(inst.nret, Val.int_(count))
         self.b.jump(inst.ret_block)
+
+
+    # ---- BPF functions (compiler/calls.py decides which) ------------------------
+
+    def sub_call(self, fd: FuncDef, args: list[Val], span: Span) -> tuple[list[Val], object]:
+        """Call the BPF function of fd: arguments in a frame on this function's stack,
+        r1 its address; r0 is 0 or an error site + 1; the results come back in the frame."""
+        b = self.b
+        n = len(fd.node.params)
+        args = [args[i] if i < len(args) else Val.nil() for i in range(n)]
+        sig = self.calls.ensure(fd, [v.kinds for v in args])
+        self.used_sigs[fd.name] = sig
+        b.loc = span
+        frame = self.scratch(8 * sig.frame_words, "call_frame")
+        for i, v in enumerate(args):
+            calls.store_val(b, frame, 16 * i, v)
+        for off in range(16 * len(args), 8 * sig.frame_words, 8):   # all of the frame written:
+            b.emit(ir.Store(8, frame, off, 0))     # no uninitialised stack for the verifier
+        addr, status = b.vreg("frame"), b.vreg("status")
+        b.emit(ir.SlotAddr(addr, frame))
+        b.emit(ir.CallSub(-1, [addr], status, target=fd.name))
+        if sig.can_fail:
+            fail, ok = b.block("call_failed", cold=True), b.block("call_ok")
+            b.branch("ne", status, 0, fail, ok)
+            b.start(fail)
+            b.emit(ir.Bin("sub", self.errsite, status, 1))
+            b.jump(self.err_block)
+            self.forwards_errors = True
+            b.start(ok)
+        vals = [calls.load_val(b, frame, 16 * i, kinds) for i, kinds in enumerate(sig.results)]
+        if sig.count is not None:
+            return vals, sig.count
+        count = b.vreg("nret")
+        b.emit(ir.Load(8, count, frame, sig.nret_off))
+        return vals, count
+
+    def _lower_sub(self, sub) -> tuple:
+        """Lower one BPF function (calls.Subprograms asks, the first time a call site needs
+        it and whenever its parameters widen): (Lowered, Signature, callees' signatures)."""
+        for _ in range(1000):
+            lw = Lowerer(self.chunk, self.source, calls.SubHook(sub), dataclasses.replace(
+                self.options, first_site=0), sub.kinds)
+            lw.calls, lw.own = self.calls, sub.fd
+            lw.top, lw.functions, lw.globals, lw.maps = self.top, self.functions, self.globals, \
+                self.maps
+            try:
+                low = lw.lower()
+            except Restart:
+                continue
+            hook = lw.hook
+            can_fail = any(s.fatal for s in low.sites) or lw.forwards_errors
+            sig = calls.Signature(tuple(sub.params), tuple(v.kinds or frozenset({"nil"})
+                                                           for v in hook.results),
+                                  hook.count if isinstance(hook.count, int) else None, can_fail)
+            low.errsite, low.error_key = lw.errsite, lw._scratch.get("error_key")
+            return low, sig, dict(lw.used_sigs)
+        raise InternalError("type inference did not converge")
 
     # ---- statements ---------------------------------------------------------
 
@@ -559,12 +690,36 @@ class Lowerer(ExprLowering, LoopLowering):
         return self.instances[-1].id if self.instances else 0
 
 def lower(chunk: ast.Chunk, source: Source, hook, options: Options | None = None) -> Lowered:
-    """Lower with restarts until every variable's kinds are stable."""
+    """Lower with restarts until every variable's kinds and every BPF function's signature
+    are stable; the BPF functions come with the program, their error sites after its own."""
     options = options or Options()
     kinds: dict = {}
+    subprograms = None
     for _ in range(1000):
+        lw = Lowerer(chunk, source, hook, options, kinds)
+        lw.calls = subprograms
         try:
-            return Lowerer(chunk, source, hook, options, kinds).lower()
+            low = lw.lower()
         except Restart:
+            subprograms = lw.calls
             continue
-    raise InternalError("type inference did not converge")
+        subprograms = lw.calls
+        if subprograms.settle(lw.used_sigs) != lw.used_sigs:
+            continue
+        break
+    else:
+        raise InternalError("type inference did not converge")
+    base = options.first_site + len(low.sites)
+    for name, sub in subprograms.subs.items():
+        if sub.lowered is None:
+            continue
+        sl = sub.lowered
+        calls.rebase_sites(sl, base)
+        base += len(sl.sites)
+        low.sites.extend(sl.sites)
+        low.subs.append((name, sl.function))
+        low.spans.append((name, sub.fd.node.span))
+        low.frames[name] = 8 * sub.sig.frame_words
+        low.uses_globals_map |= sl.uses_globals_map
+    low.uses_errors_map = any(not s.fatal or getattr(hook, "count_errors", True) for s in low.sites)
+    return low

@@ -15,16 +15,20 @@ as an ELF64 relocatable object for the BPF machine, laid out by libbpf's convent
 - `.BTF` (the maps' types, a FUNC per program, the data sections) and `.BTF.ext`
   (func_info, and line_info that quotes the Lua source), so `bpftool prog dump xlated`
   and the verifier's log show Lua lines.
-Pure: builds bytes, touches no file and no kernel. There are no BPF-to-BPF calls
-(luabpf inlines every call), so no call relocations are needed.
+- the BPF functions a program calls (compiler/calls.py) in `.text`, as clang puts them:
+  a global STT_FUNC symbol `PROGRAM_FUNCTION` each, a BTF FUNC of global linkage and its
+  func_info; each call has imm -1 and an R_BPF_64_32 relocation against the callee, which
+  libbpf resolves when it appends the functions to each program that calls them.
+Pure: builds bytes, touches no file and no kernel.
 """
 from __future__ import annotations
 
 import struct
 
 from luabpf.compiler.bpf import encode
-from luabpf.compiler.bpf.insn import PSEUDO_MAP_VALUE
-from luabpf.compiler.btf import Btf, BtfExt, line_records, program_func
+from luabpf.compiler.bpf.insn import PSEUDO_CALL, PSEUDO_MAP_VALUE
+from luabpf.compiler.bpf.opcode import Class, JumpOp
+from luabpf.compiler.btf import Btf, BtfExt, line_records, program_func, sub_func
 from luabpf.compiler.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.source import Span
 
@@ -35,6 +39,7 @@ SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_INFO_LINK = 0x1, 0x2, 0x4, 0x40
 STB_LOCAL, STB_GLOBAL = 0, 1
 STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
 R_BPF_64_64 = 1
+R_BPF_64_32 = 10                    # a call of a function in .text
 GLOBALS_MAP = "luabpf_globals"
 MAP_TYPE_RINGBUF = 27
 
@@ -98,25 +103,37 @@ def write_object(programs: list, source_text: str | None = None) -> bytes:
     for compiled in programs:
         by_section.setdefault(section_of(compiled.hook), []).append(compiled)
     code_sections = []
+    text = _Code()                      # the BPF functions programs call: libbpf's `.text`
     for name, group in by_section.items():
-        code, relocs, funcs, lines, slot = bytearray(), [], [], [], 0
+        sec = _Code()
         for compiled in group:
-            insns = compiled.insns
-            start = slot
-            for insn in insns:
-                if insn.map_ref:
-                    relocs.append((8 * slot, insn.map_ref))
-                slot += insn.slots
-            code += encode.encode([_for_object(i) for i in insns])
-            func = program_func(btf, symbol_of(compiled.hook))
-            funcs.append((start, func))
-            lines += [(start + off, f, ln, col) for off, f, ln, col in
-                      line_records(btf, insns, compiled.lines_of)]
-            symbols.append((symbol_of(compiled.hook), _info(STB_GLOBAL, STT_FUNC), name, 8 * start,
-                            8 * (slot - start)))
-        ext.add(name, funcs, lines)
-        index = add_section(_Section(name, SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, code))
-        code_sections.append((index, relocs))
+            prog = symbol_of(compiled.hook)
+            for fname, insns in _functions(compiled):
+                here = sec if not fname else text
+                symbol = prog if not fname else f"{prog}_{fname}"
+                start = here.slot
+                for k, insn in enumerate(insns):
+                    if insn.map_ref:
+                        here.relocs.append((8 * here.slot, insn.map_ref, R_BPF_64_64))
+                    if _is_call(insn):          # libbpf: imm -1, a relocation to the callee
+                        here.relocs.append((8 * here.slot, f"{prog}_{insn.label}", R_BPF_64_32))
+                        insns[k] = insn.replace(imm=-1, label=None)
+                    here.slot += insn.slots
+                here.code += encode.encode([_for_object(i) for i in insns])
+                func = program_func(btf, prog) if not fname else \
+                    sub_func(btf, symbol, compiled.frame_bytes[fname])
+                here.funcs.append((start, func))
+                here.lines += [(start + off, f, ln, col) for off, f, ln, col in
+                               line_records(btf, insns, compiled.lines_of)]
+                symbols.append((symbol, _info(STB_GLOBAL, STT_FUNC), name if not fname else ".text",
+                                8 * start, 8 * (here.slot - start)))
+        ext.add(name, sec.funcs, sec.lines)
+        index = add_section(_Section(name, SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, sec.code))
+        code_sections.append((index, sec.relocs))
+    if text.funcs:
+        ext.add(".text", text.funcs, text.lines)
+        index = add_section(_Section(".text", SHT_PROGBITS, SHF_ALLOC | SHF_EXECINSTR, text.code))
+        code_sections.append((index, text.relocs))
 
     add_section(_Section("license", SHT_PROGBITS, SHF_ALLOC | SHF_WRITE, b"GPL\0", align=1))
     symbols.append(("_license", _info(STB_GLOBAL, STT_OBJECT), "license", 0, 4))
@@ -147,8 +164,8 @@ def write_object(programs: list, source_text: str | None = None) -> bytes:
     sym_index = {s[0]: i for i, s in enumerate(symbols)}
     symtab_index = len(sections) + len(code_sections) + 2      # after the .rel, .BTF, .BTF.ext
     for index, relocs in code_sections:
-        rel = b"".join(struct.pack("<QQ", off, sym_index[name] << 32 | R_BPF_64_64)
-                       for off, name in relocs)
+        rel = b"".join(struct.pack("<QQ", off, sym_index[name] << 32 | kind)
+                       for off, name, kind in relocs)
         add_section(_Section(".rel" + sections[index].name, SHT_REL, SHF_INFO_LINK, rel,
                              link=symtab_index, info=index, entsize=16))
     add_section(_Section(".BTF", SHT_PROGBITS, 0, b"", align=4))
@@ -165,6 +182,32 @@ def write_object(programs: list, source_text: str | None = None) -> bytes:
         strtab.add(sec.name)
     sections[strtab_index].data = bytes(strtab.data)
     return _layout(sections, strtab, strtab_index)
+
+
+class _Code:
+    """A code section being built: bytes, relocations, func and line records."""
+
+    def __init__(self):
+        self.code, self.relocs, self.funcs, self.lines, self.slot = bytearray(), [], [], [], 0
+
+
+def _functions(compiled) -> list[tuple[str, list]]:
+    """(name, instructions) of the program ("") and of each BPF function it calls; each
+    call keeps, in `target`, the name of the function it calls."""
+    starts = {start: name for name, start in compiled.funcs}
+    out, slot = [], 0
+    for insn in compiled.insns:
+        if slot in starts:
+            out.append((starts[slot], []))
+        if _is_call(insn):
+            insn = insn.replace(label=starts[slot + 1 + insn.imm])
+        out[-1][1].append(insn)
+        slot += insn.slots
+    return out
+
+
+def _is_call(insn) -> bool:
+    return insn.code == Class.JMP | JumpOp.CALL and insn.src == PSEUDO_CALL
 
 
 def _for_object(insn):

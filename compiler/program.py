@@ -9,7 +9,9 @@ the hook. Pure: no kernel access.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import struct
+import sys
 from dataclasses import dataclass, field
 
 from luabpf.compiler import cost, events, ir
@@ -17,13 +19,14 @@ from luabpf.compiler.bpf import disasm, encode
 from luabpf.compiler.check import check
 
 from luabpf.compiler.diagnostics import CompileError, Diagnostic
-from luabpf.compiler.emit import emit
+from luabpf.compiler.emit import emit, relax_long_jumps, sub_label
+from luabpf.compiler.bpf.insn import Label
 from luabpf.compiler.lower import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
 from luabpf.compiler.opt import optimise
 from luabpf.compiler.parser import parse
 from luabpf.compiler.regalloc import allocate
-from luabpf.compiler.stack import layout_frame, remove_dead_stores
-from luabpf.compiler.source import Source
+from luabpf.compiler.stack import STACK_LIMIT, layout_frame, remove_dead_stores
+from luabpf.compiler.source import Source, Span
 
 MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_ARRAY = 6
@@ -53,6 +56,8 @@ class CompiledProgram:
     user_maps: dict = field(default_factory=dict)    # script name → maps.MapDecl
     prints: list = field(default_factory=list)       # events.PrintSite, by record id
     options: Options | None = None
+    funcs: list = field(default_factory=lambda: [("", 0)])   # (BPF function, first slot)
+    frame_bytes: dict = field(default_factory=dict)         # BPF function → its frame's size
     estimate: cost.Estimate | None = None    # worst-case instructions of one run (cost.py)
 
     @property
@@ -159,12 +164,73 @@ def parse_and_check(text: str, filename: str):
 
 def compile_program(text: str, filename: str, hook, options: Options | None = None,
                     chunk=None) -> CompiledProgram:
+    # The cyclic garbage collector would walk the whole syntax tree and IR again and
+    # again while compiling a large script (a third of the time at 1000 rules); what
+    # compiling leaves is freed by reference counts, cycles at the next collection.
+    # Inlining recurses through lowering ~30 Python frames per nested call (200 at most,
+    # lower.MAX_INLINE_DEPTH).
+    collecting, limit = gc.isenabled(), sys.getrecursionlimit()
+    gc.disable()
+    sys.setrecursionlimit(max(limit, 20_000))
+    try:
+        return _compile_program(text, filename, hook, options, chunk)
+    finally:
+        sys.setrecursionlimit(limit)
+        if collecting:
+            gc.enable()
+
+
+def _compile_program(text: str, filename: str, hook, options: Options | None = None,
+                     chunk=None) -> CompiledProgram:
     source = Source(text, filename)
     if chunk is None:
         chunk = parse_and_check(text, filename)
     options = options or Options()
     low = lower(chunk, source, hook, options)
-    fn = optimise(low.function)
+    low.subs = _called(low)
+    insns, stack = _function_code(low.function, source, "")
+    funcs, stacks = [("", 0)], {"": stack}
+    for name, fn in low.subs:
+        code, stacks[name] = _function_code(fn, source, f"{name}:")
+        funcs.append((name, sum(1 for i in insns if not isinstance(i, Label))))
+        insns += [Label(sub_label(name))] + code
+    _check_chain_stack(low, stacks, source, getattr(hook, "entry", "the program"))
+    items = relax_long_jumps(insns)
+    insns = encode.resolve(items)
+    loops = {b.name: b.loop for fn in [low.function] + [f for _, f in low.subs]
+             for b in fn.blocks if b.loop is not None}       # block names carry emit's prefix
+    estimate, held = cost.analyse(insns, cost.marks_from_labels(items, loops))
+    check_budget(held, hook, options, source)
+    return CompiledProgram(source, hook, insns, program_maps(low, hook, options), low.sites,
+                           low.globals, max(stacks.values()), low.maps, low.prints, options,
+                           funcs=[(n, _slot_of(insns, idx)) for n, idx in funcs],
+                           frame_bytes=low.frames, estimate=estimate)
+
+
+def _called(low) -> list:
+    """Optimised, the BPF functions the program still calls (a call in dead code goes with
+    it, and the kernel wants no function nothing calls), in the order first called."""
+    fns = dict(low.subs)
+    low.function = optimise(low.function)
+    out, todo, seen = [], [low.function], set()
+    while todo:
+        for b in todo.pop(0).blocks:
+            for op in b.ops:
+                if isinstance(op, ir.CallSub) and op.target not in seen:
+                    seen.add(op.target)
+                    fn = optimise(fns[op.target])
+                    out.append((op.target, fn))
+                    todo.append(fn)
+    return out
+
+
+def _slot_of(insns: list, index: int) -> int:
+    return sum(i.slots for i in insns[:index])
+
+
+def _function_code(fn: ir.Function, source: Source, prefix: str) -> tuple[list, int]:
+    """One function (the program or a BPF function it calls): optimised, allocated, its
+    frame laid out and emitted, labels still symbolic; and its stack bytes."""
     spill_slots: list[ir.StackSlot] = []
 
     def new_slot(vreg):
@@ -177,13 +243,32 @@ def compile_program(text: str, filename: str, hook, options: Options | None = No
     uses_loops = any(isinstance(b.term, ir.MayGoto) for b in fn.blocks)
     remove_dead_stores(fn, spill_slots)
     stack = layout_frame(fn, spill_slots, [cycle], uses_loops, source)
-    items = emit(fn, alloc, cycle)
-    insns = encode.resolve(items)
-    estimate, held = cost.analyse(insns, cost.marks_from_labels(
-        items, {b.name: b.loop for b in fn.blocks if b.loop is not None}))
-    check_budget(held, hook, options, source)
-    return CompiledProgram(source, hook, insns, program_maps(low, hook, options), low.sites,
-                           low.globals, stack, low.maps, low.prints, options, estimate)
+    return emit(fn, alloc, cycle, prefix), stack
+
+
+def _check_chain_stack(low, stacks: dict, source: Source, entry: str) -> None:
+    """The kernel's limit on the stack of a chain of BPF calls: 512 bytes in all, each
+    frame rounded up to 32 bytes; a located error at the deepest function of the chain."""
+    calls = {name: {op.target for b in fn.blocks for op in b.ops if isinstance(op, ir.CallSub)}
+             for name, fn in [("", low.function)] + low.subs}
+    depth: dict[str, tuple[int, list]] = {}
+
+    def chain(name: str) -> tuple[int, list]:
+        if name not in depth:
+            own = (max(stacks[name], 1) + 31) // 32 * 32
+            below = max((chain(c) for c in calls[name]), default=(0, []), key=lambda x: x[0])
+            depth[name] = (own + below[0], [name] + below[1])
+        return depth[name]
+
+    total, path = chain("")
+    if total > STACK_LIMIT:
+        from luabpf.compiler.diagnostics import Diagnostic
+        names = [entry] + path[1:]
+        raise CompileError([Diagnostic(
+            f"the call chain {' → '.join(names)} needs {total} bytes of stack (each BPF "
+            f"function's frame rounded up to 32 bytes); the kernel allows {STACK_LIMIT} across "
+            "a chain of calls", dict(low.spans).get(path[-1]) or Span(source.filename, 1, 1, 1, 2),
+            "use fewer values live at once in these functions")], source)
 
 
 def budget_of(hook, options: Options) -> int:

@@ -1,6 +1,6 @@
 """Register allocation: virtual registers → BPF registers r0–r9 or stack slots.
 
-Owns liveness (a dataflow over blocks), live intervals over the linear block
+Owns liveness (a dataflow over blocks, sets as bit sets), live intervals over the linear block
 order, and linear-scan allocation. The BPF calling convention shapes it:
 a helper call clobbers r0–r5, so a value live across a call must sit in
 r6–r9 (or be spilled). A spilled value lives in an 8-byte stack slot: every
@@ -46,76 +46,119 @@ def linear_ops(fn: ir.Function) -> list[tuple[ir.Block, ir.Op]]:
     return out
 
 
-def liveness(fn: ir.Function) -> dict[int, set[int]]:
-    """live-out sets (of vreg ids) per block id."""
-    use: dict[int, set[int]] = {}
-    defs: dict[int, set[int]] = {}
-    for b in fn.blocks:
-        u, d = set(), set()
-        for op in b.ops + [b.term]:
-            for v in op.uses():
-                if id(v) not in d:
-                    u.add(id(v))
-            for v in op.defs():
-                d.add(id(v))
-        use[id(b)], defs[id(b)] = u, d
-    live_in = {id(b): set() for b in fn.blocks}
-    live_out = {id(b): set() for b in fn.blocks}
+def _operands(fn: ir.Function) -> list[list[tuple]]:
+    """Per block, per operation: (op, uses, defs), asked of each operation once."""
+    return [[(op, op.uses(), op.defs()) for op in b.ops + [b.term]] for b in fn.blocks]
+
+
+def liveness(fn: ir.Function, ops: list | None = None) -> tuple[list[int], list[int], list]:
+    """Live-in and live-out sets per block (in block order), as bit sets over the values
+    numbered in order of appearance; and the values by number."""
+    ops = ops if ops is not None else _operands(fn)
+    number: dict[int, int] = {}
+    values: list[ir.VReg] = []
+
+    def bit(v: ir.VReg) -> int:
+        n = number.get(id(v))
+        if n is None:
+            n = number[id(v)] = len(values)
+            values.append(v)
+        return 1 << n
+
+    use, defs = [], []
+    for block_ops in ops:
+        u = d = 0
+        for _, uses, ds in block_ops:
+            for v in uses:
+                m = bit(v)
+                if not d & m:
+                    u |= m
+            for v in ds:
+                d |= bit(v)
+        use.append(u)
+        defs.append(d)
+    position = {id(b): i for i, b in enumerate(fn.blocks)}
+    succ = [[position[id(s)] for s in b.successors()] for b in fn.blocks]
+    n = len(fn.blocks)
+    live_in, live_out = [0] * n, [0] * n
     changed = True
     while changed:
         changed = False
-        for b in reversed(fn.blocks):
-            out = set()
-            for s in b.successors():
-                out |= live_in[id(s)]
-            inn = use[id(b)] | (out - defs[id(b)])
-            if out != live_out[id(b)] or inn != live_in[id(b)]:
-                live_out[id(b)], live_in[id(b)] = out, inn
+        for i in range(n - 1, -1, -1):
+            out = 0
+            for s in succ[i]:
+                out |= live_in[s]
+            inn = use[i] | (out & ~defs[i])
+            if out != live_out[i] or inn != live_in[i]:
+                live_out[i], live_in[i] = out, inn
                 changed = True
-    return live_in, live_out
+    return live_in, live_out, values
+
+
+def _bits(x: int):
+    """The numbers of the bits set in x."""
+    while x:
+        low = x & -x
+        yield low.bit_length() - 1
+        x ^= low
 
 
 def intervals(fn: ir.Function) -> tuple[list[Interval], list[int]]:
-    """Each value's live ranges (one per block it is live in: holes between them)."""
-    live_in, live_out = liveness(fn)
+    """Each value's live ranges (one per run of blocks it is live in: holes between them).
+    Blocks come in order, so a value's ranges arrive sorted and join as they come."""
+    ops = _operands(fn)
+    live_in, live_out, values = liveness(fn, ops)
     vregs: dict[int, ir.VReg] = {}
     ranges: dict[int, list[list[int]]] = {}
     uses: dict[int, int] = {}
     calls: list[int] = []
     k = 0
-    for b in fn.blocks:
+    for bi, block_ops in enumerate(ops):
         first = 2 * k
         local: dict[int, list[int]] = {}
-
-        def touch(v: ir.VReg, pos: int) -> None:
-            vregs[id(v)] = v
-            uses[id(v)] = uses.get(id(v), 0) + 1
-            r = local.setdefault(id(v), [pos, pos])
-            r[0], r[1] = min(r[0], pos), max(r[1], pos)
-
-        for op in b.ops + [b.term]:
+        for op, op_uses, op_defs in block_ops:
             if isinstance(op, ir.Call):
                 calls.append(2 * k)
-            for v in op.uses():
-                touch(v, 2 * k)
+            touched = [(v, 2 * k) for v in op_uses]
             if isinstance(op, ir.Bin) and isinstance(op.b, ir.VReg):
-                touch(op.b, 2 * k + 1)
-            for v in op.defs():
-                touch(v, 2 * k + 1)
+                touched.append((op.b, 2 * k + 1))
+            touched += [(v, 2 * k + 1) for v in op_defs]
+            for v, pos in touched:
+                vid = id(v)
+                vregs[vid] = v
+                uses[vid] = uses.get(vid, 0) + 1
+                r = local.get(vid)
+                if r is None:
+                    local[vid] = [pos, pos]
+                else:
+                    if pos < r[0]:
+                        r[0] = pos
+                    if pos > r[1]:
+                        r[1] = pos
             k += 1
         last = 2 * k - 1
-        for vid in live_in[id(b)] | live_out[id(b)]:
-            r = local.setdefault(vid, [first, last + 1])
-            if vid in live_in[id(b)]:
+        lin, lout = live_in[bi], live_out[bi]
+        for n in _bits(lin | lout):
+            vid = id(values[n])
+            r = local.get(vid)
+            if r is None:
+                r = local[vid] = [first, last + 1]
+            if lin >> n & 1:
                 r[0] = first
-            if vid in live_out[id(b)]:
+            if lout >> n & 1:
                 r[1] = last + 1
         for vid, r in local.items():
-            ranges.setdefault(vid, []).append(r)
+            have = ranges.get(vid)
+            if have is None:
+                ranges[vid] = [r]
+            elif r[0] <= have[-1][1] + 1:
+                have[-1][1] = max(have[-1][1], r[1])
+            else:
+                have.append(r)
     result = []
     for vid, rs in ranges.items():
-        iv = Interval(vregs[vid], min(r[0] for r in rs), max(r[1] for r in rs))
-        iv.ranges = _merged(sorted(tuple(r) for r in rs))
+        iv = Interval(vregs[vid], rs[0][0], rs[-1][1])
+        iv.ranges = [tuple(r) for r in rs]
         iv.crosses_call = any(_call_within(calls, a, e - 2) for a, e in iv.ranges)
         iv.weight = uses.get(vid, 1)        # what spilling it costs: a load or store per use
         result.append(iv)
@@ -141,17 +184,19 @@ def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
-    """Whether two sorted lists of closed ranges meet (one pass over both)."""
-    i = j = 0
-    while i < len(a) and j < len(b):
-        (x0, x1), (y0, y1) = a[i], b[j]
-        if x0 <= y1 and y0 <= x1:
+    """Whether two sorted lists of disjoint closed ranges meet: each range of the shorter
+    list is looked up in the longer one by bisection (a value live across the whole
+    program has a range per block; scanning it for every short value was quadratic)."""
+    if len(a) > len(b):
+        a, b = b, a
+    for x0, x1 in a:
+        i = bisect.bisect_right(b, (x1, _INF))       # ranges of b starting at or before x1
+        if i and b[i - 1][1] >= x0:
             return True
-        if x1 < y1:
-            i += 1
-        else:
-            j += 1
     return False
+
+
+_INF = float("inf")
 
 
 def hints(fn: ir.Function) -> dict[int, list[ir.VReg]]:
@@ -234,8 +279,10 @@ def _scan(ivs: list[Interval], prefer, unspillable: set[int]):
     owners: dict[int, list[Interval]] = {r: [] for r in range(10)}
 
     def conflicts(r: int, iv: Interval) -> list[Interval]:
-        return [o for o in owners[r] if o.start <= iv.end and iv.start <= o.end
-                and _overlap(o.ranges, iv.ranges)]
+        # intervals come in order of start: an owner that ended before this one starts
+        # can never conflict again, so it leaves the list (linear, not quadratic, scan)
+        live = owners[r] = [o for o in owners[r] if o.end >= iv.start]
+        return [o for o in live if o.start <= iv.end and _overlap(o.ranges, iv.ranges)]
 
     def cost(ivals) -> float:
         return sum(float("inf") if id(o.vreg) in unspillable else o.weight for o in ivals)

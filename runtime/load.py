@@ -133,7 +133,7 @@ def _load(compiled: CompiledProgram, map_fds: dict[str, int]) -> int:
                 hook.prog_type, code, license="GPL", name=name,
                 prog_flags=getattr(hook, "prog_flags", 0),
                 expected_attach_type=getattr(hook, "expected_attach_type", 0),
-                btf_fd=btf_fd, func_info=func_info, func_info_cnt=1,
+                btf_fd=btf_fd, func_info=func_info, func_info_cnt=len(func_info) // 8,
                 line_info=line_info, line_info_cnt=len(line_info) // 16)
         except kernel.BpfError as e:
             if not e.log:

@@ -22,6 +22,7 @@ per-test example counts below apply to "ci" only.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 
 import pytest
@@ -155,6 +156,72 @@ GENERATED_LOOP_BOUND = 16
 def test_programs(case):
     src, args = case
     agree(src, *args, max_loop=GENERATED_LOOP_BOUND)
+
+
+@contextlib.contextmanager
+def bpf_calls_everywhere():
+    """Every function that can be a BPF function becomes one (compiler/calls.py's size
+    thresholds at zero), so the generated programs exercise BPF-to-BPF calls: frames,
+    several results, errors raised in callees, globals, nested calls."""
+    from luabpf.compiler import calls
+    saved = calls.SMALL, calls.BIG
+    calls.SMALL = calls.BIG = -1
+    try:
+        yield
+    finally:
+        calls.SMALL, calls.BIG = saved
+
+
+@examples(600)
+@given(S.program_cases())
+def test_programs_with_bpf_calls(case):
+    src, args = case
+    with bpf_calls_everywhere():
+        agree(src, *args)
+
+
+CALLS_PROGRAM = """\
+g = 3
+local function bump()
+  g = g + 1
+end
+local function maybe(x)
+  if x > 0 then return nil end
+  return x
+end
+local function pair(x, y)
+  if y == 0 then error("no zero here") end
+  return x // y, x % y
+end
+local function mid(x)
+  local q, r = pair(x, g)
+  g = g + 1
+  return q + r, pair(q + 100, r - 1)
+end
+local function top(x)
+  local a, b, c = mid(x)
+  local d, e, f = mid(a + x)
+  return a + b + c + d + e + (f or 0)
+end
+function f(a, b, c, d)
+  g = 3 + (c % 2)
+  bump()
+  bump()
+  g = g - 2
+  local m = (maybe(a) or 7) + (maybe(b) or 9)
+  return top(a) + top(b) + top(a + b) + m, g
+end
+"""
+
+
+@examples(150)
+@given(st.integers(-10**6, 10**6), st.integers(-10**6, 10**6), st.integers(0, 9))
+def test_nested_calls_several_results_and_errors_in_callees(a, b, c):
+    """Calls in calls, several results through frames, a global changed in a callee and
+    an error raised two calls down (at its own line), with and without BPF calls."""
+    agree(CALLS_PROGRAM, a, b, c, None)
+    with bpf_calls_everywhere():
+        agree(CALLS_PROGRAM, a, b, c, None)
 
 
 @examples(200)
