@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from luabpf.compiler import ast, ir, luaint
-from luabpf.compiler.values import Val
+from luabpf.compiler.values import Val, Values
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,10 @@ class Intrinsic:
     value: Val | None = None
     lower: Callable | None = None        # (lowerer, args: list[Val], node, scope) -> list[Val]
     raw: bool = False                    # lower receives the argument nodes, not values
+    # A final argument call whose number of values is known only at run time (s:byte(i, j)
+    # on a packet view): 'count' passes them as `Values`, 'nil' pads them with nil (the
+    # function reads a nil argument as an absent one), 'fixed' refuses the call.
+    tail: str = "fixed"
 
 
 REGISTRY: dict[tuple[str, ...], Intrinsic] = {}
@@ -76,7 +80,16 @@ def call(lw, e, scope) -> list[Val] | None:
         return []
     if found.raw:
         return found.lower(lw, e.args, e, scope)
-    args = lw.explist(e.args, scope, None)
+    args, count = lw.explist_count(e.args, scope)
+    if not isinstance(count, int):
+        if found.tail == "fixed":
+            lw.error(e.args[-1], f"'{'.'.join(path)}' would get a number of arguments known only "
+                                 "at run time (its last argument is a call whose number of values "
+                                 "varies, as s:byte(i, j) on a packet view does): kernel Lua needs "
+                                 "it at compile time here",
+                     hint="take the values into locals first: local a, b = s:byte(i, j)")
+        elif found.tail == "count":
+            args = Values(args, count)
     return found.lower(lw, args, e, scope)
 
 
@@ -148,9 +161,9 @@ def _bad_argument(i: int, name: str):
     return lambda got: f"bad argument #{i + 1} to '{name}' (number expected, got {got})"
 
 
-@register("math.abs")
+@register("math.abs", tail="nil")
 def _abs(lw, args, node, scope):
-    xs = _ints(lw, args, node, "abs", 1)
+    xs = _ints(lw, args[:1], node, "abs", 1)          # Lua ignores (never checks) extra arguments
     if not xs:
         return [Val.nil()]
     x = xs[0]
@@ -260,5 +273,5 @@ def _string_function(method: str):
 
 
 for _m in ("byte", "sub", "len", "match", "find"):
-    register(f"string.{_m}")(_string_function(_m))
+    register(f"string.{_m}", tail="nil")(_string_function(_m))
 _register_actions()
