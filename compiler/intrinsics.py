@@ -88,7 +88,8 @@ def call(lw, e, scope) -> list[Val] | None:
                                  "varies, as s:byte(i, j) on a packet view does): kernel Lua needs "
                                  "it at compile time here",
                      hint="take the values into locals first: local a, b = s:byte(i, j)")
-        elif found.tail == "count":
+            return [Val.nil()]
+        if found.tail == "count":
             args = Values(args, count)
     return found.lower(lw, args, e, scope)
 

@@ -261,12 +261,12 @@ def most_bytes(i, j, n) -> int | None:
     VReg known only at run time); None when nothing bounds it at compile time."""
     if all(isinstance(x, int) for x in (i, j, n)):
         return clamped(i, j, n)[1]
-    if i is j:                                  # j omitted: it is i
-        return 1
     if isinstance(i, int) and isinstance(j, int):
         # the count is piecewise linear in n, with corners at |i| - 1, |i|, |j| - 1, |j|
         near = {x + d for x in (abs(i), abs(j)) for d in (-1, 0, 1)}
         return max(clamped(i, j, m)[1] for m in near | {0, MAX_VIEW} if 0 <= m <= MAX_VIEW)
+    if i is j:                                  # the same register (j omitted: it is i)
+        return 1
     return n if isinstance(n, int) else None
 
 
