@@ -51,6 +51,9 @@ function filter(hdr, pld)
   print(cap:byte(2, 3))
   print(pld:byte(#pld))
   print(pld:byte(-12, -1))
+  print(pld:find("\0\1"))
+  print(pld:match("(h)(.)"), 5)
+  print(7, pld:match("^(.)(.?)()"))
   if pld:byte(1, 2) == 104 then return false end
   return true
 end
@@ -121,7 +124,8 @@ def agree(source: str, payload: bytes, hook: str = "xdp") -> None:
 def payloads(max_size: int = 24):
     return st.one_of(st.lists(st.sampled_from(ALPHABET), max_size=max_size).map(bytes),
                      st.binary(max_size=max_size),
-                     st.binary(max_size=4).map(lambda b: b"h" + b))
+                     st.binary(max_size=4).map(lambda b: b"h" + b),
+                     st.binary(max_size=6).map(lambda b: b + b"\0\1"))
 
 
 @given(payloads())
