@@ -20,8 +20,8 @@ class Intrinsic:
     lower: Callable | None = None        # (lowerer, args: list[Val], node, scope) -> list[Val]
     raw: bool = False                    # lower receives the argument nodes, not values
     # A final argument call whose number of values is known only at run time (s:byte(i, j)
-    # on a packet view): 'count' passes them as `Values`, 'nil' pads them with nil (the
-    # function reads a nil argument as an absent one), 'fixed' refuses the call.
+    # on a packet view): 'count' passes them as `Values` (the function minds the count),
+    # 'fixed' refuses the call.
     tail: str = "fixed"
 
 
@@ -89,8 +89,7 @@ def call(lw, e, scope) -> list[Val] | None:
                                  "it at compile time here",
                      hint="take the values into locals first: local a, b = s:byte(i, j)")
             return [Val.nil()]
-        if found.tail == "count":
-            args = Values(args, count)
+        args = Values(args, count)
     return found.lower(lw, args, e, scope)
 
 
@@ -162,7 +161,7 @@ def _bad_argument(i: int, name: str):
     return lambda got: f"bad argument #{i + 1} to '{name}' (number expected, got {got})"
 
 
-@register("math.abs", tail="nil")
+@register("math.abs")
 def _abs(lw, args, node, scope):
     xs = _ints(lw, args[:1], node, "abs", 1)          # Lua ignores (never checks) extra arguments
     if not xs:
@@ -269,10 +268,13 @@ def _string_function(method: str):
         if not args:
             lw.error(node, f"bad argument #1 to '{method}' (string expected, got no value)")
             return [Val.nil()]
-        return views.call_method(lw, args[0], method, args[1:], node)
+        rest = args[1:]
+        if isinstance(args, Values):                # the string is never the call's value
+            rest = Values(rest, lw.b.bin("sub", args.count, 1, "nargs"))
+        return views.call_method(lw, args[0], method, rest, node)
     return lower
 
 
 for _m in ("byte", "sub", "len", "match", "find"):
-    register(f"string.{_m}", tail="nil")(_string_function(_m))
+    register(f"string.{_m}", tail="count")(_string_function(_m))
 _register_actions()

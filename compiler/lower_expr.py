@@ -115,7 +115,9 @@ class ExprLowering:
                 return vals
         if isinstance(e, ast.MethodCall):
             obj = self.expr(e.obj, scope)
-            args = self.explist(e.args, scope, None)
+            args, count = self.explist_count(e.args, scope)
+            if not isinstance(count, int):
+                args = Values(args, count)
             self.b.loc = e.span
             vals = views.call_method(self, obj, e.method, args, e)
         else:

@@ -290,8 +290,11 @@ def byte_values(lw, v: Val, i, j, node) -> list[Val]:
                  hint=f"use constant i and j at most {MAX_BYTE_VALUES} apart with the same sign "
                       "(both from the start, or both from the end), or s:byte(i) one at a time")
         return [Val.nil()]
+    # clamps and loads work on copies the verifier does not link to the view (_Untracked)
+    u = _Untracked(lw, "byte_view", [n, v.payload])
+    n = u[0]
     off, size = clamp_range(lw, i, j, n)
-    start = substring(lw, v, off, size).payload
+    start = substring(lw, Val.view(u[1], n), off, size).payload
     if isinstance(size, int):
         if not size:
             return []
@@ -332,15 +335,16 @@ def equal_strings(lw, a: Val, c: Val, yes: ir.Block, no: ir.Block) -> None:
     view, const = (a, c) if a.data is None else (c, a)
     data = const.data
     same_len = b.block("streq_len")
+    u = _Untracked(lw, "scmp_view", [view.length, view.payload])
     if isinstance(view.length, int):
         b.jump(same_len if view.length == len(data) else no)
     else:
-        b.branch("eq", view.length, len(data), same_len, no)
+        b.branch("eq", u[0], len(data), same_len, no)
     b.start(same_len)
     if not data:
         b.jump(yes)
         return
-    p = window(lw, view.payload, len(data))
+    p = window(lw, u[1], len(data))
     pos = 0
     while pos < len(data):                   # wide loads against immediates
         size = next(s for s in (8, 4, 2, 1) if len(data) - pos >= s)
@@ -572,6 +576,13 @@ def _int_arg(lw, args, i: int, default, node, name: str):
         return default
     v = args[i]
     message = (lambda got: f"bad argument #{i + 1} to '{name}' (number expected, got {got})")
+    if default is None and isinstance(args, Values):   # the call may give fewer values
+        b = lw.b
+        given, absent = b.block("arg_given"), b.block("arg_absent")
+        b.branch("gt", args.count, i, given, absent)
+        b.start(absent)
+        lw.runtime_error(node.span, message("no value"))
+        b.start(given)
     if default is None or "nil" not in v.kinds:
         return lw.int_operand(v, node, message)
     b = lw.b                                    # nil only known at run time: the default then

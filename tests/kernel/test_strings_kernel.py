@@ -3,10 +3,12 @@
 Each probe filter prints what it computes; the events (values and how many of
 them: Lua's print shows only the values a call gives) are compared with Lua 5.4's
 own `print` running the same filter on the same payload as a Lua string (lupa),
-and so is the verdict. Payloads come from hypothesis and reach the program
+and so are the verdict and a runtime error (its line and Lua's message). Payloads come from hypothesis and reach the program
 through BPF_PROG_TEST_RUN inside an Ethernet/IPv4/UDP frame.
 """
 from __future__ import annotations
+
+import re
 
 import pytest
 from hypothesis import given
@@ -54,7 +56,9 @@ function filter(hdr, pld)
   print(pld:find("\0\1"))
   print(pld:match("(h)(.)"), 5)
   print(7, pld:match("^(.)(.?)()"))
+  print(#pld:sub(2, pld:byte(9)), pld:sub(2, pld:byte(9)), string.byte(pld, pld:byte(-1)))
   if pld:byte(1, 2) == 104 then return false end
+  print(#pld:sub(pld:byte(7, 7)))
   return true
 end
 """
@@ -76,12 +80,17 @@ end
 
 
 def lua_run(source: str, payload: bytes):
-    """Lua 5.4's prints [(values...)] and the return value of filter(nil, payload)."""
+    """Lua 5.4's prints [(values...)] and the outcome of filter(nil, payload): ("ok",
+    value returned) or ("error", line, message)."""
     lua = lua54.LuaRuntime(encoding=None)
     lua.execute(LUA_PRELUDE)
     lua.execute(source)
     g = lua.globals()
-    verdict = g[b"filter"](None, payload)
+    try:
+        verdict = ("ok", g[b"filter"](None, payload))
+    except lua54.LuaError as e:
+        line, message = re.match(r'\[string "<python>"\]:(\d+): ([^\n]*)', str(e)).groups()
+        verdict = ("error", int(line), message)
     printed = []
     for k in range(1, len(g[b"PRINTED"]) + 1):
         p = g[b"PRINTED"][k]
@@ -108,17 +117,22 @@ def kernel_run(source: str, payload: bytes, hook: str):
             if not got:
                 break
             events.extend(got)
-        assert p.describe_errors() == []
-    return [e.values for e in events], verdict
+        errors = p.describe_errors()
+    return [e.values for e in events], verdict, errors
 
 
 def agree(source: str, payload: bytes, hook: str = "xdp") -> None:
-    want, lua_verdict = lua_run(source, payload)
-    got, verdict = kernel_run(source, payload, hook)
+    want, outcome = lua_run(source, payload)
+    got, verdict, errors = kernel_run(source, payload, hook)
     want = [tuple(_text(v) for v in values) for values in want]
     assert got == want, f"payload {payload!r}"
     drop = XdpAction.DROP if hook == "xdp" else TcAction.SHOT
-    assert (verdict == drop) == (lua_verdict is False), f"payload {payload!r}"
+    if outcome[0] == "error":                 # the hook's default verdict, the error counted
+        assert verdict != drop and errors == [f"{FILE}:{outcome[1]}: {outcome[2]} (1 time)"], \
+            f"payload {payload!r}: {errors}"
+    else:
+        assert errors == [], f"payload {payload!r}"
+        assert (verdict == drop) == (outcome[1] is False), f"payload {payload!r}"
 
 
 def payloads(max_size: int = 24):
