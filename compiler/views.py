@@ -4,9 +4,10 @@ Owns packet memory access in the form the verifier proves (`window`: a
 bounded offset, one `ptr + n > data_end` check per access window), reading
 layout fields (big-endian bits to host-order integers, or string views),
 and Lua's string operations on views and constants: `#s`, `s:byte(i, j)`,
-`s:sub(i, j)`, `s:segment(off, len)`, `s:layout(L)`, `tostring(s)`, `==`,
-and `s:match`/`s:find` through `patterns_codegen`. Indexes follow Lua's string
-rules (1-based, negative from the end, clamped as `string.sub` clamps).
+`s:sub(i, j)`, `s:segment(off, len)`, `s:layout(L)`, `tostring(s)`, `==` and
+the byte-wise order of `<`/`<=`/`>`/`>=`, and `s:match`/`s:find` through
+`patterns_codegen`. Indexes follow Lua's string rules (1-based, negative from the
+end, clamped as `string.sub` clamps).
 """
 from __future__ import annotations
 
