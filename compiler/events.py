@@ -3,12 +3,14 @@
 Owns the record format the runtime decodes (`runtime/events.py`) and the print
 sites. A record is
 
-    u32 print-site id, u32 0, then per value known only at run time
+    u32 print-site id, u32 values absent, then per value known only at run time
         (u64 tag, u64 payload)                        an integer, a boolean, nil
         (u64 STR, u64 n, MAX_BYTES bytes)             a packet string: its first n bytes
 
 Values known at compile time (constant strings, literals) stay in the `PrintSite`
-and cost nothing in the record. Every record is written with one
+and cost nothing in the record. "Values absent" counts the last values of the site
+that this print did not get: a final `s:byte(i, j)` on a packet view gives only the
+bytes there are (Lua prints that many), 0 otherwise. Every record is written with one
 `bpf_ringbuf_output`; when the ring buffer is full the kernel refuses it, the
 program goes on, and the drop is counted at the print's line.
 """
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 
 from luabpf.compiler import intrinsics, ir, maps
 from luabpf.compiler.bpf.helpers import Helper
-from luabpf.compiler.values import Val, type_name
+from luabpf.compiler.values import Val, Values, type_name
 
 EVENTS_MAP = "luabpf_events"
 EVENTS_SIZE = 256 * 1024        # bytes of ring buffer (a power of two, a multiple of a page)
@@ -61,7 +63,7 @@ def const_value(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-@intrinsics.register("print")
+@intrinsics.register("print", tail="count")
 def _print(lw, args: list[Val], node, scope):
     site = PrintSite(node.span.line, node.span.col, node.span.file)
     dynamic = []
@@ -95,6 +97,10 @@ def _print(lw, args: list[Val], node, scope):
     lw.prints.append(site)
     record = lw.scratch(site.record_size, "print_record")
     b.emit(ir.Store(8, record, 0, sid))
+    if isinstance(args, Values):             # values past args.count were not given
+        absent = b.copy(len(args), "absent")
+        b.emit(ir.Bin("sub", absent, absent, args.count))
+        b.emit(ir.Store(4, record, 4, absent))
     off = HEADER
     for spec, v in zip((x for x in site.values if x[0] != "const"), dynamic):
         if spec[0] == "bytes":

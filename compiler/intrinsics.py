@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from luabpf.compiler import ast, ir, luaint, strconst
-from luabpf.compiler.values import Val
+from luabpf.compiler.values import Val, Values
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,10 @@ class Intrinsic:
     lower: Callable | None = None        # (lowerer, args: list[Val], node, scope) -> list[Val]
     raw: bool = False                    # lower receives the argument nodes, not values
     guard: Callable | None = None        # (lowerer, path, node): may refuse a value here
+    # A final argument call whose number of values is known only at run time (s:byte(i, j)
+    # on a packet view): 'count' passes them as `Values` (the function minds the count),
+    # 'fixed' refuses the call.
+    tail: str = "fixed"
 
 
 REGISTRY: dict[tuple[str, ...], Intrinsic] = {}
@@ -79,10 +83,20 @@ def call(lw, e, scope) -> list[Val] | None:
         return []
     if found.raw:
         return found.lower(lw, e.args, e, scope)
-    args = lw.explist(e.args, scope, None)
+    args, count = lw.explist_count(e.args, scope)
+    if not isinstance(count, int):
+        if found.tail == "fixed":
+            lw.error(e.args[-1], f"'{'.'.join(path)}' would get a number of arguments known only "
+                                 "at run time (its last argument is a call whose number of values "
+                                 "varies, as s:byte(i, j) on a packet view does): kernel Lua needs "
+                                 "it at compile time here",
+                     hint="take the values into locals first: local a, b = s:byte(i, j)")
+            return [Val.nil()]
+        args = Values(args, count)
     if strconst.any_cstr(args):              # once per string the arguments may be
         return strconst.each_value(lw, args, (id(e), "call"),
-                                   lambda *alts: found.lower(lw, list(alts), e, scope), e)
+                                   lambda *alts: found.lower(lw, Values.like(args, alts), e, scope),
+                                   e)
     return found.lower(lw, args, e, scope)
 
 
@@ -156,7 +170,7 @@ def _bad_argument(i: int, name: str):
 
 @register("math.abs")
 def _abs(lw, args, node, scope):
-    xs = _ints(lw, args, node, "abs", 1)
+    xs = _ints(lw, args[:1], node, "abs", 1)          # Lua ignores (never checks) extra arguments
     if not xs:
         return [Val.nil()]
     x = xs[0]
@@ -261,10 +275,13 @@ def _string_function(method: str):
         if not args:
             lw.error(node, f"bad argument #1 to '{method}' (string expected, got no value)")
             return [Val.nil()]
-        return views.call_method(lw, args[0], method, args[1:], node)
+        rest = args[1:]
+        if isinstance(args, Values):                # the string is never the call's value
+            rest = Values(rest, lw.b.bin("sub", args.count, 1, "nargs"))
+        return views.call_method(lw, args[0], method, rest, node)
     return lower
 
 
 for _m in ("byte", "sub", "len", "match", "find"):
-    register(f"string.{_m}")(_string_function(_m))
+    register(f"string.{_m}", tail="count")(_string_function(_m))
 _register_actions()

@@ -653,12 +653,7 @@ class Lowerer(ExprLowering, LoopLowering):
         self.block(st.body, Scope(scope))
 
     def stmt_Return(self, st: ast.Return, scope: Scope) -> None:
-        self.last_call_count = None
-        vals = self.explist(st.values, scope, None)
-        count = len(vals)
-        tail = self.last_call_count if st.values and isinstance(st.values[-1], ast.Call) else None
-        if tail is not None and not isinstance(tail[1], int):   # `return …, f()`: f's own count
-            count = self.b.bin("add", tail[1], len(vals) - tail[0], "nret")
+        vals, count = self.explist_count(st.values, scope)     # `return …, f()`: f's own count
         self.do_return(self.instances[-1], vals, st.span, count)
 
     def stmt_Break(self, st: ast.Break, scope: Scope) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 from luabpf.compiler import ast, intrinsics, ir, luaint, maps, strconst, views
 from luabpf.compiler.intops import COMPARE
 from luabpf.compiler.bindings import FuncDef, GlobalVar, Scope
-from luabpf.compiler.values import (CSTR, FALSE, INT, KINDS, LVIEW, NIL, OBJ, STR, TRUE, Val, Var,
+from luabpf.compiler.values import (CSTR, FALSE, INT, KINDS, LVIEW, NIL, OBJ, STR, TRUE, Val, Values,
+                                    Var,
                                     falsy_kinds, type_name)
 
 ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
@@ -29,6 +30,19 @@ class ExprLowering:
         if want is not None:
             vals = vals[:want] if len(vals) >= want else vals + [Val.nil()] * (want - len(vals))
         return vals
+
+    def explist_count(self, exprs: list, scope: Scope) -> tuple[list[Val], object]:
+        """explist(exprs) and how many values Lua has there: an int, or a VReg when the
+        final call's count is known only at run time (the values past it are nil)."""
+        self.last_call_count = None
+        vals = self.explist(exprs, scope, None)
+        tail = self.last_call_count if exprs and isinstance(exprs[-1], (ast.Call, ast.MethodCall)) else None
+        if tail is None:
+            return vals, len(vals)
+        if isinstance(tail[1], int):
+            vals = vals[:len(vals) - tail[0] + tail[1]]
+            return vals, len(vals)
+        return vals, self.b.bin("add", tail[1], len(vals) - tail[0], "nvals")
 
     def expr(self, e, scope: Scope) -> Val:
         method = getattr(self, "expr_" + type(e).__name__, None)
@@ -107,18 +121,25 @@ class ExprLowering:
                 return vals
         if isinstance(e, ast.MethodCall):
             obj = self.expr(e.obj, scope)
-            args = self.explist(e.args, scope, None)
+            args, count = self.explist_count(e.args, scope)
+            if not isinstance(count, int):
+                args = Values(args, count)
             self.b.loc = e.span
             if strconst.any_cstr([obj] + args):        # once per string the values may be
-                return strconst.each_value(self, [obj] + args, (id(e), "method"),
-                                           lambda o, *a: self.method_on_path(e, o, list(a)), e)
-            return views.call_method(self, obj, e.method, args, e)
-        handler = intrinsics.call(self, e, scope)
-        if handler is None:
+                vals = strconst.each_value(
+                    self, [obj] + args, (id(e), "method"),
+                    lambda o, *a: self.method_on_path(e, o, Values.like(args, a)), e)
+            else:
+                vals = views.call_method(self, obj, e.method, args, e)
+        else:
+            vals = intrinsics.call(self, e, scope)
+        if vals is None:
             self.error(e, f"{describe(e.func) if isinstance(e, ast.Call) else 'this method'} "
                           "cannot be called in kernel Lua")
-            return []
-        return handler
+            vals = []
+        # a library call's own count (never a count left by a call among its arguments)
+        self.last_call_count = (len(vals), vals.count) if isinstance(vals, Values) else None
+        return vals
 
     def int_operand(self, v: Val, node, message):
         """The integer payload of v; a runtime error where v is not an integer. `message` is
@@ -170,6 +191,8 @@ class ExprLowering:
                 a, c = self.expr(e.left, scope), self.expr(e.right, scope)
                 if a.is_const and c.is_const and a.is_int and c.is_int:
                     return Val.bool_(luaint.COMPARE[op](a.payload, c.payload))
+                if a.data is not None and c.data is not None:     # two constant strings
+                    return Val.bool_(luaint.COMPARE[op](a.data, c.data))
                 return self.materialize_compare(e, a, c)
             return self.materialize(e, scope)
         self.error(e, f"the '{op}' operator is not available in kernel Lua"
@@ -319,8 +342,7 @@ class ExprLowering:
     def string_equality(self, a: Val, c: Val, yes, no) -> None:
         """== where both sides may be strings: same tag, then bytes (or payloads)."""
         b = self.b
-        sa = Val(STR, a.payload, frozenset({"str"}), None, a.length, a.data)
-        sc = Val(STR, c.payload, frozenset({"str"}), None, c.length, c.data)
+        sa, sc = as_string(a), as_string(c)
         if a.kinds == c.kinds == frozenset({"str"}):
             return views.equal_strings(self, sa, sc, yes, no)
         same, strings, other = b.block("eq_tag"), b.block("eq_str"), b.block("eq_other")
@@ -368,6 +390,23 @@ class ExprLowering:
             return
         b.branch(cond, x, y, then_, else_)
 
+    def string_order(self, op: str, a: Val, c: Val, then_, else_) -> ir.Block | None:
+        """<, <=, >, >= where both sides may be strings: byte-wise when both are (Lua 5.4's
+        order, docs/language.md); returns the block where they are not (None: they are)."""
+        b = self.b
+        less = then_ if op in ("<", "<=") else else_
+        same = then_ if op in ("<=", ">=") else else_
+        more = then_ if op in (">", ">=") else else_
+        other = None
+        for v in (a, c):
+            if v.kinds != frozenset({"str"}):
+                other = other or b.block("cmp_other")
+                is_str = b.block("cmp_str")
+                b.branch("eq", v.tag, STR, is_str, other)
+                b.start(is_str)
+        views.order_strings(self, as_string(a), as_string(c), less, same, more)
+        return other
+
     def equality(self, a: Val, c: Val, yes, no) -> None:
         b = self.b
         if strconst.any_cstr([a, c]):
@@ -400,6 +439,11 @@ class ExprLowering:
         else:
             b.jump(yes)
 
+
+
+def as_string(v: Val) -> Val:
+    """v where it holds a string (its tag checked already)."""
+    return Val(STR, v.payload, frozenset({"str"}), None, v.length, v.data)
 
 
 KIND_TAG = {"nil": NIL, "int": INT, "str": STR, "lview": LVIEW, "obj": OBJ, "cstr": CSTR}

@@ -10,7 +10,7 @@ constant subjects (matched at compile time). The matcher itself is
 from __future__ import annotations
 
 from luabpf.compiler import ir
-from luabpf.compiler.values import Val
+from luabpf.compiler.values import Val, Values
 from luabpf.compiler.views import ViewSubject, length, substring
 
 SPECIALS = b"^$*+?.([%-"
@@ -61,6 +61,7 @@ def lower_match(lw, s: Val, args: list[Val], node, find: bool) -> list[Val]:
         return [Val.nil()]
     start = _init_offset(lw, init, n)
     outputs = _result_vars(lw, pattern, node, find)
+    count = b.vreg("nmatch") if len(outputs) > 1 else None   # a failure is one nil
     matched, failed, done = b.block("matched"), b.block("no_match"), b.block("match_done")
     if start is None:                       # init past the end: fail without matching
         b.jump(failed)
@@ -77,15 +78,19 @@ def lower_match(lw, s: Val, args: list[Val], node, find: bool) -> list[Val]:
         values = _values(lw, s, res, find)
         for var, v in zip(outputs, values):
             lw.assign(var, v)
+        if count is not None:
+            b.mov(count, len(outputs))
         b.jump(done)
     b.start(failed)
     lw.assign(outputs[0], Val.nil())
     for var in outputs[1:]:
         lw.assign(var, Val.nil())
+    if count is not None:
+        b.mov(count, 1)
     b.jump(done)
     b.start(done)
     vals = [v.read() for v in outputs]
-    return vals
+    return vals if count is None else Values(vals, count)
 
 
 def _init_offset(lw, init, n):

@@ -15,7 +15,7 @@ because each alternative is the same operation on the very string Lua would have
 from __future__ import annotations
 
 from luabpf.compiler import ir
-from luabpf.compiler.values import CSTR, Val
+from luabpf.compiler.values import CSTR, Val, Values
 
 TABLE = ("cstr", "table")          # key of the table in the lowerer's persistent `kinds`
 
@@ -93,17 +93,26 @@ def branch_each(lw, vals: list[Val], body) -> None:
 def each_value(lw, vals: list[Val], key, fn, node) -> list[Val]:
     """fn(*alts) -> list[Val] for each combination of the alternatives of vals, merged:
     the values of the operation, in variables. Every alternative must give as many
-    values (a located error otherwise: kernel Lua keeps one count per call)."""
+    values (a located error otherwise: kernel Lua keeps one count per call); where one
+    gives a number known only at run time (`Values`), so does the merge."""
     b = lw.b
     join = b.block("cstr_join")
     results: list = []
     counts: set[int] = set()
+    count = b.vreg("alt_count")          # how many values the alternative taken gave
+    dynamic = False
 
     def one(*alts) -> None:
+        nonlocal dynamic
         out = fn(*alts)
         if not b.reachable:              # the operation raised an error on this alternative
             return
         counts.add(len(out))
+        if isinstance(out, Values):
+            dynamic = True
+            b.mov(count, out.count)
+        else:
+            b.mov(count, len(out))
         for i, v in enumerate(out):
             if i == len(results):
                 results.append(lw.new_var((lw._inst_id(), key, "alt", i), "alt",
@@ -119,7 +128,8 @@ def each_value(lw, vals: list[Val], key, fn, node) -> list[Val]:
         lw.error(node, "this operation gives a different number of values for the strings "
                        "this value may be; kernel Lua needs one count: take the first value "
                        "(wrap the call in parentheses)")
-    return [r.read() for r in results]
+    merged = [r.read() for r in results]
+    return Values(merged, count) if dynamic else merged
 
 
 def any_cstr(vals: list[Val]) -> bool:

@@ -106,6 +106,21 @@ class Val:
         return self.payload
 
 
+class Values(list):
+    """The values of a call whose number is known only at run time (`s:byte(i, j)` on a
+    view of run-time length): as many as there can be, the ones past `count` (a VReg)
+    nil. Lua's adjustments pad with nil anyway; `return` and `print` use `count`."""
+
+    def __init__(self, vals, count):
+        super().__init__(vals)
+        self.count = count
+
+    @staticmethod
+    def like(model: list, vals) -> list:
+        """vals with model's run-time count, if model has one."""
+        return Values(vals, model.count) if isinstance(model, Values) else list(vals)
+
+
 def falsy_kinds(kinds: frozenset) -> frozenset:
     return kinds & frozenset({"nil", "bool"})
 

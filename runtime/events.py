@@ -38,7 +38,7 @@ class Event:
 
 
 def decode(record: bytes, manifest: dict) -> Event:
-    site_id, _ = HEADER.unpack_from(record, 0)
+    site_id, absent = HEADER.unpack_from(record, 0)
     site = manifest["prints"][site_id]
     values, off = [], HEADER.size
     for spec in site["values"]:
@@ -53,6 +53,8 @@ def decode(record: bytes, manifest: dict) -> Event:
             off += MAX_BYTES
             continue
         values.append(None if tag == NIL else tag == TRUE if tag in (FALSE, TRUE) else payload)
+    if absent:                              # the last values this print did not get
+        values = values[:len(values) - absent]
     return Event(site.get("file") or manifest["file"], site["line"], tuple(values))
 
 
