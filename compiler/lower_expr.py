@@ -379,6 +379,11 @@ class ExprLowering:
         if strconst.any_cstr([a, c]):
             return strconst.branch_each(self, [a, c], lambda x, y: self.compare_values(
                 e, x, y, then_, else_))
+        if "str" in a.kinds and "str" in c.kinds:
+            other = self.string_order(e.op, a, c, then_, else_)
+            if other is None:
+                return
+            b.start(other)                      # not two strings: numbers, or Lua's error
         if not (a.is_int and c.is_int):
             x = self.int_operand(a, e.left, compare_message(e.op, a, c, True))
             y = self.int_operand(c, e.right, compare_message(e.op, a, c, False))
