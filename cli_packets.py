@@ -108,9 +108,13 @@ def cmd_test(args) -> int:
         try:
             task = progress.add_task("packets", total=len(frames)) if progress else None
             counts = loaded.error_counts()
+            stream = loaded.events()
             for i, frame in enumerate(frames, 1):
                 row = {"packet": i, "length": len(frame), "summary": summary(frame)}
                 row.update(_run_one(loaded, args.hook, frame))
+                printed = stream.poll() if stream is not None else []
+                if printed:                      # what this packet's run printed, in order
+                    row["printed"] = [e.render() for e in printed]
                 if counts is not None and row["action"] is not None:
                     now = loaded.error_counts()
                     new = [site for site, n in now.items() if n > counts.get(site, 0)]
@@ -179,6 +183,8 @@ def _print_verdicts(file: str, hook: str, rows: list[dict]) -> None:
             text.append(f" {row['summary']}")
             if "runtime_error" in row:
                 text.append(f"  ({row['runtime_error']})", style="yellow")
+            for line in row.get("printed", []):
+                text.append(f"\n{' ' * (width + 2)}{line}", style="cyan")
             text.append("\n")
         out.print(text, end="")
         out.print(_tally(rows), markup=False)
@@ -191,6 +197,9 @@ def _print_verdicts(file: str, hook: str, rows: list[dict]) -> None:
         verdict = Text(row["verdict"], style=_style(row))
         if "runtime_error" in row:
             verdict.append(f"\n{row['runtime_error']}", style="yellow")
-        table.add_row(str(row["packet"]), Text(row["summary"]), verdict)
+        packet = Text(row["summary"])
+        for line in row.get("printed", []):
+            packet.append(f"\n{line}", style="cyan")
+        table.add_row(str(row["packet"]), packet, verdict)
     out.print(table)
     out.print(_tally(rows), markup=False)

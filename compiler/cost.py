@@ -98,6 +98,7 @@ class Estimate:
     total: int
     loops: list[LoopCost]
     held: int = 0
+    functions: dict = field(default_factory=dict)   # BPF function's first slot → one call's cost
 
     def heaviest(self, limit: int = 3) -> list[LoopCost]:
         """The outermost loops that cost most, heaviest first."""
@@ -112,7 +113,8 @@ def estimate(insns: list, marks: dict[int, LoopInfo]) -> Estimate:
     """The worst-case cost of the program `insns` (resolved) with loop headers `marks`."""
     prog = _Program(insns, marks)
     total, loops = prog.function_cost(0)
-    return Estimate(total, loops, total)
+    functions = {prog.slot_of[k]: cost for k, (cost, _) in prog.memo.items() if k != 0}
+    return Estimate(total, loops, total, functions)
 
 
 def budgeted_estimate(insns: list, marks: dict[int, LoopInfo]) -> Estimate:

@@ -200,7 +200,9 @@ def _compile_program(text: str, filename: str, hook, options: Options | None = N
     loops = {b.name: b.loop for fn in [low.function] + [f for _, f in low.subs]
              for b in fn.blocks if b.loop is not None}       # block names carry emit's prefix
     estimate, held = cost.analyse(insns, cost.marks_from_labels(items, loops))
-    check_budget(held, hook, options, source)
+    spans = dict(low.spans)
+    check_budget(held, hook, options, source,
+                 {_slot_of(insns, idx): (n, spans.get(n)) for n, idx in funcs if n})
     return CompiledProgram(source, hook, insns, program_maps(low, hook, options), low.sites,
                            low.globals, max(stacks.values()), low.maps, low.prints, options,
                            funcs=[(n, _slot_of(insns, idx)) for n, idx in funcs],
@@ -275,9 +277,11 @@ def budget_of(hook, options: Options) -> int:
     return options.budget if options.budget is not None else cost.default_budget(hook)
 
 
-def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source) -> None:
+def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source,
+                 functions: dict | None = None) -> None:
     """Refuse a program whose worst case is over its hook's budget (or --budget), naming
-    the loops that cost most."""
+    the loops that cost most, or the BPF functions (`functions`: first slot → name and
+    span) when its calls, not its loops, make most of the cost."""
     budget = budget_of(hook, options)
     if estimate.total <= budget:
         return
@@ -287,22 +291,30 @@ def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source
     whose = "--budget" if options.budget is not None else f"the budget of {kind} programs"
     message = (f"one run of {entry} may execute up to {estimate.total:,} instructions, "
                f"over {whose} ({budget:,})")
-    if heavy:
-        chain = []
-        for c in heavy:
-            inner = c
-            words = c.describe()
-            while inner.inner:
-                inner = inner.inner[0]
-                words += ", around " + inner.describe()
-            chain.append(words)
-        message += ": " + "; ".join(chain)
-    span = next((c.info.span for c in heavy if c.info.span is not None), None)
+    by_calls = sorted(((c, functions[slot]) for slot, c in estimate.functions.items()
+                       if slot in (functions or {})), key=lambda x: -x[0])
+    span = None
+    if by_calls and (not heavy or heavy[0].total * 2 < estimate.total):
+        message += ": most of it in calls, " + ", ".join(
+            f"{name} (up to {c:,} instructions a call)" for c, (name, _) in by_calls[:3])
+        span = by_calls[0][1][1]
+        hint = "make fewer calls in one run, or allow more with --budget N"
+    else:
+        if heavy:
+            chain = []
+            for c in heavy:
+                inner = c
+                words = c.describe()
+                while inner.inner:
+                    inner = inner.inner[0]
+                    words += ", around " + inner.describe()
+                chain.append(words)
+            message += ": " + "; ".join(chain)
+        span = next((c.info.span for c in heavy if c.info.span is not None), None)
+        hint = ("lower the loop's bound with '--@bound N' on the line before it, or allow more "
+                "with --budget N") if heavy else "allow more with --budget N"
     if span is None:
-        from luabpf.compiler.source import Span
         span = Span(source.filename, 1, 1, 1, 1)
-    hint = ("lower the loop's bound with '--@bound N' on the line before it, or allow more "
-            "with --budget N") if heavy else "allow more with --budget N"
     raise CompileError([Diagnostic(message, span, hint)], source)
 
 

@@ -92,15 +92,17 @@ def branch_each(lw, vals: list[Val], body) -> None:
 
 def each_value(lw, vals: list[Val], key, fn, node) -> list[Val]:
     """fn(*alts) -> list[Val] for each combination of the alternatives of vals, merged:
-    the values of the operation, in variables. Every alternative must give as many
-    values (a located error otherwise: kernel Lua keeps one count per call); where one
-    gives a number known only at run time (`Values`), so does the merge."""
+    the values of the operation, in variables. Where the alternatives give different
+    numbers of values (`(""):byte(1)` gives none, `("a"):byte(1)` one), or one gives a
+    number known only at run time (`Values`), the merge is a `Values` whose count is
+    the one of the alternative taken, the values past it nil, as Lua pads them."""
     b = lw.b
     join = b.block("cstr_join")
     results: list = []
     counts: set[int] = set()
     count = b.vreg("alt_count")          # how many values the alternative taken gave
     dynamic = False
+    ends: list = []                      # (block ending an alternative, its number of values)
 
     def one(*alts) -> None:
         nonlocal dynamic
@@ -118,18 +120,21 @@ def each_value(lw, vals: list[Val], key, fn, node) -> list[Val]:
                 results.append(lw.new_var((lw._inst_id(), key, "alt", i), "alt",
                                           stored_kinds(v)))
             lw.assign(results[i], v)
-        b.jump(join)
+        end = b.block("cstr_alt_end")
+        b.jump(end)
+        ends.append((end, len(out)))
 
     branch_each(lw, vals, one)
     if not b.terminated:
         b.jump(join)
+    for end, n in ends:                  # pad each alternative to the longest with nil
+        b.start(end)
+        for r in results[n:]:
+            lw.assign(r, Val.nil())
+        b.jump(join)
     b.start(join)
-    if len(counts) > 1:
-        lw.error(node, "this operation gives a different number of values for the strings "
-                       "this value may be; kernel Lua needs one count: take the first value "
-                       "(wrap the call in parentheses)")
     merged = [r.read() for r in results]
-    return Values(merged, count) if dynamic else merged
+    return Values(merged, count) if dynamic or len(counts) > 1 else merged
 
 
 def any_cstr(vals: list[Val]) -> bool:

@@ -46,7 +46,7 @@ def test_a_doubling_call_tree_of_twenty_levels_returns_luas_value(x):
 
 def test_a_doubling_call_tree_of_twenty_levels_filters_as_lua_says():
     source = doubling_tree(20)
-    prog = luabpf.compile(source, filename="tree.lua", hook="xdp")
+    prog = luabpf.compile(source, filename="tree.lua", hook="xdp", budget=10**9)   # 2^20 calls a run
     assert 1 < len(prog.compiled.funcs) <= 8
     lua = source.replace("function filter(hdr, pld)\n  return f20(#pld)",
                          "function filter(n)\n  return f20(n)")
@@ -106,7 +106,8 @@ def test_an_object_with_bpf_functions_loads_with_bpftool(tmp_path, pin_dir):
     src = tmp_path / "tree.lua"
     src.write_text(doubling_tree(14))
     obj = str(tmp_path / "tree.o")
-    made = subprocess.run([sys.executable, "-m", "luabpf.cli", "compile", str(src), "-o", obj],
+    made = subprocess.run([sys.executable, "-m", "luabpf.cli", "compile", str(src), "-o", obj,
+                           "--budget", "1000000"],
                           capture_output=True, text=True, timeout=120)
     assert made.returncode == 0, made.stderr
     loaded = subprocess.run(["bpftool", "prog", "loadall", obj, pin_dir],

@@ -161,3 +161,30 @@ def test_the_ssh_filter_on_a_capture(tmp_path):
     assert r.returncode == 0, r.stderr
     assert [row["verdict"] for row in json_rows(r.stdout)] == \
         ["XDP_DROP", "XDP_PASS", "XDP_PASS", "XDP_PASS"]
+
+
+PRINTS_PAYLOAD = """
+function filter(hdr, pld)
+  if hdr.udp then
+    print(#pld, pld:byte(1, 2))
+  end
+  return true
+end
+"""
+
+
+def test_test_shows_what_each_packet_printed(tmp_path):
+    path = script(tmp_path, PRINTS_PAYLOAD)
+    frames = [udp_frame("10.0.0.1", "10.0.0.2", 1, 53, b"hi!"), tcp_frame("10.0.0.1", "10.0.0.2", 1, 2),
+              udp_frame("10.0.0.1", "10.0.0.2", 1, 53, b"z")]
+    r = luabpf("test", path, "--packet", *(f.hex() for f in frames), "--json")
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    name = path                          # events name the file as it was given
+    assert [row.get("printed") for row in rows] == [
+        [f"{name}:4: 3\t104\t105"], None, [f"{name}:4: 1\t122"]]
+    r = luabpf("test", "filter.lua", "--packet", *(f.hex() for f in frames), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    printed = [line.replace("│", " ").split() for line in r.stdout.splitlines() if "filter.lua:4:" in line]
+    assert [words[words.index("filter.lua:4:"):] for words in printed] == [
+        ["filter.lua:4:", "3", "104", "105"], ["filter.lua:4:", "1", "122"]]

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 import luabpf
+from luabpf.compiler.diagnostics import CompileError
 from luabpf.api import compile_function
 from luabpf.compiler import calls
 
@@ -25,10 +26,21 @@ def functions_of(prog) -> list[str]:
 
 
 def test_a_doubling_tree_of_twenty_levels_compiles_within_the_kernels_call_depth():
-    prog = luabpf.compile(doubling_tree(20), filename="tree.lua", hook="xdp")
+    # a run makes 2^20 leaf calls: over the packet budget, which the next test checks
+    prog = luabpf.compile(doubling_tree(20), filename="tree.lua", hook="xdp", budget=10**9)
     names = functions_of(prog)
     assert 1 < len(names) <= calls.MAX_FRAMES
     assert prog.insn_count < 5000          # proportional to the source, not to 2^20 calls
+
+
+def test_a_run_that_makes_too_many_calls_is_over_budget_naming_the_calls():
+    with pytest.raises(CompileError) as e:
+        luabpf.compile(doubling_tree(20), filename="tree.lua", hook="xdp")
+    (d,) = e.value.diagnostics
+    assert "over the budget of xdp programs (100,000): most of it in calls, f" in d.message
+    first = d.message.split("most of it in calls, ")[1].split(" ")[0]      # the costliest
+    assert f"{first} (up to " in d.message and "instructions a call)" in d.message
+    assert d.line == doubling_tree(20).splitlines().index(f"local function {first}(x)") + 1
 
 
 @pytest.mark.parametrize("example", ["port_blocklist.lua", "dns_blocklist.lua", "ssh_filter.lua",
