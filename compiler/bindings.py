@@ -111,13 +111,18 @@ class InlinedDiagnostics(Diagnostics):
             groups.setdefault((d.span, d.message, d.hint), (d, []))[1].append(call)
         merged = []
         for d, where in groups.values():
-            sites = sorted({c[1].line for c in where if c is not None})
+            sites = {c[1].line for c in where if c is not None}
             if sites:
-                name = next(c[0] for c in where if c is not None)
-                lines = ", ".join(str(n) for n in sites)
-                note = (f"in the cop{'ies' if len(sites) > 1 else 'y'} of '{name}' inlined at "
-                        f"line{'s' if len(sites) > 1 else ''} {lines}")
-                d = Diagnostic(d.message, d.span, f"{d.hint}; {note}" if d.hint else note, d.severity)
+                d = inlined_diagnostic(d, next(c[0] for c in where if c is not None), sites)
             merged.append(d)
         self.items, self.calls = merged, []
         super().raise_if_any(source)
+
+
+def inlined_diagnostic(d: Diagnostic, name: str, sites: set[int]) -> Diagnostic:
+    """d, an error in function `name` inlined at the lines `sites`, with a note naming them."""
+    lines = sorted(sites)
+    note = (f"in the cop{'ies' if len(lines) > 1 else 'y'} of '{name}' inlined at "
+            f"line{'s' if len(lines) > 1 else ''} {', '.join(str(n) for n in lines)}")
+    return Diagnostic(d.message, d.span, f"{d.hint}; {note}" if d.hint else note, d.severity,
+                      (name, tuple(lines), d.hint))

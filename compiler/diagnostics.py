@@ -7,7 +7,7 @@ Owns `Diagnostic` (severity, message, span, optional hint), `CompileError`
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from luabpf.compiler.source import Source, Span
 
@@ -18,6 +18,9 @@ class Diagnostic:
     span: Span
     hint: str | None = None
     severity: str = "error"
+    # an error in an inlined function: (its name, the lines of the calls, the hint without
+    # the note naming them), so that copies found by several programs merge into one
+    inlined: tuple | None = field(default=None, compare=False)
 
     @property
     def file(self) -> str:

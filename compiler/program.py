@@ -22,6 +22,7 @@ from luabpf.compiler.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.emit import emit, relax_long_jumps, sub_label
 from luabpf.compiler.bpf.insn import Label
 from luabpf.compiler.lower import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
+from luabpf.compiler.bindings import inlined_diagnostic
 from luabpf.compiler.opt import optimise
 from luabpf.compiler.parser import parse
 from luabpf.compiler.regalloc import allocate
@@ -342,12 +343,19 @@ def compile_script(text: str, filename: str, hooks: list, options: Options | Non
 def merged_errors(errors: list[CompileError], source: Source) -> CompileError:
     """One CompileError of the diagnostics of several programs of one script: in source
     order, each once (a helper two entry functions inline fails the same way in both)."""
-    seen, diagnostics = set(), []
+    seen, diagnostics = {}, []
     for e in errors:
         for d in e.diagnostics:
-            if d not in seen:
-                seen.add(d)
+            key = (d.span, d.message, d.inlined[2] if d.inlined else d.hint, d.severity)
+            have = seen.get(key)
+            if have is None:
+                seen[key] = len(diagnostics)
                 diagnostics.append(d)
+            elif d.inlined and diagnostics[have].inlined:   # one note for every copy
+                old = diagnostics[have]
+                diagnostics[have] = inlined_diagnostic(
+                    Diagnostic(d.message, d.span, d.inlined[2], d.severity), d.inlined[0],
+                    set(old.inlined[1]) | set(d.inlined[1]))
     diagnostics.sort(key=lambda d: (d.file != source.filename, d.line, d.col))
     return CompileError(diagnostics, next((e.source for e in errors if e.source), source))
 
