@@ -286,7 +286,9 @@ def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source
     budget = budget_of(hook, options)
     if estimate.total <= budget:
         return
-    heavy = estimate.heaviest()
+    # the loops that make the cost: those with a real share of it (not a few hundred
+    # instructions of the header parser's next to millions)
+    heavy = [c for c in estimate.heaviest() if c.total * 100 >= estimate.total] or estimate.heaviest(1)
     entry = getattr(hook, "entry", None) or "the program"
     kind = getattr(hook, "name", "program")
     whose = "--budget" if options.budget is not None else f"the budget of {kind} programs"
