@@ -4,13 +4,14 @@
 #   - Debian packages: installed only if missing (apt-get update only then).
 #   - .venv: made with Debian's python3 (--system-site-packages, so that
 #     python3-bpfcc's `import bcc` works); remade if it cannot import bcc.
-#   - pip install -e '.[test]': rerun only when setup.cfg/pyproject.toml change.
+#   - pip install -e '.[test]': rerun only when setup.cfg/setup.py/pyproject.toml change.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # What the runtime needs, and what only the benchmark and object-file tests need.
 RUNTIME_PACKAGES=(python3-bpfcc python3-venv iproute2 bpftool libbpf1)
 BENCH_PACKAGES=(clang-19 llvm-19)   # v4 ISA (signed division) for the C peers
+BUILD_PACKAGES=(python3-setuptools python3-wheel)  # the wheel test builds offline with these
 PYTHON=/usr/bin/python3           # Debian's: pyenv's or other pythons cannot import bcc
 VENV=.venv
 
@@ -24,7 +25,7 @@ as_root() {
 }
 
 missing=()
-for pkg in "${RUNTIME_PACKAGES[@]}" "${BENCH_PACKAGES[@]}"; do
+for pkg in "${RUNTIME_PACKAGES[@]}" "${BENCH_PACKAGES[@]}" "${BUILD_PACKAGES[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)
     [ "$status" = "install ok installed" ] || missing+=("$pkg")
 done
@@ -47,7 +48,7 @@ fi
 
 # Reinstall when the packaging metadata or the checkout's location changed.
 stamp="$VENV/.luabpf-installed"
-want="$(pwd) $(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)"
+want="$(pwd) $(cat setup.cfg setup.py pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ] \
         || ! "$VENV/bin/python" -c 'import luabpf, lark, pytest, hypothesis, lupa' >/dev/null 2>&1; then
     say "pip install -e '.[test]'"
