@@ -82,10 +82,12 @@ def test_check_prints_the_worst_case_next_to_the_instruction_count():
     r = cli("check", SSH)
     assert r.returncode == 0, r.stderr
     assert "instructions, worst case " in r.stdout
-    assert "counting pattern matching at its worst" in r.stdout
+    assert "counting" not in r.stdout            # the match is held to the budget: one figure
     r = cli("check", SSH, "--json")
     (row,) = json.loads(r.stdout)
-    assert row["worst_case_budgeted"] <= row["budget"] == 100_000 < row["worst_case"]
+    # the banner match, held by its step cap, is most of the worst case and within budget
+    assert row["worst_case_budgeted"] == row["worst_case"] <= row["budget"] == 200_000
+    assert row["worst_case"] > 4096 * 10
     assert row["instructions"] > 0
 
 

@@ -421,3 +421,13 @@ def test_no_cap_at_the_floor_fits_is_the_budget_error():
     (d,) = refusal(TWO_MATCHES, budget=20_000)
     assert "over --budget (20,000)" in d.message
     assert f"at most {cost.PATTERN_STEPS['xdp']:,} steps" in d.message
+
+
+@pytest.mark.parametrize("statement", ["if s:find('a*b') then return false end",
+                                       "return s:match('a*b') == nil and string.find(s, 'x*y') == nil",
+                                       "local a, b = s:find('a*b'), s:match('c-d')"])
+def test_a_bound_before_a_statement_caps_each_of_its_matches(statement):
+    tail = "" if statement.startswith("return") else "\n  return true"
+    src = f"function filter(hdr, pld)\n  local s = tostring(pld)\n  --@bound 77\n  {statement}{tail}\nend"
+    caps = [c.info.bound for c in compile_(src).estimate.loops if c.info.what == "pattern match"]
+    assert caps and set(caps) == {77}
