@@ -13,7 +13,7 @@ optimisation or emission adds or removes escapes it:
   on the depth-first path); each loop header carries a `LoopInfo` (`marks`, keyed by
   instruction index) saying how many times the header can run per entry into the loop —
   lowering knows that figure from the loop's bound or trip count, pattern matching from
-  its subject's length (a header without one is counted as `UNMARKED`);
+  its step cap (a header without one is counted as `UNMARKED`);
 * loops are collapsed innermost first: one trip costs the longest path from the header
   through the loop's body (inner loops counted whole), the loop costs `runs × trip`;
   the program costs the longest path from its first instruction, a call the callee's

@@ -27,7 +27,9 @@ or 2 bytes at a time):
         # the size bytes at base + offset, little-endian, zero-extended
 
 Every loop is opened with `lw.raw_loop` (blinding and may_goto) and bounded by
-the subject length. Three things keep the verifier's work small (each measured
+the subject length; all the loops of one match also share a step counter, whose cap
+(`--@bound N`, else the hook's) bounds the whole match for the cost budget and stops it
+with a runtime error past it (`_Gen.loop`, docs/language.md "Cost of a run"). Three things keep the verifier's work small (each measured
 on generated patterns, see `_step`, `length` and `marks`): back edges re-blind
 the register they step, the length is reloaded from an untracked stack slot at
 each use instead of living in a register, and captures are written only on the
@@ -44,7 +46,6 @@ from luabpf.compiler.patterns import (ALL, BackRef, Balance, Close, End, Frontie
                                       Pattern, Position, Single, cannot_fail, keeps_maximum, lua_init,
                                       ranges)
 
-MAX_SUBJECT = 0xFFFF      # the longest view (views are cut at this length)
 MAX_STEPS = (1 << 31) - 1  # the largest step cap (the counter is 32 bits, compared signed-safe)
 
 
