@@ -107,3 +107,15 @@ end"""
         p.globals["n"] = 1024
         p.run(bytes(64))
         assert len(p.describe_errors()) == 1 and "(1 time)" in p.describe_errors()[0]
+
+
+@pytest.mark.kernel
+def test_check_names_the_unbudgeted_byte_loops_as_what_they_are(tmp_path):
+    """Comparing two views is a loop over their bytes that is counted, not budgeted: the
+    second figure says so (pattern matching, budgeted, no longer has one)."""
+    path = tmp_path / "order.lua"
+    path.write_text("function filter(hdr, pld)\n  return pld:segment(0, 10) < pld:segment(10, 10)\nend\n")
+    r = cli("check", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "counting luabpf's loops over string bytes at their worst" in r.stdout
+    assert "pattern" not in r.stdout

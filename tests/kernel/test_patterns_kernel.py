@@ -348,3 +348,23 @@ def test_below_the_cap_the_result_is_luas_and_at_it_a_refusal(pattern):
                                      f"match) ({failures} time{'s' if failures > 1 else ''})"]
             else:
                 assert described == []
+
+
+LITERAL_RUNS = ["abcdefghij", "^abcdefghij", "SSH%-2%.0%-", "xy%d%dzw", "(abcd)(efgh)ijk$", "a.cdefgh."]
+
+
+@pytest.mark.parametrize("pattern", LITERAL_RUNS + [p.decode() for p in VERIFIER_CASES[:8]])
+def test_literal_runs_on_packet_views_compare_as_lua(pattern):
+    """A view gives the matcher windows (one bounds check, literals compared 8, 4, 2 bytes
+    at a time): matches at every offset, cut short at the payload's end, agree with Lua."""
+    import luabpf
+    with luabpf.compile(_capped(pattern, None), "m.lua", hook="xdp").load() as p:
+        out = p.maps["out"]
+        text = b"--abcdefghijk SSH-2.0-x xy12zw a.cdefgh.abcdefgh"
+        for cut in range(0, len(text) + 1, 3):
+            for payload in (text[:cut], text[cut:]):
+                p.run(_frame(payload))
+                want = cases.lua_find(payload, pattern.encode())
+                got = None if out[0] == -1 else (out[0], out[1])
+                assert got == (want[:2] if want else None), (pattern, payload)
+        assert p.describe_errors() == []
