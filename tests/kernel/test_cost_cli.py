@@ -75,6 +75,18 @@ def test_annotation_too_large_is_located_not_internal(tmp_path):
     assert "internal error" not in r.stderr and "bug" not in r.stderr
 
 
+def test_a_match_capped_past_the_budget_is_a_located_error(tmp_path):
+    path = tmp_path / "m.lua"
+    path.write_text("function filter(hdr, pld)\n  local s = tostring(pld)\n  --@bound 1000000\n"
+                    "  local v = s:match('a*b')\n  return v == nil\nend\n")
+    r = cli("compile", str(path))
+    assert r.returncode == 1
+    assert r.stderr.startswith(f"{path}:4:13: error: one run of filter may execute up to ")
+    assert "the pattern match at line 4 (at most 1,000,000 steps" in r.stderr
+    assert "step cap" in r.stderr and "Traceback" not in r.stderr
+    assert cli("compile", str(path), "--budget", "100000000").returncode == 0
+
+
 # ---- in the kernel ----------------------------------------------------------------------
 
 @pytest.mark.kernel
