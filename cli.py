@@ -239,7 +239,7 @@ def worst_case_words(prog) -> str:
     est = prog.compiled.estimate
     words = f"worst case {est.held:,} of a budget of {prog.compiled.budget:,} per run"
     if est.total != est.held:
-        words += f"; {est.total:,} counting pattern matching at its worst"
+        words += f"; {est.total:,} counting luabpf's loops over string bytes at their worst"
     return words
 
 

@@ -32,6 +32,9 @@ class Options:
     budget: int | None = None        # worst-case instructions a run may take; None: the hook's
     loops: str = "may_goto"          # 'may_goto' | 'bounded' (plain back-edges)
     loops_asked: bool = False        # the user chose `loops` (errors say so, not "this kernel")
+    # steps of a pattern match without `--@bound`; None: the hook's (cost.PATTERN_STEPS),
+    # fewer when the budget cannot hold that (program.py fits them)
+    pattern_steps: int | None = None
     # the ids of this program's first error site and first print site: the programs of
     # one script number theirs one after another, sharing the errors map and ring buffer
     first_site: int = 0

@@ -61,19 +61,23 @@ class LoopLowering:
         self.b.jump(head)
 
     def raw_loop(self, carried: list[ir.VReg], runs: int = cost.UNMARKED_RUNS,
-                 what: str = "loop luabpf generates", budgeted: bool = False) -> ir.Block:
+                 what: str = "loop luabpf generates", budgeted: bool = False,
+                 group: object = None, bound: int | None = None) -> ir.Block:
         """Open a loop the compiler itself needs (pattern matching, byte scans): blind the
         registers the loop carries, start the head (with may_goto when the kernel has it)
         and return the head block, which the loop's back-edges jump to. Every such loop
-        must be bounded by its own logic (a length): `runs` is how many times its head can
-        run each time the loop is entered (for the cost estimate, cost.py); a loop over a
-        string's bytes is counted in the estimate but not held to the budget (`budgeted`)."""
+        must be bounded by its own logic (a length, a step counter): `runs` is how many
+        times its head can run each time the loop is entered (for the cost estimate,
+        cost.py; loops of one `group` share theirs), `bound` the figure messages show; a
+        loop over a string's bytes is counted in the estimate but not held to the budget
+        unless it is `budgeted`."""
         if self.options.loops == "may_goto":
             zero = self.opaque_zero()
             for r in carried:
                 self.b.emit(ir.Bin("add", r, r, zero))
-        return self.loop_head(self.budget_block(self.b.loc),
-                              cost.LoopInfo(runs, runs - 1, self.b.loc, what, budgeted))
+        info = cost.LoopInfo(runs, runs - 1 if bound is None else bound, self.b.loc, what,
+                             budgeted, group)
+        return self.loop_head(self.budget_block(self.b.loc), info)
 
     def assigned_outer_vars(self, body: ast.Block, scope: Scope) -> list[Var]:
         found: dict[int, Var] = {}

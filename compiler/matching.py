@@ -72,7 +72,8 @@ def lower_match(lw, s: Val, args: list[Val], node, find: bool) -> list[Val]:
         else:
             b.branch("sgt", b.reg(start), n, failed, too_far)
         b.start(too_far)
-        res = patterns_codegen.emit_match(lw, pattern, ViewSubject(s), start)
+        res = patterns_codegen.emit_match(lw, pattern, ViewSubject(s), start,
+                                          steps=_step_cap(lw, node), span=node.span)
         b.branch("ne", res.ok, 0, matched, failed)
         b.start(matched)
         values = _values(lw, s, res, find)
@@ -91,6 +92,20 @@ def lower_match(lw, s: Val, args: list[Val], node, find: bool) -> list[Val]:
     b.start(done)
     vals = [v.read() for v in outputs]
     return vals if count is None else Values(vals, count)
+
+
+def _step_cap(lw, node) -> int | None:
+    """The steps this match may take: `--@bound N` on the line before its statement,
+    else the hook's default (cost.py, docs/language.md "Cost of a run")."""
+    from luabpf.compiler import cost, patterns_codegen
+    steps = getattr(node, "bound", None)
+    if steps is None:
+        return None                      # the hook's, or the fitted one (emit_match)
+    if steps > patterns_codegen.MAX_STEPS:
+        lw.error(node, f"a pattern match takes at most {patterns_codegen.MAX_STEPS:,} steps, "
+                       f"not {steps:,}", "state a smaller cap with '--@bound N'")
+        return patterns_codegen.MAX_STEPS
+    return steps
 
 
 def _init_offset(lw, init, n):

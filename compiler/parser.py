@@ -384,6 +384,29 @@ _BOUND_OK = re.compile(r"\s+([0-9]+)\s*(?:--.*)?")
 _LOOPS = (ast.While, ast.Repeat, ast.NumericFor, ast.GenericFor)
 
 
+_STATEMENTS = (ast.Local, ast.Assign, ast.CallStat, ast.If, ast.Return)
+
+
+def _pattern_calls(stmt: ast.Node) -> list[ast.Node]:
+    """The s:match / s:find calls of a statement's own expressions (not of the blocks
+    or functions inside it): a `--@bound N` before the statement caps their steps."""
+    found, stack = [], [stmt]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.MethodCall) and node.method in ("match", "find"):
+            found.append(node)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Index) and \
+                isinstance(node.func.key, ast.String) and node.func.key.value in (b"match", b"find"):
+            found.append(node)
+        for value in vars(node).values():
+            items = value if isinstance(value, list) else [value]
+            for item in items:
+                for sub in (item if isinstance(item, tuple) else (item,)):
+                    if isinstance(sub, ast.Node) and not isinstance(sub, (ast.Block, ast.Function)):
+                        stack.append(sub)
+    return found
+
+
 def _attach_bounds(chunk: ast.Chunk, bounds: dict, diags: Diagnostics) -> None:
     used = set()
     too_deep = []
@@ -393,12 +416,16 @@ def _attach_bounds(chunk: ast.Chunk, bounds: dict, diags: Diagnostics) -> None:
         if depth > MAX_DEPTH:
             too_deep.append(node)
             continue
-        if isinstance(node, _LOOPS) and node.span.line - 1 in bounds and node.span.line - 1 not in used:
-            line = node.span.line - 1
-            used.add(line)
-            m = _BOUND_OK.fullmatch(bounds[line][0])
-            if m and 0 < int(m.group(1)) <= MAX_FIGURE:
-                node.bound = int(m.group(1))
+        line = node.span.line - 1
+        if line in bounds and line not in used:
+            targets = [node] if isinstance(node, _LOOPS) else \
+                _pattern_calls(node) if isinstance(node, _STATEMENTS) else []
+            if targets:
+                used.add(line)
+                m = _BOUND_OK.fullmatch(bounds[line][0])
+                if m and 0 < int(m.group(1)) <= MAX_FIGURE:
+                    for target in targets:
+                        target.bound = int(m.group(1))
         for value in vars(node).values():
             if isinstance(value, ast.Node):
                 stack.append((value, depth + 1))
@@ -423,7 +450,8 @@ def _attach_bounds(chunk: ast.Chunk, bounds: dict, diags: Diagnostics) -> None:
                         "the hook's cost budget refuses far smaller bounds anyway; "
                         "state the loop's real bound")
         elif line not in used:
-            diags.error(span, "'--@bound' must stand on the line just before a while, repeat or for loop")
+            diags.error(span, "'--@bound' must stand on the line just before a while, repeat or "
+                              "for loop, or a statement that calls s:match or s:find")
 
 
 # ---- entry point ------------------------------------------------------------------

@@ -27,7 +27,9 @@ or 2 bytes at a time):
         # the size bytes at base + offset, little-endian, zero-extended
 
 Every loop is opened with `lw.raw_loop` (blinding and may_goto) and bounded by
-the subject length. Three things keep the verifier's work small (each measured
+the subject length; all the loops of one match also share a step counter, whose cap
+(`--@bound N`, else the hook's) bounds the whole match for the cost budget and stops it
+with a runtime error past it (`_Gen.loop`, docs/language.md "Cost of a run"). Three things keep the verifier's work small (each measured
 on generated patterns, see `_step`, `length` and `marks`): back edges re-blind
 the register they step, the length is reloaded from an untracked stack slot at
 each use instead of living in a register, and captures are written only on the
@@ -39,12 +41,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from luabpf.compiler import ir
+from luabpf.compiler import cost, ir
 from luabpf.compiler.patterns import (ALL, BackRef, Balance, Close, End, Frontier, Open,
                                       Pattern, Position, Single, cannot_fail, keeps_maximum, lua_init,
                                       ranges)
 
-MAX_SUBJECT = 0xFFFF      # the longest view (views are cut at this length)
+MAX_STEPS = (1 << 31) - 1  # the largest step cap (the counter is 32 bits, compared signed-safe)
 
 
 @dataclass
@@ -63,11 +65,18 @@ class MatchResult:
     captures: list[Capture] = field(default_factory=list)
 
 
-def emit_match(lw, pattern: Pattern, subject, init, anchored_find: bool = False) -> MatchResult:
+def emit_match(lw, pattern: Pattern, subject, init, anchored_find: bool = False,
+               steps: int | None = None, span=None) -> MatchResult:
     """Emit a match of `pattern` on `subject` from the 0-based offset `init` (Lua's
     posrelatI(init) - 1, see `emit_lua_init`; an offset past the end matches nothing).
-    `anchored_find` tries `init` alone, as a pattern starting with '^' does."""
-    return _Gen(lw, pattern, subject).run(init, pattern.anchored or anchored_find)
+    `anchored_find` tries `init` alone, as a pattern starting with '^' does. The match
+    may take `steps` steps (heads of its loops run, see `_Gen.loop`; by default the
+    hook's, cost.PATTERN_STEPS); one more is the runtime error "pattern too complex" at
+    `span`."""
+    stated = steps is not None
+    if not stated:
+        steps = cost.pattern_steps(lw.hook, lw.options)
+    return _Gen(lw, pattern, subject, steps, span, stated).run(init, pattern.anchored or anchored_find)
 
 
 def emit_lua_init(lw, init, length):
@@ -167,8 +176,12 @@ class _ByteWindow:
 
 
 class _Gen:
-    def __init__(self, lw, pattern: Pattern, subject):
+    def __init__(self, lw, pattern: Pattern, subject, steps: int, span=None, stated=True):
         self.lw, self.b = lw, lw.b
+        self.steps, self.span, self.stated = steps, span or lw.b.loc, stated
+        self.group = object()            # this match's loops share one step counter
+        self._steps_slot = None
+        self._too_complex = None
         self.els = pattern.elements
         self.subject = subject
         self._length = subject.length
@@ -188,10 +201,46 @@ class _Gen:
         self.marks: dict = {}
 
     def loop(self, carried: list[ir.VReg]) -> ir.Block:
-        """Open one of the matcher's loops: each moves a position through the subject or
-        back, so its head runs at most length + 2 times each time it is entered."""
-        longest = self._length if isinstance(self._length, int) else MAX_SUBJECT
-        return self.lw.raw_loop(carried, longest + 2, "pattern match")
+        """Open one of the matcher's loops. Each run of any of the match's loop heads is a
+        step: it adds one to the match's step counter, and past `steps` the match stops
+        with a runtime error. The counter bounds the whole match, however its loops nest,
+        to (steps + 1) × its longest step (cost.py's groups), where each loop's own bound
+        (the subject's length) would multiply. The counter lives in an untracked stack
+        slot, as the length does, so it adds no state for the verifier to tell apart."""
+        b = self.b
+        saved, b.loc = b.loc, self.span
+        head = self.lw.raw_loop(carried, self.steps + 1, "pattern match", budgeted=True,
+                                group=self.group, bound=self.steps)
+        head.loop.default_cap = not self.stated
+        b.loc = saved
+        n = b.vreg("m_steps")
+        b.emit(ir.Load(4, n, self._steps_slot, 4))
+        b.emit(ir.Bin("add", n, n, 1))
+        ok = self.cont("m_step")
+        b.branch("gt", n, self.steps, self.too_complex(), ok)
+        b.start(ok)
+        b.emit(ir.Store(4, self._steps_slot, 4, n))
+        return head
+
+    def start_steps(self) -> None:
+        """Set the step counter to a zero the verifier cannot know (a known zero would be
+        one more stack state at each loop head)."""
+        self._steps_slot = self.b.slot(8, "m_steps")
+        self.b.emit(ir.Store(4, self._steps_slot, 4, self.lw.opaque_zero()))
+
+    def too_complex(self) -> ir.Block:
+        """The runtime error of a match past its steps, one block per match."""
+        if self._too_complex is None:
+            b = self.b
+            blk = b.block("m_too_complex")
+            saved = b.cur
+            b.cur = blk
+            self.lw.runtime_error(self.span, f"pattern too complex: more than {self.steps} steps "
+                                             f"(raise the cap with --@bound N on the line before "
+                                             f"the match)")
+            b.cur = saved
+            self._too_complex = blk
+        return self._too_complex
 
     def length(self) -> ir.VReg | int:
         """The subject's length, loaded afresh at each use from a stack slot the verifier
@@ -276,6 +325,7 @@ class _Gen:
             self.branch("gt", init, self.length(), nomatch, go)
             b.start(go)
         start = b.copy(init, "m_start")
+        self.start_steps()
         if anchored:
             self.seq(0, (start, 0), nomatch, nomatch)
         else:

@@ -200,7 +200,14 @@ def _compile_program(text: str, filename: str, hook, options: Options | None = N
     insns = encode.resolve(items)
     loops = {b.name: b.loop for fn in [low.function] + [f for _, f in low.subs]
              for b in fn.blocks if b.loop is not None}       # block names carry emit's prefix
-    estimate, held = cost.analyse(insns, cost.marks_from_labels(items, loops))
+    marks = cost.marks_from_labels(items, loops)
+    estimate, held = cost.analyse(insns, marks)
+    budget = budget_of(hook, options)
+    if held.total > budget and options.pattern_steps is None:
+        fitted = cost.fit_pattern_steps(insns, marks, budget, cost.default_pattern_steps(hook))
+        if fitted is not None:        # once more, with the matches' default cap lowered to fit
+            return _compile_program(text, filename, hook,
+                                    dataclasses.replace(options, pattern_steps=fitted), chunk)
     spans = dict(low.spans)
     check_budget(held, hook, options, source,
                  {_slot_of(insns, idx): (n, spans.get(n)) for n, idx in funcs if n})
@@ -314,8 +321,14 @@ def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source
                 chain.append(words)
             message += ": " + "; ".join(chain)
         span = next((c.info.span for c in heavy if c.info.span is not None), None)
-        hint = ("lower the loop's bound with '--@bound N' on the line before it, or allow more "
-                "with --budget N") if heavy else "allow more with --budget N"
+        if heavy and heavy[0].info.group is not None:
+            hint = ("lower the match's step cap with '--@bound N' on the line before its "
+                    "statement, or allow more with --budget N")
+        elif heavy:
+            hint = ("lower the loop's bound with '--@bound N' on the line before it, or allow "
+                    "more with --budget N")
+        else:
+            hint = "allow more with --budget N"
     if span is None:
         span = Span(source.filename, 1, 1, 1, 1)
     raise CompileError([Diagnostic(message, span, hint)], source)

@@ -254,6 +254,27 @@ class ViewSubject:
         b.emit(ir.Load(1, byte, p, 0))
         return byte
 
+    def window(self, lw, base, stop: int):
+        """Bytes [base, base + stop) of the view (the matcher knows they are in it) behind
+        one packet check: the matcher compares literals several bytes at a time."""
+        start = self.v.payload
+        off = base if isinstance(start, int) and start == 0 else \
+            lw.b.bin("add", base, start if isinstance(start, int) else start)
+        return _PacketWindow(window(lw, off, stop))
+
+
+class _PacketWindow:
+    """Loads at constant offsets from a proven packet pointer (patterns_codegen's Window)."""
+    wide = True
+
+    def __init__(self, p: ir.VReg):
+        self.p = p
+
+    def load(self, lw, offset: int, size: int) -> ir.VReg:
+        v = lw.b.vreg("bytes")
+        lw.b.emit(ir.Load(size, v, self.p, offset))
+        return v
+
 
 MAX_BYTE_VALUES = 16      # values s:byte(i, j) may give on a packet view (docs/language.md)
 MAX_VIEW = 0xFFFF         # the longest view: a packet's bytes

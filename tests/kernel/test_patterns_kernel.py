@@ -272,3 +272,99 @@ def test_matchers_on_packet_views_pass_the_verifier(pat):
            f"end\n")
     with luabpf.compile(src, "match.lua", hook="xdp").load():
         pass
+
+
+# ---- the step cap: a match past it is a runtime error, below it Lua's result --------------
+
+def _frame(payload: bytes) -> bytes:
+    from scapy.all import IP, TCP, Ether, Raw
+    return bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=22, dport=40000)
+                 / Raw(payload))
+
+
+def _capped(pattern: str, bound: int | None) -> str:
+    annotation = f"  --@bound {bound}\n" if bound is not None else ""
+    return ("out = map.array(2)\n"
+            "function filter(hdr, pld)\n"
+            "  local s = tostring(pld)\n"
+            f"{annotation}"
+            f"  local a, b = s:find({_lua_string(pattern.encode())})\n"
+            "  out[0] = a or -1\n"
+            "  out[1] = b or -1\n"
+            "  if a then return true end\n"
+            "  return false\n"
+            "end\n")
+
+
+def test_a_hostile_payload_stops_at_the_step_cap_with_a_counted_error():
+    """("a*b") over 1,000 bytes of 'a' backtracks quadratically (about 500,000 steps in
+    Lua's matcher): it stops at the hook's cap, with the runtime error at the match's
+    line and the hook's default verdict, never a result of its own."""
+    import luabpf
+    from luabpf.compiler import cost
+    prog = luabpf.compile(_capped("a*b", None), "m.lua", hook="xdp")
+    steps = cost.PATTERN_STEPS["xdp"]
+    with prog.load() as p:
+        out = p.maps["out"]
+        out[0] = 7
+        assert p.run(_frame(b"a" * 1000)) == 2           # XDP_PASS: the default verdict
+        assert out[0] == 7                                # the script stopped at the match
+        p.run(_frame(b"a" * 1000))
+        assert p.describe_errors() == [
+            f"m.lua:4: pattern too complex: more than {steps} steps (raise the cap with "
+            f"--@bound N on the line before the match) (2 times)"]
+        assert p.run(_frame(b"a" * 60 + b"b")) == 2       # short enough: Lua's result
+        assert (out[0], out[1]) == (1, 61)
+        assert p.run(_frame(b"x" * 80)) == 1              # no match: the script's drop
+        assert len(p.describe_errors()) == 1 and "(2 times)" in p.describe_errors()[0]
+
+
+@pytest.mark.parametrize("pattern", ["a*b", "SSH%-[^-%G]+%-([^-%G]+)", "^(a-)%1b", "x*y*z*w$"])
+def test_below_the_cap_the_result_is_luas_and_at_it_a_refusal(pattern):
+    """Whatever the cap, a run gives Lua's own result or the runtime error: never another
+    result. Large enough caps give Lua's result on every payload."""
+    import luabpf
+    payloads = [b"", b"b", b"aaab", b"a" * 40, b"aaaa" + b"b" * 3, b"SSH-2.0-x", b"SSH-" + b"q" * 50,
+                b"xxyyzzw", b"xyzq" * 10, b"aaaaab", b"aab"]
+    for bound in [1, 2, 3, 7, 30, 200, 3000]:
+        with luabpf.compile(_capped(pattern, bound), "m.lua", hook="xdp").load() as p:
+            out = p.maps["out"]
+            failures = 0
+            for payload in payloads:
+                out[0], out[1] = 7, 7
+                p.run(_frame(payload))
+                stopped = (out[0], out[1]) == (7, 7)
+                want = cases.lua_find(payload, pattern.encode())
+                if stopped:
+                    failures += 1
+                    assert bound < 3000, (pattern, payload)
+                else:
+                    got = None if out[0] == -1 else (out[0], out[1])
+                    assert got == (want[:2] if want else None), (pattern, bound, payload)
+            described = p.describe_errors()
+            if failures:
+                assert described == [f"m.lua:5: pattern too complex: more than {bound} steps "
+                                     f"(raise the cap with --@bound N on the line before the "
+                                     f"match) ({failures} time{'s' if failures > 1 else ''})"]
+            else:
+                assert described == []
+
+
+LITERAL_RUNS = ["abcdefghij", "^abcdefghij", "SSH%-2%.0%-", "xy%d%dzw", "(abcd)(efgh)ijk$", "a.cdefgh."]
+
+
+@pytest.mark.parametrize("pattern", LITERAL_RUNS + [p.decode() for p in VERIFIER_CASES[:8]])
+def test_literal_runs_on_packet_views_compare_as_lua(pattern):
+    """A view gives the matcher windows (one bounds check, literals compared 8, 4, 2 bytes
+    at a time): matches at every offset, cut short at the payload's end, agree with Lua."""
+    import luabpf
+    with luabpf.compile(_capped(pattern, None), "m.lua", hook="xdp").load() as p:
+        out = p.maps["out"]
+        text = b"--abcdefghijk SSH-2.0-x xy12zw a.cdefgh.abcdefgh"
+        for cut in range(0, len(text) + 1, 3):
+            for payload in (text[:cut], text[cut:]):
+                p.run(_frame(payload))
+                want = cases.lua_find(payload, pattern.encode())
+                got = None if out[0] == -1 else (out[0], out[1])
+                assert got == (want[:2] if want else None), (pattern, payload)
+        assert p.describe_errors() == []

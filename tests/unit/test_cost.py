@@ -122,7 +122,7 @@ end"""
 def test_a_hundred_million_iterations_is_over_the_packet_budget_at_the_loop():
     (d,) = refusal(LONG_LOOP)
     assert (d.line, d.col) == (4, 3)
-    assert "over the budget of xdp programs (100,000)" in d.message
+    assert f"over the budget of xdp programs ({cost.BUDGETS['xdp']:,})" in d.message
     assert "the while loop at line 4 (bound 100,000,000" in d.message
     assert "--budget" in d.hint
 
@@ -188,13 +188,137 @@ def test_default_bounds_differ_per_hook():
                                  max_loop=7), 3).info.bound == 7
 
 
-def test_pattern_matching_is_in_the_estimate_but_not_held_to_the_budget():
+def _match_loop(prog, line: int):
+    """The first outermost loop of the match at `line` (an anchored match may have several,
+    side by side, that share its step cap)."""
+    loops = [c for c in prog.estimate.loops if c.info.what == "pattern match"
+             and c.info.span.line == line]
+    assert len({id(c.info.group) for c in loops}) == 1
+    return loops[0]
+
+
+def test_pattern_matching_is_held_to_the_budget_by_its_step_cap():
+    """`a*b` backtracks quadratically over the longest view (65,535 bytes): its loops' own
+    bounds multiply to more than 2^32; its step cap bounds the whole match instead."""
     src = 'function filter(hdr, pld)\n  return tostring(pld):match("a*b") == nil\nend'
     prog = compile_(src)
     est = prog.estimate
-    assert est.total > 65536 * 65536          # quadratic backtracking over the longest view
-    assert est.held < prog.budget
-    assert any(c.info.what == "pattern match" and c.info.span.line == 2 for c in est.loops)
+    loop = _match_loop(prog, 2)
+    steps = cost.PATTERN_STEPS["xdp"]
+    assert loop.info.budgeted and loop.info.bound == steps and loop.info.runs == steps + 1
+    assert loop.total == (steps + 1) * loop.trip and loop.trip < 60
+    assert est.held == est.total < prog.budget      # nothing left outside the budget
+    assert loop.total < est.total
+
+
+LONG_SUBJECT = """function filter(hdr, pld)
+  local s = tostring(pld)
+  local k = s:find("SSH%-[^-%G]+%-([^-%G]+)")
+  return k == nil
+end"""
+
+
+@pytest.mark.parametrize("subject", ["tostring(pld)", "tostring(pld:segment(10, 3000))"])
+@pytest.mark.parametrize("anchor", ["", "^"])
+def test_a_pattern_over_the_longest_view_or_a_long_segment_is_within_budget(subject, anchor):
+    prog = compile_(LONG_SUBJECT.replace("tostring(pld)", subject).replace('find("', f'find("{anchor}'))
+    assert prog.estimate.total <= prog.budget
+    assert _match_loop(prog, 3).info.bound == cost.PATTERN_STEPS["xdp"]
+
+
+def test_side_by_side_loops_of_one_match_are_named_once():
+    two = LONG_SUBJECT.replace('find("', 'find("^').replace("return k == nil",
+                                                            "return k == nil and s:find('^a*b*c') == nil")
+    (d,) = refusal(two, budget=1000)
+    assert d.message.count("the pattern match at line 3") == 1
+    assert d.message.count("the pattern match at line 4") == 1
+
+
+def test_a_match_whose_cap_times_its_step_is_over_budget_is_refused_at_its_line():
+    big = LONG_SUBJECT.replace("  local k =", "  --@bound 1000000\n  local k =")
+    (d,) = refusal(big)
+    assert (d.line, d.col) == (4, 13)
+    assert "the pattern match at line 4 (at most 1,000,000 steps, up to " in d.message
+    assert "step cap" in d.hint and "--@bound N" in d.hint
+    (d,) = refusal(LONG_SUBJECT, budget=5000)
+    assert d.line == 3 and "over --budget (5,000)" in d.message
+    small = LONG_SUBJECT.replace("  local k =", "  --@bound 50\n  local k =")
+    assert _match_loop(compile_(small, budget=5000), 4).info.bound == 50
+
+
+def test_a_bound_on_a_statement_without_a_match_or_loop_is_still_refused():
+    (d,) = refusal("function filter(hdr, pld)\n  --@bound 5\n  local x = 1\n  return true\nend")
+    assert d.line == 2 and "s:match or s:find" in d.message
+
+
+def test_a_step_cap_past_32_bits_is_a_located_error():
+    src = LONG_SUBJECT.replace("  local k =", "  --@bound 4294967296\n  local k =")
+    (d,) = refusal(src, budget=cost.MAX_FIGURE)
+    assert d.line == 4 and "at most 2,147,483,647 steps" in d.message
+
+
+# ---- groups: the loops of one match share a step counter ---------------------------------
+
+def grouped(runs: int, group, what="pattern match") -> cost.LoopInfo:
+    return cost.LoopInfo(runs, runs - 1, None, what, True, group)
+
+
+def test_nested_loops_of_one_group_cost_runs_times_the_longest_step():
+    """outer: 3 instructions to the inner head, inner: 1 + 2 + 2 a trip; the longest step
+    is the inner's (5); the outer's step stops at the inner head (jeq, mov, mov)."""
+    g = object()
+    inner = counted_loop("inner", 2, "inner_done")
+    items = ([I.label("outer"), JumpOp.JEQ.imm(R0, 0, "out"), I.mov(R1, 5)] + inner
+             + [I.label("inner_done"), I.ALUOp.SUB.imm(R0, 1), I.ja("outer"), I.label("out"), I.exit_()])
+    est = analyse(items, {"outer": grouped(101, g), "inner": grouped(101, g)})
+    (loop,) = est.loops
+    assert loop.trip == 5 and loop.total == 101 * 5
+    assert est.total == loop.total + 1
+    ungrouped = analyse(items, {"outer": cost.LoopInfo(101, 100), "inner": cost.LoopInfo(101, 100)})
+    assert ungrouped.total > 100 * loop.total     # what the bounds alone would multiply
+
+
+def test_a_step_runs_from_a_head_to_the_next_head_it_reaches():
+    """After the inner loop, the outer's body goes on (4 movs): that tail belongs to the
+    inner's last step, which is then the longest (jeq + 4 movs + sub + ja = 7)."""
+    g = object()
+    inner = counted_loop("inner", 0, "inner_done")
+    items = ([I.label("outer"), JumpOp.JEQ.imm(R0, 0, "out")] + inner
+             + [I.label("inner_done")] + [I.mov(R2, k) for k in range(4)]
+             + [I.ALUOp.SUB.imm(R0, 1), I.ja("outer"), I.label("out"), I.exit_()])
+    est = analyse(items, {"outer": grouped(11, g), "inner": grouped(11, g)})
+    assert est.loops[0].trip == 7 and est.total == 11 * 7 + 1
+
+
+def test_side_by_side_loops_of_one_group_are_paid_once():
+    """An anchored pattern's runs follow one another: the counter is shared, so the pair
+    costs runs × the longer step once; a different group pays on its own."""
+    a, b = counted_loop("a", 1, "a_done"), counted_loop("b", 3, "b_done")
+    items = a + [I.label("a_done")] + b + [I.label("b_done"), I.exit_()]
+    g = object()
+    est = analyse(items, {"a": grouped(50, g), "b": grouped(50, g)})
+    assert est.total == 50 * (1 + 3 + 2) + 1
+    est = analyse(items, {"a": grouped(50, object()), "b": grouped(50, object())})
+    assert est.total == 50 * (1 + 1 + 2) + 50 * (1 + 3 + 2) + 1
+
+
+def test_a_group_member_a_path_can_reach_without_the_first_pays_in_full():
+    """If a path can skip the first loop of a group, paying once there would miss it."""
+    a, b = counted_loop("a", 1, "a_done"), counted_loop("b", 3, "b_done")
+    items = ([JumpOp.JEQ.imm(R0, 0, "skip")] + a + [I.label("a_done"), I.label("skip")] + b
+             + [I.label("b_done"), I.exit_()])
+    g = object()
+    est = analyse(items, {"a": grouped(50, g), "b": grouped(50, g)})
+    assert est.total == 1 + 2 * 50 * (1 + 3 + 2) + 1
+
+
+def test_a_group_inside_a_user_loop_is_paid_every_trip():
+    g = object()
+    a, b = counted_loop("a", 1, "a_done"), counted_loop("b", 3, "b_done")
+    items = ([I.label("h"), JumpOp.JEQ.imm(R0, 0, "out")] + a + [I.label("a_done")] + b
+             + [I.label("b_done"), I.ALUOp.SUB.imm(R0, 1), I.ja("h"), I.label("out"), I.exit_()])
+    est = analyse(items, {"h": cost.LoopInfo(8, 7), "a": grouped(50, g), "b": grouped(50, g)})
+    assert est.total == 8 * (1 + 50 * 6 + 2) + 1
 
 
 @pytest.mark.parametrize("text", ["99999999999999999999999", "9223372036854775808"])
@@ -258,3 +382,52 @@ def test_every_loop_reaches_the_bpf_program_with_its_mark(mode):
     assert found == [(3, "while loop", 100), (4, "repeat loop", 100), (5, "while loop", 100),
                      (9, "for loop", 10), (10, "for loop", 100), (11, "for loop", 100)]
     assert all(c.info is not cost.UNMARKED for c in all_loops(prog.estimate.loops))
+
+
+TWO_MATCHES = """function filter(hdr, pld)
+  local s = tostring(pld)
+  local k = s:find("SSH%-[^-%G]+%-([^-%G]+)")
+  local v = s:match("a*b")
+  return k == nil and v == nil
+end"""
+
+
+def _caps(prog) -> dict[int, int]:
+    return {c.info.span.line: c.info.bound for c in prog.estimate.loops if c.info.what == "pattern match"}
+
+
+def test_matches_without_a_cap_share_the_most_the_budget_holds():
+    """Two full-payload matches at the hook's default cap are over the budget: the matches
+    without `--@bound` get the largest common cap that fits (not below FITTED_FLOOR)."""
+    prog = compile_(TWO_MATCHES)
+    caps = _caps(prog)
+    fitted = caps[3]
+    assert caps == {3: fitted, 4: fitted}
+    assert cost.FITTED_FLOOR <= fitted < cost.PATTERN_STEPS["xdp"]
+    assert prog.estimate.total <= prog.budget
+    stated = TWO_MATCHES.replace("  local k", f"  --@bound {fitted + 1}\n  local k").replace(
+        "  local v", f"  --@bound {fitted + 1}\n  local v")
+    assert refusal(stated)                         # one step more each: over the budget
+    assert set(_caps(compile_(TWO_MATCHES, budget=10**7)).values()) == {cost.PATTERN_STEPS["xdp"]}
+
+
+def test_a_stated_cap_is_kept_and_the_others_fit_around_it():
+    src = TWO_MATCHES.replace("  local k", "  --@bound 100\n  local k")
+    caps = _caps(compile_(src))
+    assert caps[4] == 100 and caps[5] > _caps(compile_(TWO_MATCHES))[3]
+
+
+def test_no_cap_at_the_floor_fits_is_the_budget_error():
+    (d,) = refusal(TWO_MATCHES, budget=20_000)
+    assert "over --budget (20,000)" in d.message
+    assert f"at most {cost.PATTERN_STEPS['xdp']:,} steps" in d.message
+
+
+@pytest.mark.parametrize("statement", ["if s:find('a*b') then return false end",
+                                       "return s:match('a*b') == nil and string.find(s, 'x*y') == nil",
+                                       "local a, b = s:find('a*b'), s:match('c-d')"])
+def test_a_bound_before_a_statement_caps_each_of_its_matches(statement):
+    tail = "" if statement.startswith("return") else "\n  return true"
+    src = f"function filter(hdr, pld)\n  local s = tostring(pld)\n  --@bound 77\n  {statement}{tail}\nend"
+    caps = [c.info.bound for c in compile_(src).estimate.loops if c.info.what == "pattern match"]
+    assert caps and set(caps) == {77}
