@@ -30,6 +30,38 @@ TRACEPOINT = "function tracepoint.sched.sched_switch(a)\n  return 0\nend\n"
 FRAME = "0x" + "ab" * 60
 
 
+NOBODY: dict = {}     # how user nobody runs luabpf: "python" and "env" (readable_luabpf)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def readable_luabpf():
+    """luabpf and the packages it imports, copied where user nobody may read them: the
+    checkout may sit in a directory only root can enter (a clone in a 0700 temporary
+    directory), and so may its .venv. Debian's python runs them (bcc is its own)."""
+    d = tempfile.mkdtemp(prefix="luabpf-nobody-")
+    shutil.copytree(ROOT, os.path.join(d, "luabpf"), ignore=shutil.ignore_patterns(
+        ".venv", ".git", "tests", "bench", "build", "__pycache__", "*.egg-info"))
+    site = next(p for p in sys.path if p.startswith(sys.prefix) and p.endswith("site-packages"))
+    shutil.copytree(site, os.path.join(d, "deps"), ignore=shutil.ignore_patterns(
+        "pip", "setuptools", "_pytest", "pytest", "hypothesis", "lupa", "__pycache__",
+        "__editable__*", "*.pth", "luabpf*", "_distutils_hack"))
+    for top, dirs, files in os.walk(d):
+        os.chmod(top, 0o755)
+        for name in files:
+            os.chmod(os.path.join(top, name), 0o644)
+    NOBODY["python"] = os.path.realpath(sys.executable)
+    NOBODY["examples"] = os.path.join(d, "luabpf", "examples")
+    NOBODY["env"] = {**os.environ, "PYTHONPATH": os.pathsep.join([d, os.path.join(d, "deps")])}
+    yield
+    shutil.rmtree(d)
+
+
+def nobody_run(wrap: list, *argv, timeout: float = 60) -> subprocess.CompletedProcess:
+    """`wrap PYTHON ARGV…` (wrap: setpriv as nobody) with the readable copy of luabpf."""
+    return subprocess.run([*wrap, NOBODY["python"], *argv], capture_output=True, text=True,
+                          timeout=timeout, cwd="/", env=NOBODY["env"])
+
+
 @pytest.fixture(scope="module")
 def scripts():
     """The scripts, in a directory user nobody may read."""
@@ -53,8 +85,7 @@ def as_nobody(caps: str, *argv, timeout: float = 60) -> subprocess.CompletedProc
         wrap += [f"--inh-caps=-all,{caps}", f"--ambient-caps=-all,{caps}"]
     else:
         wrap += ["--inh-caps=-all"]
-    return subprocess.run([*wrap, sys.executable, "-m", "luabpf.cli", *argv], capture_output=True,
-                          text=True, timeout=timeout, cwd="/")
+    return nobody_run(wrap, "-m", "luabpf.cli", *argv, timeout=timeout)
 
 
 def as_root_with(caps: str, *argv, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -141,7 +172,7 @@ def test_tracefs_unreadable_names_the_capability(scripts):
     ([], "attaching tracepoint programs needs CAP_BPF and CAP_PERFMON", "CAP_PERFMON"),
 ])
 def test_run_names_what_attaching_needs(scripts, argv, what, lacks):
-    script = os.path.join(ROOT, "examples", "overheat.lua") if argv else scripts["tracepoint"]
+    script = os.path.join(NOBODY["examples"], "overheat.lua") if argv else scripts["tracepoint"]
     line = one_sentence(as_nobody("+bpf", "run", script, *argv, "--duration", "0.1"))
     assert line.startswith(f"luabpf: {what}; this process lacks {lacks} ("), line
 
@@ -192,9 +223,8 @@ except kernel.PermissionProblem as e:
 
 
 def test_a_verifier_rejection_without_cap_perfmon_says_so():
-    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                        "--inh-caps=-all,+bpf", "--ambient-caps=-all,+bpf", sys.executable, "-c",
-                        VERIFIER_CODE], capture_output=True, text=True, timeout=60, cwd="/")
+    r = nobody_run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                    "--inh-caps=-all,+bpf", "--ambient-caps=-all,+bpf"], "-c", VERIFIER_CODE)
     assert r.stdout.strip() == (
         "the kernel verifier rejected the program (R1 pointer -= pointer prohibited) and this "
         "process lacks CAP_PERFMON, without which the verifier refuses pointer arithmetic "
@@ -207,9 +237,8 @@ def test_a_verifier_rejection_without_cap_perfmon_says_so():
 def test_a_refused_perf_event_names_cap_perfmon():
     code = ("import errno\nfrom luabpf.runtime.attach import perf\n"
             "print(perf._open_error(OSError(errno.EACCES, 'x'), 'tracepoint sched:sched_switch', 0))")
-    r = subprocess.run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
-                        "--inh-caps=-all,+bpf", "--ambient-caps=-all,+bpf", sys.executable, "-c",
-                        code], capture_output=True, text=True, timeout=60, cwd="/")
+    r = nobody_run(["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                    "--inh-caps=-all,+bpf", "--ambient-caps=-all,+bpf"], "-c", code)
     with open("/proc/sys/kernel/perf_event_paranoid") as f:
         paranoid = f.read().strip()
     assert r.stdout.strip() == ("opening a perf event for tracepoint sched:sched_switch needs "
