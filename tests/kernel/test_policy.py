@@ -102,14 +102,24 @@ def governors(t: SysfsTree) -> set[str]:
 
 
 def test_idle_cpus_step_down_to_the_minimum(tmp_path):
+    """Every CPU at the minimum at once, reached by steps down. Not asserted: the state
+    after that moment. luabpf's own work (its reads each second, its exit) keeps a CPU
+    busy for an interval now and then, and ondemand then rightly sends it to the maximum
+    (measured: CPU 0 jumps up and steps down again about once a second)."""
     t = tree(tmp_path, HIGH)
-    lines = run_policy(example("ondemand.lua"), t, lambda: final_freqs(t) == {LOW})
-    assert final_freqs(t) == {LOW}
+    seen: list[set] = []
+
+    def all_low() -> bool:
+        seen.append(final_freqs(t))
+        return seen[-1] == {LOW}
+
+    lines = run_policy(example("ondemand.lua"), t, all_low)
+    assert seen[-1] == {LOW}, seen[-5:]
     assert governors(t) == {"schedutil"}                       # put back at exit
     decisions = [l for l in lines if l["event"] == "decision"]
-    last_per_cpu = {d["cpu"]: d for d in decisions}      # luabpf's own start-up may be busy
-    assert set(last_per_cpu) == set(t.cpus())
-    assert all(d["relation"] == "<=" and d["resolved"] == LOW for d in last_per_cpu.values())
+    for cpu in t.cpus():                                 # each went down by '<=' steps to LOW
+        steps = [d for d in decisions if d["cpu"] == cpu and d["relation"] == "<="]
+        assert any(d["resolved"] == LOW for d in steps), (cpu, decisions)
     last = lines[-1]
     assert last["event"] == "detached" and last["errors"] == []
     assert last["programs"]["throttle"]["run_cnt"] > 0
