@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from luabpf.compiler import ast, ir, maps
+from luabpf.compiler import ast, cost, ir, maps
 from luabpf.compiler.bindings import FuncDef, GlobalVar
 from luabpf.compiler.diagnostics import CompileError, Diagnostic, InternalError
 from luabpf.compiler.values import INT, NIL, Val
@@ -365,8 +365,9 @@ class SubHook:
     default_return = 0
     count_errors = False
 
-    def __init__(self, sub):
+    def __init__(self, sub, caller):
         self.sub = sub
+        self.kind_of_costs = cost.hook_kind(caller)     # its loops' bounds are the program's
         self.entry = sub.fd.name
         self.results: list[Val] = []
         self.count = 0

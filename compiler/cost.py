@@ -62,12 +62,18 @@ def check_figure(value) -> str | None:
     return None
 
 
+def hook_kind(hook) -> str:
+    """Whose bounds and budget a program has: its hook's name; a BPF function has its
+    calling program's (calls.SubHook.kind), so being called, not inlined, changes nothing."""
+    return getattr(hook, "kind_of_costs", None) or getattr(hook, "name", "")
+
+
 def default_bound(hook) -> int:
-    return DEFAULT_BOUNDS.get(getattr(hook, "name", ""), DEFAULT_BOUNDS["function"])
+    return DEFAULT_BOUNDS.get(hook_kind(hook), DEFAULT_BOUNDS["function"])
 
 
 def default_pattern_steps(hook) -> int:
-    return PATTERN_STEPS.get(getattr(hook, "name", ""), PATTERN_STEPS["function"])
+    return PATTERN_STEPS.get(hook_kind(hook), PATTERN_STEPS["function"])
 
 
 def pattern_steps(hook, options) -> int:
@@ -100,7 +106,7 @@ def fit_pattern_steps(insns: list, marks: dict[int, "LoopInfo"], budget: int, st
 
 
 def default_budget(hook) -> int:
-    return BUDGETS.get(getattr(hook, "name", ""), BUDGETS["function"])
+    return BUDGETS.get(hook_kind(hook), BUDGETS["function"])
 
 
 @dataclass

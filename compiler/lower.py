@@ -523,7 +523,7 @@ class Lowerer(ExprLowering, LoopLowering):
         """Lower one BPF function (calls.Subprograms asks, the first time a call site needs
         it and whenever its parameters widen): (Lowered, Signature, callees' signatures)."""
         for _ in range(1000):
-            lw = Lowerer(self.chunk, self.source, calls.SubHook(sub), dataclasses.replace(
+            lw = Lowerer(self.chunk, self.source, calls.SubHook(sub, self.hook), dataclasses.replace(
                 self.options, first_site=0), sub.kinds)
             lw.calls, lw.own = self.calls, sub.fd
             lw.top, lw.functions, lw.globals, lw.maps = self.top, self.functions, self.globals, \

@@ -238,7 +238,7 @@ class LoopLowering:
         elif self.options.max_loop is not None:
             whose = f"the bound --max-loop {declared} gives"
         else:
-            whose = f"the default bound of {getattr(self.hook, 'name', 'program')} loops ({declared:,})"
+            whose = f"the default bound of {cost.hook_kind(self.hook) or 'program'} loops ({declared:,})"
         self.error(st, f"this loop runs {trips:,} times, more than {whose}",
                    f"state its bound with '--@bound {trips}' on the line before the loop")
 

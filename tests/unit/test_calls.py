@@ -151,3 +151,29 @@ def test_a_long_chain_of_calls_compiles():
     luabpf.compile(chain(198, views=True), filename="deep.lua", hook="xdp")
     prog = luabpf.compile(chain(400, views=False), filename="deep.lua", hook="xdp")
     assert len(prog.compiled.funcs) > 1
+
+
+COUNTING_HELPER = """\
+function count(n, m)
+  local i, acc = 0, 0
+  while i < n do
+    acc = acc + (i * m) % 7 + (acc // 3) - (i % 5) * 2 + (m - i) * (m + i)
+    i = i + 1
+  end
+  local b = acc * 3 + n - m * 7 + (acc // 5) - (n % 9) * 13 + (m - n) * (acc + 1)
+  return acc + b
+end
+"""
+
+
+@pytest.mark.parametrize("calls_, bpf_function", [
+    ("count(x, 3) + count(3, x) ~= 5", True), ("count(x, 3) ~= 5", False)])
+def test_a_loop_has_its_programs_bound_whether_called_or_inlined(calls_, bpf_function):
+    """A loop in a BPF function had the function hook's default bound (1,000,000) in a
+    packet filter, so calling a helper twice instead of once changed when it stopped."""
+    src = COUNTING_HELPER + f"function filter(hdr, pld)\n  local x = pld:byte(1) or 0\n  return {calls_}\nend\n"
+    prog = luabpf.compile(src, filename="c.lua", hook="xdp")       # was over budget: 82 M
+    assert ("count" in functions_of(prog)) == bpf_function
+    trip = 50                                 # instructions one trip of the loop takes, at most
+    calls_made = 2 if bpf_function else 1
+    assert prog.compiled.worst_case < calls_made * (cost.DEFAULT_BOUNDS["xdp"] + 1) * trip + 2000
