@@ -190,13 +190,13 @@ def _compile_program(text: str, filename: str, hook, options: Options | None = N
     low = lower(chunk, source, hook, options)
     low.subs = _called(low)
     insns, stack = _function_code(low.function, source, "")
-    funcs, stacks = [("", 0)], {"": stack}
+    stacks = {"": stack}
     for name, fn in low.subs:
         code, stacks[name] = _function_code(fn, source, f"{name}:")
-        funcs.append((name, sum(1 for i in insns if not isinstance(i, Label))))
         insns += [Label(sub_label(name))] + code
     _check_chain_stack(low, stacks, source, getattr(hook, "entry", "the program"))
     items = relax_long_jumps(insns)
+    funcs = [("", 0)] + _function_starts(items, [name for name, _ in low.subs])
     insns = encode.resolve(items)
     loops = {b.name: b.loop for fn in [low.function] + [f for _, f in low.subs]
              for b in fn.blocks if b.loop is not None}       # block names carry emit's prefix
@@ -232,6 +232,20 @@ def _called(low) -> list:
                     out.append((op.target, fn))
                     todo.append(fn)
     return out
+
+
+def _function_starts(items: list, names: list[str]) -> list[tuple[str, int]]:
+    """(name, index of its first instruction) of each BPF function, from the labels of the
+    final instruction list (after `relax_long_jumps`, which moves what follows a far jump)."""
+    where = {sub_label(n): n for n in names}
+    starts, index = [], 0
+    for item in items:
+        if isinstance(item, Label):
+            if item.name in where:
+                starts.append((where[item.name], index))
+        else:
+            index += 1
+    return starts
 
 
 def _slot_of(insns: list, index: int) -> int:

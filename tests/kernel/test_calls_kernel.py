@@ -170,3 +170,37 @@ def test_maps_and_globals_inside_bpf_functions_persist_between_calls():
         for x in (7, 12, 7, 3, 400, 401, 402):
             assert p.call(x) == lua.globals().f(x), x
         assert p.globals["total"] == lua.globals().total
+
+
+def far_jump_with_bpf_functions(rules: int) -> str:
+    """A BPF function (called twice) after a conditional jump over more than 32,767
+    instructions, which becomes a gotol and moves the functions that follow it."""
+    body = "\n".join(f"    if z == {i} then return false end" for i in range(rules))
+    return f"""function big(x, y)
+  if x > 200 then error('too big') end
+  local a = x * y - (x // 3) + (y % 7) * 11 + (x - y) * (x + y)
+  return a * 3 + x - y * 7 + (a // 5) - (x % 9) * 13 + (y - x) * (a + 1)
+end
+function filter(hdr, pld)
+  local x, y, z = pld:byte(1) or 0, pld:byte(2) or 0, pld:byte(3) or 0
+  local acc = big(x, y)
+  if x == 3 then
+{body}
+  end
+  acc = acc + big(y, x)
+  return acc ~= 12345
+end
+"""
+
+
+def test_bpf_functions_after_a_relaxed_far_jump_load():
+    """Their func_info named where the functions were before the far jump grew into a
+    gotol: the kernel refused the program ("func_info BTF section doesn't match subprog
+    layout")."""
+    prog = luabpf.compile(far_jump_with_bpf_functions(13000), filename="far.lua", hook="xdp")
+    assert [n for n, _ in prog.compiled.funcs] == ["", "big"]
+    with prog.load() as p:
+        assert p.run(udp_frame(53, bytes([3, 1, 77]))).name == "DROP"      # rule 77
+        assert p.run(udp_frame(53, bytes([4, 1, 77]))).name == "PASS"
+        assert p.run(udp_frame(53, bytes([201, 1, 0]))).name == "PASS"     # big's error
+        assert p.describe_errors() == ["far.lua:2: too big (1 time)"]
