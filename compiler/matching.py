@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from luabpf.compiler import ir
 from luabpf.compiler.values import Val, Values
-from luabpf.compiler.views import ViewSubject, length, substring
+from luabpf.compiler.views import ViewSubject, int_arg, length, substring
 
 SPECIALS = b"^$*+?.([%-"
 
@@ -49,9 +49,7 @@ def lower_match(lw, s: Val, args: list[Val], node, find: bool) -> list[Val]:
     except patterns.PatternError as e:
         lw.error(node, f"bad pattern {args[0].data!r}: {e}")
         return [Val.nil()]
-    init = 1
-    if len(args) > 1 and args[1].kinds != frozenset({"nil"}):
-        init = lw.int_operand(args[1], node, f"bad argument #2 to '{name}' (number expected)")
+    init = int_arg(lw, args, 1, 1, node, name)     # absent or nil: 1, as luaL_optinteger
     n = length(lw, s)
     if s.data is not None and isinstance(init, int):
         run = patterns.reference_find if find else patterns.reference_match
@@ -97,7 +95,7 @@ def lower_match(lw, s: Val, args: list[Val], node, find: bool) -> list[Val]:
 def _step_cap(lw, node) -> int | None:
     """The steps this match may take: `--@bound N` on the line before its statement,
     else the hook's default (cost.py, docs/language.md "Cost of a run")."""
-    from luabpf.compiler import cost, patterns_codegen
+    from luabpf.compiler import patterns_codegen
     steps = getattr(node, "bound", None)
     if steps is None:
         return None                      # the hook's, or the fitted one (emit_match)

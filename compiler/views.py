@@ -592,7 +592,7 @@ def call_method(lw, obj: Val, method: str, args: list[Val], node) -> list[Val]:
     return handler(lw, s, args, node)
 
 
-def _int_arg(lw, args, i: int, default, node, name: str):
+def int_arg(lw, args, i: int, default, node, name: str):
     """Argument i as an integer; an absent or nil one is `default` (Lua's luaL_optinteger),
     or an error when there is none (luaL_checkinteger)."""
     if i >= len(args) or args[i].kinds == frozenset({"nil"}):
@@ -623,13 +623,13 @@ def _int_arg(lw, args, i: int, default, node, name: str):
 
 
 def _byte(lw, s, args, node):
-    i = _int_arg(lw, args, 0, 1, node, "byte")
-    return byte_values(lw, s, i, _int_arg(lw, args, 1, i, node, "byte"), node)
+    i = int_arg(lw, args, 0, 1, node, "byte")
+    return byte_values(lw, s, i, int_arg(lw, args, 1, i, node, "byte"), node)
 
 
 def _sub(lw, s, args, node):
-    i = _int_arg(lw, args, 0, None, node, "sub")
-    j = _int_arg(lw, args, 1, -1, node, "sub")
+    i = int_arg(lw, args, 0, None, node, "sub")
+    j = int_arg(lw, args, 1, -1, node, "sub")
     n = length(lw, s)
     if not isinstance(n, int):                     # see _Untracked: clamp on a copy
         n = _Untracked(lw, "sub_len", [n])[0]
@@ -644,8 +644,8 @@ def _len(lw, s, args, node):
 def _segment(lw, s, args, node):
     """Luadata's view:segment(offset, length): 0-based, cut at the end of the view."""
     b = lw.b
-    off = _int_arg(lw, args, 0, 0, node, "segment")
-    size = _int_arg(lw, args, 1, None, node, "segment") if len(args) > 1 else None
+    off = int_arg(lw, args, 0, 0, node, "segment")
+    size = int_arg(lw, args, 1, None, node, "segment") if len(args) > 1 else None
     n = length(lw, s)
     if all(isinstance(x, int) for x in (off, n)) and (size is None or isinstance(size, int)):
         off = min(max(off, 0), n)

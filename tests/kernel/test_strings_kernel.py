@@ -179,3 +179,23 @@ def test_order_of_a_nil_and_a_view_is_luas_error():
         assert p.describe_errors() == []
         p.run(bytes(Ether() / IP() / UDP() / b""))
         assert p.describe_errors() == [f"{FILE}:4: attempt to compare nil with string (1 time)"]
+
+
+OPTIONAL_INIT = """
+function filter(hdr, pld)
+  local i = nil
+  if #pld > 2 then i = 2 end
+  print(pld:match("(.)", i))
+  print(pld:find("a", i))
+  print(pld:find("b", pld:byte(5, 5)))
+  print(string.find(pld, "a", pld:byte(4, 4)))
+  return true
+end
+"""
+
+
+@given(payloads(8))
+def test_an_absent_or_nil_init_of_match_and_find_is_1(payload):
+    """luaL_optinteger: a nil init (known only at run time), or none at all (a call that
+    gave no value), is 1; both raised "bad argument #2 … (number expected)" before."""
+    agree(OPTIONAL_INIT, payload)
