@@ -335,7 +335,10 @@ def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source
                 chain.append(words)
             message += ": " + "; ".join(chain)
         span = next((c.info.span for c in heavy if c.info.span is not None), None)
-        if heavy and heavy[0].info.group is not None:
+        if heavy and heavy[0].info.span is None:       # the header parser's walk, say
+            hint = ("that loop is luabpf's own, bounded already: allow more with --budget N, "
+                    "or make the script's own loops cheaper")
+        elif heavy and heavy[0].info.group is not None:
             hint = ("lower the match's step cap with '--@bound N' on the line before its "
                     "statement, or allow more with --budget N")
         elif heavy:

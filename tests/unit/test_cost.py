@@ -431,3 +431,11 @@ def test_a_bound_before_a_statement_caps_each_of_its_matches(statement):
     src = f"function filter(hdr, pld)\n  local s = tostring(pld)\n  --@bound 77\n  {statement}{tail}\nend"
     caps = [c.info.bound for c in compile_(src).estimate.loops if c.info.what == "pattern match"]
     assert caps and set(caps) == {77}
+
+
+def test_over_budget_by_luabpfs_own_loop_says_the_script_cannot_bound_it():
+    """A filter with no loop of its own over a tiny --budget: the costliest loop is the
+    header parser's walk, which no '--@bound' in the script reaches."""
+    (d,) = refusal("function filter(hdr, pld)\n  return true\nend", budget=200)
+    assert "IPv6 extension-header walk" in d.message
+    assert d.hint.startswith("that loop is luabpf's own") and "--@bound" not in d.hint
