@@ -12,7 +12,7 @@ from luabpf.compiler.intops import COMPARE
 from luabpf.compiler.bindings import FuncDef, GlobalVar, Scope
 from luabpf.compiler.values import (CSTR, FALSE, INT, KINDS, LVIEW, NIL, OBJ, STR, TRUE, Val, Values,
                                     Var,
-                                    falsy_kinds, type_name)
+                                    falsy_kinds)
 
 ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
 

@@ -10,7 +10,7 @@ must answer for the same frame.
 from __future__ import annotations
 
 from lupa import lua54
-from scapy.all import ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, IPv6, IPv6ExtHdrFragment, Raw  # noqa: F401
+from scapy.all import IP, TCP, Dot1Q, Ether, IPv6, IPv6ExtHdrFragment
 
 PRELUDE = r"""
 local View = {}
