@@ -7,10 +7,10 @@ while the program ran in the kernel, with `.line` and Lua's message).
 """
 from __future__ import annotations
 
-from luabpf.compiler.diagnostics import CompileError
-from luabpf.compiler.hooks import FunctionHook
-from luabpf.compiler.lower import Options
-from luabpf.compiler.packet import infer_packet_hook
+from luabpf.compiler.front.diagnostics import CompileError
+from luabpf.compiler.hooks.function import FunctionHook
+from luabpf.compiler.lower.lowerer import Options
+from luabpf.compiler.hooks.packet import infer_packet_hook
 from luabpf.compiler.program import CompiledProgram, compile_program
 from luabpf.runtime.call import LuaRuntimeError, arg_kind
 from luabpf.runtime.load import LoadedProgram, LoadError
@@ -44,7 +44,7 @@ class Program:
 
 def _options(max_loop: int | None, loops: str | None, budget: int | None = None) -> Options:
     """Compile options; a bound or budget out of range is a ValueError (cost.check_figure)."""
-    from luabpf.compiler.cost import check_figure
+    from luabpf.compiler.back.cost import check_figure
     opts = Options(loops_asked=loops is not None)
     for name, value in (("max_loop", max_loop), ("budget", budget)):
         problem = check_figure(value)
@@ -68,7 +68,7 @@ HOOK_NAMES = ("xdp", "tc")
 def make_hook(hook):
     """A hook record from a name ('xdp', 'tc') or the record itself."""
     if isinstance(hook, str):
-        from luabpf.compiler.packet import filter_hook
+        from luabpf.compiler.hooks.packet import filter_hook
         if hook not in HOOK_NAMES:
             raise ValueError(f"unknown hook {hook!r}: choose one of {', '.join(HOOK_NAMES)}")
         return filter_hook(hook)
@@ -110,8 +110,8 @@ def run_function(source: str, name: str, *args, filename: str = "<string>",
 
 def entry_points(source: str, filename: str = "<string>") -> list[tuple[str, int]]:
     """The script's programs: (function name, parameter count) of each top-level function."""
-    from luabpf.compiler import ast
-    from luabpf.compiler.parser import parse
+    from luabpf.compiler.front import ast
+    from luabpf.compiler.front.parser import parse
     chunk = parse(source, filename)
     found = []
     for st in chunk.body.stmts:
@@ -154,8 +154,8 @@ def compile_file(source: str, filename: str, hook: str | None = None,
              "cpufreq": "a function throttle(cpu, cur, max, min)",
              "tracepoint": "a function tracepoint.CATEGORY.EVENT(args)"}
     if hook in needs:
-        from luabpf.compiler.diagnostics import Diagnostic
-        from luabpf.compiler.source import Source, Span
+        from luabpf.compiler.front.diagnostics import Diagnostic
+        from luabpf.compiler.front.source import Source, Span
         raise CompileError([Diagnostic(f"a {hook} program needs {needs[hook]}",
                                        Span(filename, 1, 1, 1, 2))], Source(source, filename))
     errors = []
@@ -171,12 +171,12 @@ def compile_file(source: str, filename: str, hook: str | None = None,
         programs.append((f"function/{name}", prog))
     if errors:
         from luabpf.compiler.program import merged_errors
-        from luabpf.compiler.source import Source
+        from luabpf.compiler.front.source import Source
         raise merged_errors(errors, Source(source, filename))
     if not programs:
-        from luabpf.compiler.diagnostics import Diagnostic
-        from luabpf.compiler.source import Span
-        from luabpf.compiler.source import Source
+        from luabpf.compiler.front.diagnostics import Diagnostic
+        from luabpf.compiler.front.source import Span
+        from luabpf.compiler.front.source import Source
         raise CompileError([Diagnostic("the script defines no function to compile",
                                        Span(filename, 1, 1, 1, 2))], Source(source, filename))
     return programs
@@ -192,7 +192,7 @@ def open_running(target: str):
 def tracepoint_hook(category: str, event: str):
     """The hook of `function tracepoint.CATEGORY.EVENT(args)`, its fields from tracefs
     (runtime.tracefs.TracefsError when there is no such event)."""
-    from luabpf.compiler.tracepoint import TraceField, TracepointHook
+    from luabpf.compiler.hooks.tracepoint import TraceField, TracepointHook
     from luabpf.runtime.tracefs import event_format
     fmt = event_format(category, event)
     fields = {f.name: TraceField(f.name, f.offset, f.size, f.signed, f.decl or f.type,
@@ -204,10 +204,10 @@ def tracepoint_hook(category: str, event: str):
 def tracepoint_hooks(source: str, filename: str = "<string>") -> list:
     """The hooks of the script's `tracepoint.CATEGORY.EVENT` functions; an event tracefs
     does not have is a CompileError at the function's line."""
-    from luabpf.compiler import ast
-    from luabpf.compiler.diagnostics import Diagnostic
-    from luabpf.compiler.parser import parse
-    from luabpf.compiler.source import Source
+    from luabpf.compiler.front import ast
+    from luabpf.compiler.front.diagnostics import Diagnostic
+    from luabpf.compiler.front.parser import parse
+    from luabpf.compiler.front.source import Source
     from luabpf.runtime.tracefs import TracefsError
     hooks, problems = [], []
     for st in parse(source, filename).body.stmts:
@@ -225,6 +225,6 @@ def compile_policy(source: str, filename: str = "<string>", *, max_loop: int | N
                    loops: str | None = None, budget: int | None = None) -> list[CompiledProgram]:
     """A CPU-frequency policy (a script defining throttle(cpu, cur, max, min)): its two
     programs, [the timer's luabpf_throttle, the sched_switch tracepoint], sharing maps."""
-    from luabpf.compiler.cpufreq import compile_policy as _compile
+    from luabpf.compiler.hooks.cpufreq import compile_policy as _compile
     hook = tracepoint_hook("sched", "sched_switch")
     return _compile(source, filename, hook.fields, _options(max_loop, loops, budget))

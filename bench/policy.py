@@ -47,7 +47,7 @@ def measure(script: str, seconds: float, interval: int) -> dict:
 def warm_ns(path: str, repeat: int) -> float:
     """ns per call of the policy's throttle, run warm (see the module doc)."""
     from luabpf import api
-    from luabpf.compiler.cpufreq import ThrottleHook, compile_policy
+    from luabpf.compiler.hooks.cpufreq import ThrottleHook, compile_policy
     from luabpf.runtime.load import LoadedProgram
     with open(path, encoding="utf-8") as f:
         text = f.read()

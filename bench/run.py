@@ -35,7 +35,7 @@ ROOT = os.path.dirname(HERE)
 
 import luabpf  # noqa: E402
 from luabpf.api import compile_function, entry_points  # noqa: E402
-from luabpf.compiler import elfread  # noqa: E402
+from luabpf.compiler.obj import elfread  # noqa: E402
 from luabpf.runtime import kernel  # noqa: E402
 
 CLANG = "clang-19"

@@ -14,20 +14,22 @@ import struct
 import sys
 from dataclasses import dataclass, field
 
-from luabpf.compiler import cost, events, ir
+from luabpf.compiler import ir
+from luabpf.compiler.back import cost
+from luabpf.compiler.lib import events
 from luabpf.compiler.bpf import disasm, encode
-from luabpf.compiler.check import check
+from luabpf.compiler.front.check import check
 
-from luabpf.compiler.diagnostics import CompileError, Diagnostic
-from luabpf.compiler.emit import emit, relax_long_jumps, sub_label
+from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
+from luabpf.compiler.back.emit import emit, relax_long_jumps, sub_label
 from luabpf.compiler.bpf.insn import Label
-from luabpf.compiler.lower import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
-from luabpf.compiler.bindings import inlined_diagnostic
+from luabpf.compiler.lower.lowerer import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
+from luabpf.compiler.lower.bindings import inlined_diagnostic
 from luabpf.compiler.opt import optimise
-from luabpf.compiler.parser import parse
-from luabpf.compiler.regalloc import allocate
-from luabpf.compiler.stack import STACK_LIMIT, layout_frame, remove_dead_stores
-from luabpf.compiler.source import Source, Span
+from luabpf.compiler.front.parser import parse
+from luabpf.compiler.back.regalloc import allocate
+from luabpf.compiler.back.stack import STACK_LIMIT, layout_frame, remove_dead_stores
+from luabpf.compiler.front.source import Source, Span
 
 MAP_TYPE_ARRAY = 2
 MAP_TYPE_PERCPU_ARRAY = 6
@@ -286,7 +288,7 @@ def _check_chain_stack(low, stacks: dict, source: Source, entry: str) -> None:
 
     total, path = chain("")
     if total > STACK_LIMIT:
-        from luabpf.compiler.diagnostics import Diagnostic
+        from luabpf.compiler.front.diagnostics import Diagnostic
         names = [entry] + path[1:]
         raise CompileError([Diagnostic(
             f"the call chain {' → '.join(names)} needs {total} bytes of stack (each BPF "
@@ -404,7 +406,7 @@ def program_maps(low, hook, options: Options) -> list[MapSpec]:
     if low.prints:
         maps.append(MapSpec(events.EVENTS_MAP, events.MAP_TYPE_RINGBUF, 0, 0, events.EVENTS_SIZE))
     if getattr(hook, "count_verdicts", False):
-        from luabpf.compiler.packet import VERDICTS_MAP
+        from luabpf.compiler.hooks.packet import VERDICTS_MAP
         maps.append(MapSpec(VERDICTS_MAP, MAP_TYPE_PERCPU_ARRAY, 4, 8, len(hook.verdict_names)))
     for name, decl in low.maps.items():
         maps.append(MapSpec(name, decl.type, decl.key_size, decl.value_size, decl.max_entries,

@@ -1,7 +1,7 @@
 """Calling a function-hook program: Lua values in, Lua values out.
 
 Owns the conversion between Python values and the function hook's context
-(`compiler/hooks.py`: status, result count, the opaque zero, then a (tag, payload)
+(`compiler/hooks/function.py`: status, result count, the opaque zero, then a (tag, payload)
 pair per argument and per result), and `LuaRuntimeError`, the Lua error a call
 raises where Lua would. `LoadedProgram.call` and `api.run_function` use it.
 """
@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import struct
 
-from luabpf.compiler.hooks import ARGS_OFF, SLOT, STATUS_OFF
-from luabpf.compiler.values import FALSE, INT, NIL, TRUE
+from luabpf.compiler.hooks.function import ARGS_OFF, SLOT, STATUS_OFF
+from luabpf.compiler.lower.values import FALSE, INT, NIL, TRUE
 
 PAIR = struct.Struct("<qq")
 

@@ -7,7 +7,7 @@ capabilities each thing luabpf asks of the kernel needs (`LOAD_NEEDS`, `RUN_NEED
 `SYS_ADMIN_CMDS`), read against the process's effective set (`effective_capabilities`,
 /proc/self/status CapEff; none in a user namespace, whose capabilities the kernel's
 BPF checks do not take). Does not own: mapping a verifier log to Lua source
-lines (`runtime/load.py`), or user-facing diagnostics (`compiler/diagnostics.py`).
+lines (`runtime/load.py`), or user-facing diagnostics (`compiler/front/diagnostics.py`).
 
 What Linux 6.18 asks (CAP_SYS_ADMIN stands in for each of the others):
 - loading any program but a socket filter, loading BTF, and (with the default

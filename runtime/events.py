@@ -1,6 +1,6 @@
 """Events of `print(...)`, read from the program's ring buffer and decoded.
 
-Owns the user-space half of `compiler/events.py`'s record format: an `EventStream`
+Owns the user-space half of `compiler/lib/events.py`'s record format: an `EventStream`
 polls the ring buffer and turns each record into an `Event` whose text is what
 Lua's print would write (values joined by tabs), and whose `render()` is
 `file.lua:LINE: text`. Decoding uses the program's manifest only, so it serves
@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from luabpf.compiler.events import MAX_BYTES, lua_text
+from luabpf.compiler.lib.events import MAX_BYTES, lua_text
 from luabpf.runtime.ringbuf import RingBuffer
 
 HEADER = struct.Struct("<II")

@@ -122,7 +122,7 @@ def _load(compiled: CompiledProgram, map_fds: dict[str, int]) -> int:
     """Load one program with its maps' fds and its BTF (a FUNC for the entry, a line record
     per Lua line, so bpftool and the verifier's log show Lua lines); LoadError (the
     verifier's words at a Lua line)."""
-    from luabpf.compiler.btf import load_info
+    from luabpf.compiler.obj.btf import load_info
     hook = compiled.hook
     code = compiled.bytecode(map_fds)
     name = _prog_name(hook)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from luabpf.compiler.cpufreq import CPU_MAP, FIELDS, MAX_CPUS, OFF, RECORD_SIZE
+from luabpf.compiler.hooks.cpufreq import CPU_MAP, FIELDS, MAX_CPUS, OFF, RECORD_SIZE
 from luabpf.runtime import kernel
 from luabpf.runtime.cpufreq import Actuator, Decision, SysfsTree
 
@@ -42,7 +42,7 @@ class Policy:
     _words: object = None
 
     def record(self, cpu: int) -> dict[str, int]:
-        """The CPU's record (compiler/cpufreq.py's FIELDS), as the kernel has it now."""
+        """The CPU's record (compiler/hooks/cpufreq.py's FIELDS), as the kernel has it now."""
         raw = kernel.map_lookup(self.loaded.map_fds[CPU_MAP], KEY.pack(cpu), RECORD_SIZE)
         return dict(zip(FIELDS, RECORD.unpack(raw)))
 

@@ -43,7 +43,7 @@ class ProgramState:
         """The stream of the script's print events (runtime.events.EventStream); None when
         the script never prints."""
         if self._events is None and EVENTS_MAP in self.map_fds:
-            from luabpf.compiler.events import EVENTS_SIZE
+            from luabpf.compiler.lib.events import EVENTS_SIZE
             from luabpf.runtime.events import EventStream
             self._events = EventStream(self.map_fds[EVENTS_MAP], EVENTS_SIZE, self.manifest)
         return self._events

@@ -6,7 +6,7 @@ include/uapi/linux/pkt_cls.h; tcx links read the same numbers as
 `TCX_NEXT`/`TCX_PASS`/`TCX_DROP`/`TCX_REDIRECT`) — the conversion of a raw
 BPF_PROG_TEST_RUN `retval` (an unsigned 32-bit field) into one of them, and
 the names a user sees ("XDP_DROP", "TC_ACT_SHOT"). Does not own what a Lua
-`return true/false` compiles to (compiler/hooks.py chooses the numbers from
+`return true/false` compiles to (compiler/hooks/function.py chooses the numbers from
 these enums) or running programs (runtime/load.py).
 """
 from __future__ import annotations

@@ -16,7 +16,7 @@ ip = data.layout{
 }
 
 -- ip6.nh is the first next header; hdr.ip6.proto (the protocol after the extension
--- headers) is no bytes of the header: the parser computes it (compiler/headers.py).
+-- headers) is no bytes of the header: the parser computes it (compiler/hooks/headers.py).
 ip6 = data.layout{
   version = {0, 4}, tc = {4, 8}, fl = {12, 20}, plen = {32, 16}, nh = {48, 8}, hlim = {56, 8},
   src = {64, 128, "string"}, dst = {192, 128, "string"},

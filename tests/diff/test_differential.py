@@ -160,10 +160,10 @@ def test_programs(case):
 
 @contextlib.contextmanager
 def bpf_calls_everywhere():
-    """Every function that can be a BPF function becomes one (compiler/calls.py's size
+    """Every function that can be a BPF function becomes one (compiler/lower/calls.py's size
     thresholds at zero), so the generated programs exercise BPF-to-BPF calls: frames,
     several results, errors raised in callees, globals, nested calls."""
-    from luabpf.compiler import calls
+    from luabpf.compiler.lower import calls
     saved = calls.SMALL, calls.BIG
     calls.SMALL = calls.BIG = -1
     try:

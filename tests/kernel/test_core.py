@@ -10,7 +10,7 @@ import pytest
 from lupa import lua54
 
 import luabpf
-from luabpf.compiler.luaint import MAXINT, MININT
+from luabpf.compiler.front.luaint import MAXINT, MININT
 
 pytestmark = pytest.mark.kernel
 
@@ -227,11 +227,11 @@ def test_runtime_errors_have_luas_message_and_line(name, args):
 
 
 def test_runtime_errors_are_counted_per_site():
-    from luabpf.compiler.hooks import FunctionHook
+    from luabpf.compiler.hooks.function import FunctionHook
     prog = luabpf.compile(ERRORS, "t.lua", FunctionHook("div", ("int", "int"), count_errors=True))
     with prog.load() as p:
         import struct
-        from luabpf.compiler.hooks import ARGS_OFF
+        from luabpf.compiler.hooks.function import ARGS_OFF
         ctx = bytearray(prog.compiled.hook.ctx_size)
         struct.pack_into("<qqqq", ctx, ARGS_OFF, 3, 1, 3, 0)
         for _ in range(3):

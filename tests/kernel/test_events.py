@@ -19,8 +19,8 @@ from lupa import lua54
 
 import luabpf
 from luabpf import api
-from luabpf.compiler import events as cevents
-from luabpf.compiler.luaint import MAXINT, MININT
+from luabpf.compiler.lib import events as cevents
+from luabpf.compiler.front.luaint import MAXINT, MININT
 from luabpf.runtime import ringbuf
 
 pytestmark = pytest.mark.kernel

@@ -15,7 +15,7 @@ from scapy.all import (ICMP, IP, TCP, UDP, Dot1AD, Dot1Q, Ether, ICMPv6EchoReque
                        IPv6ExtHdrHopByHop, Raw)
 
 import luabpf
-from luabpf.compiler.layout import stdlib_layouts
+from luabpf.compiler.lib.layout import stdlib_layouts
 from luabpf.runtime.verdicts import XdpAction
 
 pytestmark = pytest.mark.kernel

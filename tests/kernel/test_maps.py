@@ -24,7 +24,7 @@ from lupa import lua54
 
 import luabpf
 from luabpf import api
-from luabpf.compiler.luaint import MAXINT, MININT
+from luabpf.compiler.front.luaint import MAXINT, MININT
 from luabpf.runtime import kernel
 from luabpf.runtime.errors import BpfError
 

@@ -22,10 +22,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from luabpf.compiler import ir
-from luabpf.compiler.hooks import PROG_TYPE_XDP
-from luabpf.compiler.lower import Options
-from luabpf.compiler.patterns import PatternError, parse_pattern, reference_find
-from luabpf.compiler.patterns_codegen import emit_lua_init, emit_match
+from luabpf.compiler.hooks.function import PROG_TYPE_XDP
+from luabpf.compiler.lower.lowerer import Options
+from luabpf.compiler.lib.patterns import PatternError, parse_pattern, reference_find
+from luabpf.compiler.lib.patterns_codegen import emit_lua_init, emit_match
 from luabpf.compiler.program import compile_program
 from luabpf.runtime import kernel
 from luabpf.runtime.load import LoadedProgram
@@ -301,7 +301,7 @@ def test_a_hostile_payload_stops_at_the_step_cap_with_a_counted_error():
     Lua's matcher): it stops at the hook's cap, with the runtime error at the match's
     line and the hook's default verdict, never a result of its own."""
     import luabpf
-    from luabpf.compiler import cost
+    from luabpf.compiler.back import cost
     prog = luabpf.compile(_capped("a*b", None), "m.lua", hook="xdp")
     steps = cost.PATTERN_STEPS["xdp"]
     with prog.load() as p:

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from lupa import lua54
 
 import luabpf
-from luabpf.compiler import events as cevents
+from luabpf.compiler.lib import events as cevents
 from luabpf.runtime.packets import tcp_frame, udp_frame
 
 pytestmark = pytest.mark.kernel

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 import luabpf
-from luabpf.compiler.packet import ACTIONS, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS
+from luabpf.compiler.hooks.packet import ACTIONS, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS
 from luabpf.runtime.packets import udp_frame
 
 pytestmark = pytest.mark.kernel

@@ -153,7 +153,7 @@ def test_the_wheel_holds_every_package_directory_of_the_tree_and_no_tests(built)
     missing = sorted(f for f in needed_files(files) if f"luabpf/{f}" not in names)
     assert not missing, f"not in the wheel: {missing}"
     for must in ("luabpf/examples/README.md", "luabpf/examples/ssh_filter.lua",
-                 "luabpf/stdlib/net.lua", "luabpf/stdlib/cpufreq.lua", "luabpf/compiler/grammar.lark"):
+                 "luabpf/stdlib/net.lua", "luabpf/stdlib/cpufreq.lua", "luabpf/compiler/front/grammar.lark"):
         assert must in names
     shipped = {n for n in names if ".dist-info/" not in n}
     for n in shipped:

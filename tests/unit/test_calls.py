@@ -1,4 +1,4 @@
-"""Issue 9: calls and inlining (compiler/calls.py) without the kernel.
+"""Issue 9: calls and inlining (compiler/lower/calls.py) without the kernel.
 
 Which functions become BPF functions, the kernel's limits as located errors with their
 figures (a chain's stack, code that inlining would copy without bound), and an error in
@@ -12,9 +12,10 @@ import sys
 import pytest
 
 import luabpf
-from luabpf.compiler.diagnostics import CompileError
+from luabpf.compiler.front.diagnostics import CompileError
 from luabpf.api import compile_function
-from luabpf.compiler import calls, cost
+from luabpf.compiler.back import cost
+from luabpf.compiler.lower import calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "bench"))

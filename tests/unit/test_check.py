@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from luabpf.compiler.check import DEFAULT_GLOBALS, check
-from luabpf.compiler.diagnostics import CompileError
-from luabpf.compiler.parser import parse
+from luabpf.compiler.front.check import DEFAULT_GLOBALS, check
+from luabpf.compiler.front.diagnostics import CompileError
+from luabpf.compiler.front.parser import parse
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from paper_figures import FIGURE1, FIGURE2, GET_LOAD  # noqa: E402

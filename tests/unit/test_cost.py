@@ -1,18 +1,18 @@
-"""The worst-case cost of a run (compiler/cost.py): the analysis on hand-built BPF
+"""The worst-case cost of a run (compiler/back/cost.py): the analysis on hand-built BPF
 programs (loops, nesting, BPF-to-BPF calls), and what compiling holds a script to:
 per-hook budgets and default bounds, --budget, constant trip counts, `--@bound` range."""
 from __future__ import annotations
 
 import pytest
 
-from luabpf.compiler import cost
-from luabpf.compiler.bindings import Options
+from luabpf.compiler.back import cost
+from luabpf.compiler.lower.bindings import Options
 from luabpf.compiler.bpf import insn as I
 from luabpf.compiler.bpf.encode import resolve
 from luabpf.compiler.bpf.opcode import JumpOp
-from luabpf.compiler.diagnostics import CompileError
-from luabpf.compiler.hooks import FunctionHook
-from luabpf.compiler.packet import filter_hook
+from luabpf.compiler.front.diagnostics import CompileError
+from luabpf.compiler.hooks.function import FunctionHook
+from luabpf.compiler.hooks.packet import filter_hook
 from luabpf.compiler.program import compile_program
 
 R0, R1, R2 = I.Register.R0, I.Register.R1, I.Register.R2

@@ -14,9 +14,9 @@ import pytest
 
 import luabpf
 from luabpf.compiler.bpf import encode
-from luabpf.compiler.elfread import ElfObject
-from luabpf.compiler.objfile import write_object
-from luabpf.compiler.objread import DAMAGE, ObjectError, describe, disassemble, read_object
+from luabpf.compiler.obj.elfread import ElfObject
+from luabpf.compiler.obj.objfile import write_object
+from luabpf.compiler.obj.objread import DAMAGE, ObjectError, describe, disassemble, read_object
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

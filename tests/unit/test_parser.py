@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from luabpf.compiler import ast
-from luabpf.compiler.diagnostics import CompileError
-from luabpf.compiler.luaint import BINARY, LuaArithError, bnot, neg
-from luabpf.compiler.parser import parse
+from luabpf.compiler.front import ast
+from luabpf.compiler.front.diagnostics import CompileError
+from luabpf.compiler.front.luaint import BINARY, LuaArithError, bnot, neg
+from luabpf.compiler.front.parser import parse
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))

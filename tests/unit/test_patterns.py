@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from lupa import lua54
 
-from luabpf.compiler.patterns import (ALL, PatternError, Single, class_set, loop_nesting,
+from luabpf.compiler.lib.patterns import (ALL, PatternError, Single, class_set, loop_nesting,
                                       parse_pattern, ranges, reference_find, reference_match)
 
 SSH = b"SSH%-[^ -%G]+%-([^ -%G]+)"

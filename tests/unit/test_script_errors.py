@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from luabpf.compiler.diagnostics import CompileError
+from luabpf.compiler.front.diagnostics import CompileError
 from luabpf.compiler.program import compile_script
-from luabpf.compiler.tracepoint import TraceField, TracepointHook
+from luabpf.compiler.hooks.tracepoint import TraceField, TracepointHook
 
 
 def hook(category: str, event: str, *names: str) -> TracepointHook:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from lupa import lua54
 
 import luabpf
-from luabpf.compiler import views
+from luabpf.compiler.lib import views
 
 FILE = "s.lua"
 

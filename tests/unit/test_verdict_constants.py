@@ -9,8 +9,8 @@ import pytest
 
 import luabpf
 from luabpf.api import compile_file
-from luabpf.compiler.diagnostics import CompileError
-from luabpf.compiler.packet import ACTIONS, COUNTERPART
+from luabpf.compiler.front.diagnostics import CompileError
+from luabpf.compiler.hooks.packet import ACTIONS, COUNTERPART
 
 OTHER = {"xdp": "tc", "tc": "xdp"}
 
@@ -87,7 +87,7 @@ def test_the_portable_verdicts_compile_for_both_hooks():
 
 
 def test_other_hooks_take_the_constants_as_integers():
-    from luabpf.compiler.hooks import FunctionHook
+    from luabpf.compiler.hooks.function import FunctionHook
     compile_for("function f()\n  return tc.SHOT + xdp.DROP\nend", FunctionHook("f", ()))
 
 

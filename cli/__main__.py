@@ -1,0 +1,6 @@
+"""`python -m luabpf.cli`: the `luabpf` command."""
+import sys
+
+from luabpf.cli.app import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The front end: source text → a checked syntax tree, and the diagnostics type."""

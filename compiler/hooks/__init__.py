@@ -1,0 +1,1 @@
+"""The hooks a program attaches to: packet filters, CPU-frequency policies, tracepoints, functions."""

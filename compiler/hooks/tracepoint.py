@@ -1,0 +1,96 @@
+"""The tracepoint hook: `function tracepoint.CATEGORY.EVENT(args)`.
+
+Owns the hook record (BPF_PROG_TYPE_TRACEPOINT) and `args`, whose fields are read
+from the event's record at the offsets of its tracefs format file. The compiler
+never reads tracefs (it stays pure): the runtime parses the format
+(`runtime/tracefs.py`) and hands the fields in as `TraceField`s.
+
+Decisions (docs/language.md, "Tracepoints"):
+- Integer fields of 1, 2, 4 or 8 bytes read as integers, sign-extended when the
+  format says signed. Arrays, strings (`char comm[16]`, `__data_loc`) and the
+  `common_*` fields are not available yet: using one is a compile error that says so.
+- What the function returns is ignored; a runtime error stops it and is counted.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from luabpf.compiler import ir
+from luabpf.compiler.lib import intrinsics
+from luabpf.compiler.lower.values import Val
+
+PROG_TYPE_TRACEPOINT = 5
+
+
+@dataclass(frozen=True)
+class TraceField:
+    name: str
+    offset: int
+    size: int
+    signed: bool
+    type: str = ""           # the C type, as the format file writes it
+    scalar: bool = True      # False for arrays, strings and __data_loc fields
+
+
+@dataclass
+class TracepointHook:
+    category: str
+    event: str
+    fields: dict[str, TraceField] = field(default_factory=dict)
+    name: str = "tracepoint"
+    prog_type: int = PROG_TYPE_TRACEPOINT
+    default_return: int = 0
+    count_errors: bool = True
+    params: tuple = ("args",)
+
+    @property
+    def entry(self) -> str:
+        return f"tracepoint.{self.category}.{self.event}"
+
+    def prologue(self, lw) -> list[Val]:
+        self.ctx = lw.b.copy(ir.Phys(1), "ctx")
+        return [Val.object(TraceArgs(self))]
+
+    def epilogue(self, lw, results: list[Val], nret) -> None:
+        lw.b.terminate(ir.Exit(0))
+
+    def on_error(self, lw, site) -> None:
+        pass
+
+
+class TraceArgs:
+    """The compile-time `args` of a tracepoint function: args.FIELD loads the field."""
+
+    def __init__(self, hook: TracepointHook):
+        self.hook = hook
+
+    def index(self, lw, key: str, node) -> Val:
+        f = self.hook.fields.get(key)
+        where = f"{self.hook.category}:{self.hook.event}"
+        if f is None or key.startswith("common_"):
+            names = ", ".join(n for n in self.hook.fields if not n.startswith("common_"))
+            lw.error(node, f"{where} has no field '{key}' (its fields: {names or 'none'})")
+            return Val.nil()
+        if not f.scalar or f.size not in (1, 2, 4, 8):
+            lw.error(node, f"{where}'s field '{key}' is a {f.type or 'non-integer'}: only integer "
+                           "fields are available in kernel Lua")
+            return Val.nil()
+        b = lw.b
+        v = b.vreg(f"args.{key}")
+        b.emit(ir.Load(f.size, v, self.hook.ctx, f.offset))
+        if f.signed and f.size < 8:
+            shift = 64 - 8 * f.size
+            v = b.bin("arsh", b.bin("lsh", v, shift), shift, f"args.{key}")
+            return Val.int_(v, (-(1 << (8 * f.size - 1)), (1 << (8 * f.size - 1)) - 1))
+        if f.size < 8:
+            return Val.int_(v, (0, (1 << (8 * f.size)) - 1))
+        return Val.int_(v)
+
+
+@intrinsics.register("bpf.cpu")
+def _cpu(lw, args, node, scope):
+    """The number of the CPU the program runs on (bpf_get_smp_processor_id)."""
+    from luabpf.compiler.bpf.helpers import Helper
+    cpu = lw.b.vreg("cpu")
+    lw.b.emit(ir.Call(Helper.get_smp_processor_id, [], cpu))
+    return [Val.int_(cpu, (0, 4095))]

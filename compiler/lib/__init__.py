@@ -1,0 +1,1 @@
+"""The built-in library of kernel Lua: math, strings and patterns on views, maps, print, layouts."""

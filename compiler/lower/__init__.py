@@ -1,0 +1,1 @@
+"""Lowering: a checked syntax tree and a hook → IR over virtual registers."""

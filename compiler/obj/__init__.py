@@ -1,0 +1,1 @@
+"""Object files: ELF writing and reading, BTF and .BTF.ext."""
