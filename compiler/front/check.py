@@ -16,11 +16,9 @@ from __future__ import annotations
 
 from luabpf.compiler.front import ast
 from luabpf.compiler.front.diagnostics import Diagnostics
+from luabpf.compiler.lib import table
 
-DEFAULT_GLOBALS = frozenset({
-    "math", "error", "assert", "print", "tostring", "tonumber", "type", "select", "string",
-    "map", "data", "net", "cpufreq", "acpi", "time", "xdp", "tc", "tracepoint", "bpf",
-})
+DEFAULT_GLOBALS = table.global_names()     # the library table's global names
 
 METATABLE_FUNCS = frozenset({"setmetatable", "getmetatable", "rawget", "rawset", "rawequal", "rawlen"})
 

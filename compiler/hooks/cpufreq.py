@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from luabpf import stdlib
 from luabpf.compiler import ir
 from luabpf.compiler.front import ast
-from luabpf.compiler.lib import intrinsics, maps
+from luabpf.compiler.lib import maps
 from luabpf.compiler.bpf.helpers import Helper
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.front.source import Source, Span
@@ -130,8 +130,7 @@ def close_interval(lw, rec: ir.VReg, now: ir.VReg) -> None:
     b.start(done)
 
 
-@intrinsics.register("luabpf.idle_switch")
-def _idle_switch(lw, args, node, scope):
+def idle_switch(lw, args, node, scope):
     """stdlib/cpufreq.lua's sched_switch: time the CPU's stays in its idle task."""
     b = lw.b
     prev, nxt = (lw.int_operand(a, node, "pids are integers") for a in args)
@@ -197,19 +196,23 @@ def compile_policy(text: str, filename: str, sched_switch_fields: dict, options=
     return compile_script(text, filename, hooks, options, chunk=merged)
 
 
+def outside_policy(lw, what: str, node) -> None:
+    """The error for the policy's library (`what`: 'cpufreq.load') outside a policy."""
+    lw.error(node, f"{what} is available to a CPU-frequency policy: a script that defines "
+                   "throttle(cpu, cur, max, min), run with --cpufreq")
+
+
 def _record(lw, cpu: Val, node, what: str):
     """The address of a CPU's record (0 outside them), or None outside a policy."""
     if CPU_MAP not in lw.maps and not isinstance(lw.hook, ThrottleHook):
-        lw.error(node, f"{what} is available to a CPU-frequency policy: a script that defines "
-                       "throttle(cpu, cur, max, min), run with --cpufreq")
+        outside_policy(lw, what, node)
         return None
     k = lw.int_operand(cpu, node, lambda got: f"bad argument #1 to '{what}' (number expected, "
                                               f"got {got})")
     return maps.lookup(lw, cpu_map(lw), k)
 
 
-@intrinsics.register("cpufreq.target")
-def _target(lw, args, node, scope):
+def target(lw, args, node, scope):
     if len(args) != 3 or args[2].data is None or args[2].data.decode("latin-1") not in RELATIONS:
         lw.error(node, "cpufreq.target takes a CPU, a frequency in kHz and '<=' or '>=': "
                        "cpufreq.target(cpu, freq, '<=')")
@@ -255,5 +258,5 @@ def _field_reader(field: str, what: str):
     return lower
 
 
-intrinsics.register("cpufreq.load")(_field_reader("load", "cpufreq.load"))
-intrinsics.register("acpi.get_temp")(_field_reader("temp", "acpi.get_temp"))
+load = _field_reader("load", "cpufreq.load")
+get_temp = _field_reader("temp", "acpi.get_temp")

@@ -16,7 +16,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from luabpf.compiler import ir
-from luabpf.compiler.lib import intrinsics
 from luabpf.compiler.lower.values import Val
 
 PROG_TYPE_TRACEPOINT = 5
@@ -85,12 +84,3 @@ class TraceArgs:
         if f.size < 8:
             return Val.int_(v, (0, (1 << (8 * f.size)) - 1))
         return Val.int_(v)
-
-
-@intrinsics.register("bpf.cpu")
-def _cpu(lw, args, node, scope):
-    """The number of the CPU the program runs on (bpf_get_smp_processor_id)."""
-    from luabpf.compiler.bpf.helpers import Helper
-    cpu = lw.b.vreg("cpu")
-    lw.b.emit(ir.Call(Helper.get_smp_processor_id, [], cpu))
-    return [Val.int_(cpu, (0, 4095))]

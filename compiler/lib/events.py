@@ -19,13 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from luabpf.compiler import ir
-from luabpf.compiler.lib import intrinsics, maps
 from luabpf.compiler.bpf.helpers import Helper
+from luabpf.compiler.bpf.uapi import MapType
+from luabpf.compiler.lib import maps
 from luabpf.compiler.lower.values import Val, Values, type_name
 
 EVENTS_MAP = "luabpf_events"
 EVENTS_SIZE = 256 * 1024        # bytes of ring buffer (a power of two, a multiple of a page)
-MAP_TYPE_RINGBUF = 27
+MAP_TYPE_RINGBUF = int(MapType.RINGBUF)     # the events map's type
 HEADER = 8
 SLOT = 16
 MAX_VALUES = 16                 # values known only at run time, per print
@@ -64,8 +65,7 @@ def const_value(value):
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-@intrinsics.register("print", tail="count")
-def _print(lw, args: list[Val], node, scope):
+def lower_print(lw, args: list[Val], node, scope):
     site = PrintSite(node.span.line, node.span.col, node.span.file)
     dynamic = []
     for i, v in enumerate(args):
@@ -144,11 +144,3 @@ def _packet_bytes(lw, record, off: int, v: Val) -> None:
     b.emit(ir.Call(LOAD_BYTES[lw.hook.kind], [lw.hook.ctx, start, dst, n], b.vreg("copied")))
     b.jump(done)
     b.start(done)
-
-
-@intrinsics.register("time.ns")
-def _time_ns(lw, args, node, scope):
-    """Nanoseconds since boot (the monotonic clock, bpf_ktime_get_ns)."""
-    t = lw.b.vreg("now")
-    lw.b.emit(ir.Call(Helper.ktime_get_ns, [], t))
-    return [Val.int_(t, (0, (1 << 63) - 1))]

@@ -1,105 +1,19 @@
-"""Built-in names of kernel Lua: `math.*`, `error`, `assert`.
+"""The base library's lowerings: `error`, `assert`, `math.*`, `tostring`, `data.layout`.
 
-Owns the table from a dotted name (`("math", "abs")`) to its binding: a
-constant value, or a lowering function that takes the lowerer, the argument
-values and the call node and returns the call's values. Library modules add
-their bindings to `REGISTRY`; lowering only asks `index` and `call`.
+Owns what each of these does to the IR, given the lowerer, the argument values
+(or, for `error`, `assert` and `data.layout`, the argument nodes) and the call
+node. Which names they have, on which hooks, is the library table's
+(`compiler/lib/table.py`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 from luabpf.compiler import ir
 from luabpf.compiler.front import ast, luaint
-from luabpf.compiler.lower import strconst
-from luabpf.compiler.lower.values import Val, Values
+from luabpf.compiler.lib.layout import LayoutError, layout_from_table
+from luabpf.compiler.lower.values import Val, static_type
 
-
-@dataclass(frozen=True)
-class Intrinsic:
-    value: Val | None = None
-    lower: Callable | None = None        # (lowerer, args: list[Val], node, scope) -> list[Val]
-    raw: bool = False                    # lower receives the argument nodes, not values
-    guard: Callable | None = None        # (lowerer, path, node): may refuse a value here
-    # A final argument call whose number of values is known only at run time (s:byte(i, j)
-    # on a packet view): 'count' passes them as `Values` (the function minds the count),
-    # 'fixed' refuses the call.
-    tail: str = "fixed"
-
-
-REGISTRY: dict[tuple[str, ...], Intrinsic] = {}
-
-
-def register(path: str, **kw) -> Callable:
-    def deco(fn):
-        REGISTRY[tuple(path.split("."))] = Intrinsic(lower=fn, **kw)
-        return fn
-    return deco
-
-
-REGISTRY[("math", "maxinteger")] = Intrinsic(value=Val.int_(luaint.MAXINT))
-REGISTRY[("math", "mininteger")] = Intrinsic(value=Val.int_(luaint.MININT))
-
-
-def dotted_path(e, scope) -> tuple[str, ...] | None:
-    """`a.b.c` as ('a', 'b', 'c') when `a` is not a local or a definition of the script."""
-    parts = []
-    while isinstance(e, ast.Index) and e.dot and isinstance(e.key, ast.String):
-        parts.append(e.key.value.decode())
-        e = e.obj
-    if not isinstance(e, ast.Name) or scope.lookup(e.name) is not None:
-        return None
-    parts.append(e.name)
-    return tuple(reversed(parts))
-
-
-def index(lw, e: ast.Index, scope) -> Val | None:
-    path = dotted_path(e, scope)
-    if path is None:
-        return None
-    found = REGISTRY.get(path)
-    if found is None:
-        if path[0] == "math" and len(path) == 2 and path[1] in ("huge", "pi"):
-            lw.error(e, f"math.{path[1]} is a floating-point number: not available in kernel Lua")
-            return Val.nil()
-        lw.error(e, f"unknown name '{'.'.join(path)}'")
-        return Val.nil()
-    if found.value is None:
-        lw.error(e, f"'{'.'.join(path)}' is a function: call it")
-        return Val.nil()
-    if found.guard is not None:
-        found.guard(lw, path, e)
-    return found.value
-
-
-def call(lw, e, scope) -> list[Val] | None:
-    if isinstance(e, ast.MethodCall):
-        return None
-    path = dotted_path(e.func, scope)
-    if path is None:
-        return None
-    found = REGISTRY.get(path)
-    if found is None or found.lower is None:
-        lw.error(e, f"unknown function '{'.'.join(path)}'")
-        return []
-    if found.raw:
-        return found.lower(lw, e.args, e, scope)
-    args, count = lw.explist_count(e.args, scope)
-    if not isinstance(count, int):
-        if found.tail == "fixed":
-            lw.error(e.args[-1], f"'{'.'.join(path)}' would get a number of arguments known only "
-                                 "at run time (its last argument is a call whose number of values "
-                                 "varies, as s:byte(i, j) on a packet view does): kernel Lua needs "
-                                 "it at compile time here",
-                     hint="take the values into locals first: local a, b = s:byte(i, j)")
-            return [Val.nil()]
-        args = Values(args, count)
-    if strconst.any_cstr(args):              # once per string the arguments may be
-        return strconst.each_value(lw, args, (id(e), "call"),
-                                   lambda *alts: found.lower(lw, Values.like(args, alts), e, scope),
-                                   e)
-    return found.lower(lw, args, e, scope)
+MAXINTEGER = Val.int_(luaint.MAXINT)
+MININTEGER = Val.int_(luaint.MININT)
 
 
 # ---- error and assert ---------------------------------------------------------
@@ -117,8 +31,7 @@ def _message(lw, node) -> str | None:
     return None
 
 
-@register("error", raw=True)
-def _error(lw, arg_nodes, node, scope):
+def lower_error(lw, arg_nodes, node, scope):
     message = _message(lw, arg_nodes[0]) if arg_nodes else "nil"
     for extra in arg_nodes[1:]:
         lw.expr(extra, scope)          # error's level argument: evaluated, not used
@@ -127,8 +40,7 @@ def _error(lw, arg_nodes, node, scope):
     return []
 
 
-@register("assert", raw=True)
-def _assert(lw, arg_nodes, node, scope):
+def lower_assert(lw, arg_nodes, node, scope):
     if not arg_nodes:
         lw.error(node, "bad argument #1 to 'assert' (value expected)")
         return []
@@ -170,8 +82,7 @@ def _bad_argument(i: int, name: str):
     return lambda got: f"bad argument #{i + 1} to '{name}' (number expected, got {got})"
 
 
-@register("math.abs")
-def _abs(lw, args, node, scope):
+def math_abs(lw, args, node, scope):
     xs = _ints(lw, args[:1], node, "abs", 1)          # Lua ignores (never checks) extra arguments
     if not xs:
         return [Val.nil()]
@@ -191,7 +102,6 @@ def _abs(lw, args, node, scope):
 
 def _extreme(name: str, cond: str, pick):
     def lower(lw, args, node, scope):
-        from luabpf.compiler.lower.expr import static_type
         if len(args) == 1:                      # Lua returns a lone argument unchecked
             return [args[0]]
         if not args:
@@ -228,14 +138,13 @@ def _swap(cond: str) -> str:
     return {"slt": "sgt", "sgt": "slt"}[cond]
 
 
-register("math.min")(_extreme("min", "slt", min))
-register("math.max")(_extreme("max", "sgt", max))
+math_min = _extreme("min", "slt", min)
+math_max = _extreme("max", "sgt", max)
 
 
-# ---- strings, layouts, verdicts ---------------------------------------------------------
+# ---- strings and layouts ----------------------------------------------------------------
 
-@register("tostring")
-def _tostring(lw, args, node, scope):
+def lower_tostring(lw, args, node, scope):
     """tostring(view) is the view (kernel Lua's strings are views); constants convert."""
     if not args:
         lw.error(node, "bad argument #1 to 'tostring' (value expected)")
@@ -252,9 +161,7 @@ def _tostring(lw, args, node, scope):
     return [Val.nil()]
 
 
-@register("data.layout", raw=True)
-def _layout(lw, arg_nodes, node, scope):
-    from luabpf.compiler.lib.layout import LayoutError, layout_from_table
+def data_layout(lw, arg_nodes, node, scope):
     if len(arg_nodes) != 1 or not isinstance(arg_nodes[0], ast.Table):
         lw.error(node, "data.layout takes a table: data.layout{ name = {bit_offset, bit_width}, … }")
         return [Val.nil()]
@@ -263,27 +170,3 @@ def _layout(lw, arg_nodes, node, scope):
     except LayoutError as e:
         lw.error(e.node, e.message)
         return [Val.nil()]
-
-
-def _register_actions() -> None:
-    from luabpf.compiler.hooks.packet import ACTIONS, check_action
-    for (module, name), value in ACTIONS.items():
-        REGISTRY[(module, name)] = Intrinsic(value=Val.int_(value), guard=check_action)
-
-
-def _string_function(method: str):
-    def lower(lw, args, node, scope):
-        from luabpf.compiler.lib import views
-        if not args:
-            lw.error(node, f"bad argument #1 to '{method}' (string expected, got no value)")
-            return [Val.nil()]
-        rest = args[1:]
-        if isinstance(args, Values):                # the string is never the call's value
-            rest = Values(rest, lw.b.bin("sub", args.count, 1, "nargs"))
-        return views.call_method(lw, args[0], method, rest, node)
-    return lower
-
-
-for _m in ("byte", "sub", "len", "match", "find"):
-    register(f"string.{_m}", tail="count")(_string_function(_m))
-_register_actions()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from luabpf import stdlib
 from luabpf.compiler.front import ast
+from luabpf.compiler.front.parser import parse
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,6 @@ def layout_from_table(table: ast.Table, name: str = "layout") -> Layout:
 @functools.cache
 def stdlib_layouts() -> dict[str, Layout]:
     """The header layouts of stdlib/net.lua, by name (eth, vlan, ip, ip6, frag6, tcp, udp, icmp)."""
-    from luabpf.compiler.front.parser import parse
     chunk = parse(stdlib.source("net.lua"), "stdlib/net.lua")
     layouts = {}
     for st in chunk.body.stmts:

@@ -19,15 +19,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from luabpf.compiler import ir
-from luabpf.compiler.front import ast
-from luabpf.compiler.lib import intrinsics
 from luabpf.compiler.bpf.helpers import Helper
+from luabpf.compiler.bpf.uapi import BPF_ANY, BPF_NOEXIST, MapType
+from luabpf.compiler.front import ast
 from luabpf.compiler.front.source import Span
 from luabpf.compiler.lower.values import INT, NIL, Val, type_name
 
-KINDS = {"hash": 1, "array": 2, "percpu_hash": 5, "percpu_array": 6, "lru": 9}
+KINDS = {"hash": int(MapType.HASH), "array": int(MapType.ARRAY),
+         "percpu_hash": int(MapType.PERCPU_HASH), "percpu_array": int(MapType.PERCPU_ARRAY),
+         "lru": int(MapType.LRU_HASH)}
 MAX_ENTRIES = 1 << 24
-BPF_ANY, BPF_NOEXIST = 0, 1
 RESERVED_PREFIX = "luabpf_"       # the names of the maps every program may have
 LIBRARY_FILES = "<luabpf>/"       # luabpf's own kernel Lua (stdlib/cpufreq.lua) may use them
 
@@ -81,7 +82,8 @@ def bind(lw, name: str, v: Val) -> None:
         lw.maps[name] = decl
 
 
-def _declare(kind: str):
+def declare(kind: str):
+    """The lowering of `map.KIND(n)`: a map of n entries, declared at top level."""
     def lower(lw, args, node, scope):
         if lw.instances:
             lw.error(node, f"maps are declared at top level: name = map.{kind}(n)")
@@ -94,10 +96,6 @@ def _declare(kind: str):
             return [Val.object(MapDecl(kind, 1, node.span))]
         return [Val.object(MapDecl(kind, n.payload, node.span))]
     return lower
-
-
-for _kind in KINDS:
-    intrinsics.register(f"map.{_kind}")(_declare(_kind))
 
 
 # ---- element access -------------------------------------------------------------------
@@ -283,8 +281,7 @@ def _drop_message(decl: MapDecl) -> str:
     return f"store dropped: map '{decl.name}' is full ({decl.max_entries} entries)"
 
 
-@intrinsics.register("map.add")
-def _add(lw, args, node, scope):
+def add_call(lw, args, node, scope):
     """map.add(m, k, n): m[k] = (m[k] or 0) + n, atomically."""
     decl = decl_of(args[0]) if args else None
     if decl is None or len(args) != 3:

@@ -10,8 +10,9 @@ constant subjects (matched at compile time). The matcher itself is
 from __future__ import annotations
 
 from luabpf.compiler import ir
-from luabpf.compiler.lower.values import Val, Values
+from luabpf.compiler.lib import patterns, patterns_codegen
 from luabpf.compiler.lib.views import ViewSubject, int_arg, length, substring
+from luabpf.compiler.lower.values import Val, Values
 
 SPECIALS = b"^$*+?.([%-"
 
@@ -29,8 +30,17 @@ def _const_results(result, find: bool) -> list[Val]:
     return out
 
 
+def method_match(lw, s: Val, args: list[Val], node) -> list[Val]:
+    """s:match(pattern [, init])."""
+    return lower_match(lw, s, args, node, find=False)
+
+
+def method_find(lw, s: Val, args: list[Val], node) -> list[Val]:
+    """s:find(pattern [, init [, plain]])."""
+    return lower_match(lw, s, args, node, find=True)
+
+
 def lower_match(lw, s: Val, args: list[Val], node, find: bool) -> list[Val]:
-    from luabpf.compiler.lib import patterns, patterns_codegen
     name = "find" if find else "match"
     b = lw.b
     if not args or args[0].data is None:
@@ -95,7 +105,6 @@ def lower_match(lw, s: Val, args: list[Val], node, find: bool) -> list[Val]:
 def _step_cap(lw, node) -> int | None:
     """The steps this match may take: `--@bound N` on the line before its statement,
     else the hook's default (cost.py, docs/language.md "Cost of a run")."""
-    from luabpf.compiler.lib import patterns_codegen
     steps = getattr(node, "bound", None)
     if steps is None:
         return None                      # the hook's, or the fitted one (emit_match)

@@ -5,15 +5,15 @@ bounded offset, one `ptr + n > data_end` check per access window), reading
 layout fields (big-endian bits to host-order integers, or string views),
 and Lua's string operations on views and constants: `#s`, `s:byte(i, j)`,
 `s:sub(i, j)`, `s:segment(off, len)`, `s:layout(L)`, `tostring(s)`, `==` and
-the byte-wise order of `<`/`<=`/`>`/`>=`, and `s:match`/`s:find` through
-`patterns_codegen`. Indexes follow Lua's string rules (1-based, negative from the
+the byte-wise order of `<`/`<=`/`>`/`>=` (`s:match`/`s:find` are `matching`'s). Indexes follow Lua's string rules (1-based, negative from the
 end, clamped as `string.sub` clamps).
 """
 from __future__ import annotations
 
 from luabpf.compiler import ir
+from luabpf.compiler.front import ast
 from luabpf.compiler.lib.layout import Field, Layout
-from luabpf.compiler.lower.values import INT, LVIEW, NIL, STR, Val, Values
+from luabpf.compiler.lower.values import INT, LVIEW, NIL, STR, Val, Values, type_name
 
 MAX_OFF = 0x7FFF     # variable packet offsets are bounded so that offset + window <= 0xffff,
                      # the most the verifier marks as checked (find_good_pkt_pointers)
@@ -135,7 +135,6 @@ def index_layout(lw, v: Val, key: str, node) -> Val:
 
 def describe_holder(node) -> str:
     """How Lua names the value being indexed: (field 'tcp'), (local 'h'), (global 'g')."""
-    from luabpf.compiler.front import ast
     obj = getattr(node, "obj", None)
     if isinstance(obj, ast.Index) and isinstance(obj.key, ast.String):
         return f"field '{obj.key.value.decode()}'"
@@ -562,11 +561,10 @@ def _load_chunk(lw, start, off, size: int, order: bool) -> ir.VReg:
     return got
 
 
-# ---- dispatch: indexing and methods ---------------------------------------------------
+# ---- indexing, and the string methods (the library table lists them) -----------------
 
 def index_value(lw, obj: Val, key: str, node) -> Val:
     """obj.key for a value that is not a global path: hdr.ip, ip.src, …"""
-    from luabpf.compiler.lower.values import type_name
     if "obj" in obj.kinds and hasattr(obj.obj, "index"):
         return obj.obj.index(lw, key, node)
     if "lview" in obj.kinds:
@@ -577,19 +575,6 @@ def index_value(lw, obj: Val, key: str, node) -> Val:
             return Val.nil()
     lw.error(node, f"indexing a {type_name(obj.kinds)} value is not available in kernel Lua")
     return Val.nil()
-
-
-def call_method(lw, obj: Val, method: str, args: list[Val], node) -> list[Val]:
-    from luabpf.compiler.lower.values import type_name
-    handler = STRING_METHODS.get(method)
-    if "str" not in obj.kinds or handler is None:
-        what = type_name(obj.kinds)
-        known = ", ".join(sorted(STRING_METHODS))
-        lw.error(node, f"method '{method}' is not available on a {what} value in kernel Lua"
-                       + (f" (strings have: {known})" if "str" in obj.kinds else ""))
-        return [Val.nil()]
-    s = require(lw, obj, "str", node, f"attempt to index a {type_name(obj.kinds - {'str'})} value")
-    return handler(lw, s, args, node)
 
 
 def int_arg(lw, args, i: int, default, node, name: str):
@@ -622,12 +607,12 @@ def int_arg(lw, args, i: int, default, node, name: str):
     return r
 
 
-def _byte(lw, s, args, node):
+def method_byte(lw, s, args, node):
     i = int_arg(lw, args, 0, 1, node, "byte")
     return byte_values(lw, s, i, int_arg(lw, args, 1, i, node, "byte"), node)
 
 
-def _sub(lw, s, args, node):
+def method_sub(lw, s, args, node):
     i = int_arg(lw, args, 0, None, node, "sub")
     j = int_arg(lw, args, 1, -1, node, "sub")
     n = length(lw, s)
@@ -637,11 +622,11 @@ def _sub(lw, s, args, node):
     return [substring(lw, s, off, size)]
 
 
-def _len(lw, s, args, node):
+def method_len(lw, s, args, node):
     return [Val.int_(length(lw, s), (0, 0xFFFF))]
 
 
-def _segment(lw, s, args, node):
+def method_segment(lw, s, args, node):
     """Luadata's view:segment(offset, length): 0-based, cut at the end of the view."""
     b = lw.b
     off = int_arg(lw, args, 0, 0, node, "segment")
@@ -663,22 +648,8 @@ def _segment(lw, s, args, node):
     return [substring(lw, s, start, want)]
 
 
-def _layout(lw, s, args, node):
+def method_layout(lw, s, args, node):
     if not args or "obj" not in args[0].kinds or not isinstance(args[0].obj, Layout):
         lw.error(node, "view:layout(L) takes a layout made with data.layout{…}")
         return [Val.nil()]
     return [Val(LVIEW, s.payload, frozenset({"lview"}), None, s.length, None, args[0].obj)]
-
-
-def _match(lw, s, args, node):
-    from luabpf.compiler.lib import matching
-    return matching.lower_match(lw, s, args, node, find=False)
-
-
-def _find(lw, s, args, node):
-    from luabpf.compiler.lib import matching
-    return matching.lower_match(lw, s, args, node, find=True)
-
-
-STRING_METHODS = {"byte": _byte, "sub": _sub, "len": _len, "segment": _segment,
-                  "layout": _layout, "match": _match, "find": _find}

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from luabpf.compiler import ir
 from luabpf.compiler.back import cost
 from luabpf.compiler.front import ast
-from luabpf.compiler.lib import maps
+from luabpf.compiler.lib import maps, table
 from luabpf.compiler.lower.bindings import FuncDef, GlobalVar
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic, InternalError
 from luabpf.compiler.lower.values import INT, NIL, Val
@@ -40,9 +40,6 @@ MAX_FRAMES = 8          # the kernel's limit on a chain of BPF function calls (M
 MAX_FUNCTIONS = 200     # BPF functions per program (the kernel allows 256 subprograms)
 MAX_COPIED = 40_000     # syntax nodes inlining may add to one program beyond the source's
 SCALAR = frozenset({"nil", "bool", "int"})
-# library calls a BPF function may make: they need no hook context and no program-wide ids
-ALLOWED_CALLS = {("error",), ("assert",), ("math", "abs"), ("math", "min"), ("math", "max"),
-                 ("map", "add"), ("time", "ns"), ("bpf", "cpu")}
 
 
 @dataclass
@@ -105,9 +102,14 @@ def _scalar_binding(b) -> bool:
     return False
 
 
+def _bpf_function_may_call(path: tuple[str, ...]) -> bool:
+    """A library function that needs no hook context and no program-wide ids (the table's)."""
+    entry = table.lookup(path)
+    return entry is not None and entry.lower is not None and entry.in_bpf_function
+
+
 def _examine(fd: FuncDef, top: dict, functions: dict) -> FuncInfo:
     """Size, call sites and, when it cannot be a BPF function, the reason."""
-    from luabpf.compiler.lib import intrinsics
     body = fd.node.body
     nodes = list(ast.walk(body))
     info = FuncInfo(fd, len(nodes))
@@ -135,7 +137,7 @@ def _examine(fd: FuncDef, top: dict, functions: dict) -> FuncInfo:
             if path is not None and len(path) == 1 and path[0] in functions \
                     and path[0] not in declared:
                 info.calls.append((path[0], n))
-            elif library(path) and path in ALLOWED_CALLS:
+            elif library(path) and _bpf_function_may_call(path):
                 chain(n.func)
                 if path in (("error",), ("assert",)):
                     allowed_strings.update(id(a) for a in n.args if isinstance(a, ast.String))
@@ -147,9 +149,8 @@ def _examine(fd: FuncDef, top: dict, functions: dict) -> FuncInfo:
             if isinstance(n.obj, ast.Name) and n.obj.name not in declared \
                     and _is_map(top.get(n.obj.name)) and not n.dot:
                 continue                                    # m[k]: a map of the script
-            entry = intrinsics.REGISTRY.get(path) if library(path) and path[0] == "math" \
-                else None                   # a hook's constants (xdp.DROP) mean what the hook says
-            if entry is not None and entry.value is not None and entry.value.kinds <= SCALAR:
+            entry = table.lookup(path) if library(path) else None
+            if entry is not None and entry.in_bpf_function and entry.value is not None:
                 chain(n)                                    # math.maxinteger
                 continue
             info.why_not = info.why_not or "it indexes a value (a header, a view or a table)"

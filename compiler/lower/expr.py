@@ -9,13 +9,13 @@ from __future__ import annotations
 
 from luabpf.compiler import ir
 from luabpf.compiler.front import ast, luaint
-from luabpf.compiler.lib import intrinsics, maps, views
+from luabpf.compiler.lib import maps, table, views
 from luabpf.compiler.lower import strconst
 from luabpf.compiler.lower.intops import COMPARE
 from luabpf.compiler.lower.bindings import FuncDef, GlobalVar, Scope
-from luabpf.compiler.lower.values import (CSTR, FALSE, INT, KINDS, LVIEW, NIL, OBJ, STR, TRUE, Val, Values,
-                                    Var,
-                                    falsy_kinds)
+from luabpf.compiler.lower.values import (CSTR, FALSE, INT, KINDS, LVIEW, NIL, OBJ, OBJ_CHOICE,
+                                          OBJ_CHOICE_HINT, STR, TRUE, Val, Values, Var, falsy_kinds,
+                                          lua_type, static_type)
 
 ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
 
@@ -88,7 +88,7 @@ class ExprLowering:
         return Val.nil()
 
     def expr_Index(self, e: ast.Index, scope):
-        v = intrinsics.index(self, e, scope)
+        v = table.index(self, e, scope)
         if v is not None:
             return v
         obj = self.expr(e.obj, scope)
@@ -133,9 +133,9 @@ class ExprLowering:
                     self, [obj] + args, (id(e), "method"),
                     lambda o, *a: self.method_on_path(e, o, Values.like(args, a)), e)
             else:
-                vals = views.call_method(self, obj, e.method, args, e)
+                vals = table.call_method(self, obj, e.method, args, e)
         else:
-            vals = intrinsics.call(self, e, scope)
+            vals = table.call(self, e, scope)
         if vals is None:
             self.error(e, f"{describe(e.func) if isinstance(e, ast.Call) else 'this method'} "
                           "cannot be called in kernel Lua")
@@ -240,7 +240,7 @@ class ExprLowering:
             obj = self.require_kind(obj, "str", e, lambda got: f"attempt to index a {got} value")
             if not self.b.reachable:
                 return [Val.nil()]
-        return views.call_method(self, obj, e.method, args, e)
+        return table.call_method(self, obj, e.method, args, e)
 
     def logical(self, e: ast.BinOp, scope) -> Val:
         """`a and b` / `a or b` as values: the operand Lua would return. The result may mix
@@ -281,7 +281,6 @@ class ExprLowering:
         rhs = self.expr(e.right, scope)
         kinds = strconst.stored_kinds(kept) | (strconst.stored_kinds(rhs) if reached else frozenset())
         if "obj" in kinds:
-            from luabpf.compiler.lower.lowerer import OBJ_CHOICE, OBJ_CHOICE_HINT
             self.error(e, OBJ_CHOICE, OBJ_CHOICE_HINT)
             b.jump(join)
             b.start(keep)
@@ -455,8 +454,6 @@ def as_string(v: Val) -> Val:
 
 
 KIND_TAG = {"nil": NIL, "int": INT, "str": STR, "lview": LVIEW, "obj": OBJ, "cstr": CSTR}
-LUA_TYPES = {"nil": "nil", "bool": "boolean", "int": "number", "str": "string", "lview": "userdata",
-             "obj": "table", "cstr": "string"}
 
 
 def truthy_part(a: Val) -> Val:
@@ -466,16 +463,6 @@ def truthy_part(a: Val) -> Val:
 
 def falsy_part(a: Val) -> Val:
     return Val(a.tag, 0, falsy_kinds(a.kinds))
-
-
-def lua_type(kind: str) -> str:
-    return LUA_TYPES[kind]
-
-
-def static_type(v: Val) -> str:
-    """Lua's type name of v when it has one kind (else 'number': the other side of a failure)."""
-    kinds = [k for k in KINDS if k in v.kinds]
-    return lua_type(kinds[0]) if len(kinds) == 1 else "number"
 
 
 def arith_message(op: str, v: Val):

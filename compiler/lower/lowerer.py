@@ -4,8 +4,8 @@ Owns the meaning of statements and expressions: scopes, calls (inlined, or
 BPF-to-BPF calls of the functions `calls` picks, each lowered once as its own
 BPF function: `sub_call`, `SubHook`), multiple values, short-circuit
 conditions, loops as real BPF loops, runtime errors and the value
-representation of `values`. Integer operators are `intops`'; the library
-functions are `intrinsics`'.
+representation of `values`. Integer operators are `intops`'; the library's
+names are looked up in `lib/table` (by `expr`), which names the functions that lower them.
 
 Types are inferred by lowering itself: a variable's storage is shaped by the
 kinds of value it may hold; when an assignment widens that set, lowering
@@ -26,10 +26,9 @@ import dataclasses
 
 from dataclasses import dataclass, field
 
-from luabpf.compiler import ir  # noqa: F401  (library functions)
+from luabpf.compiler import ir
 from luabpf.compiler.front import ast
-from luabpf.compiler.hooks import cpufreq, tracepoint
-from luabpf.compiler.lib import events, maps
+from luabpf.compiler.lib import maps
 from luabpf.compiler.lower import calls
 from luabpf.compiler.lower.builder import Builder
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic, InternalError
@@ -42,17 +41,14 @@ from luabpf.compiler.lower.loops import LoopLowering
 from luabpf.compiler.front.source import Source, Span
 from luabpf.compiler.hooks import function as hooks
 from luabpf.compiler.lower import strconst
-from luabpf.compiler.lower.values import FALSE, PAYLOAD_KINDS, TRUE, VIEW_KINDS, Val, Var, type_name
+from luabpf.compiler.lower.values import (FALSE, OBJ_CHOICE, OBJ_CHOICE_HINT, PAYLOAD_KINDS, TRUE,
+                                          VIEW_KINDS, Val, Var, type_name)
 
 GLOBALS_MAP = "luabpf_globals"
 ERRORS_MAP = "luabpf_errors"
 ZERO_OFF = 0                 # word 0 of the globals map: always 0, unknown to the verifier
 ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
 MAX_INLINE_DEPTH = 200        # calls inlined within one another (Python's stack, set in program.py)
-OBJ_CHOICE = ("a library value (hdr, a map, a layout, a module) cannot be chosen at run time in "
-              "kernel Lua: it exists at compile time only, so no variable or `and`/`or` can hold "
-              "one of several, or one or another value")
-OBJ_CHOICE_HINT = "name the library value directly where it is used, in each branch of an `if`"
 
 
 @dataclass
@@ -211,7 +207,6 @@ class Lowerer(ExprLowering, LoopLowering):
                        self.maps, self.prints)
 
     def _diag_at_top(self, message: str):
-        from luabpf.compiler.front.diagnostics import Diagnostic
         return Diagnostic(message, Span(self.source.filename, 1, 1, 1, 2))
 
     def _finish_prologue(self, body: ir.Block) -> None:

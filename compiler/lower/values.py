@@ -125,6 +125,26 @@ def falsy_kinds(kinds: frozenset) -> frozenset:
     return kinds & frozenset({"nil", "bool"})
 
 
+LUA_TYPES = {"nil": "nil", "bool": "boolean", "int": "number", "str": "string", "lview": "userdata",
+             "obj": "table", "cstr": "string"}
+# a compile-time object (hdr, a map, a layout, a module) where lowering would have to choose one
+OBJ_CHOICE = ("a library value (hdr, a map, a layout, a module) cannot be chosen at run time in "
+              "kernel Lua: it exists at compile time only, so no variable or `and`/`or` can hold "
+              "one of several, or one or another value")
+OBJ_CHOICE_HINT = "name the library value directly where it is used, in each branch of an `if`"
+
+
+def lua_type(kind: str) -> str:
+    """Lua's type() name of a kind (a layout view is userdata, a library value a table)."""
+    return LUA_TYPES[kind]
+
+
+def static_type(v: "Val") -> str:
+    """Lua's type name of v when it has one kind (else 'number': the other side of a failure)."""
+    kinds = [k for k in KINDS if k in v.kinds]
+    return lua_type(kinds[0]) if len(kinds) == 1 else "number"
+
+
 def type_name(kinds: frozenset) -> str:
     names = {"nil": "nil", "bool": "boolean", "int": "number", "str": "string", "lview": "layout",
              "obj": "library value", "cstr": "string"}
