@@ -11,7 +11,7 @@ import os
 import sys
 from importlib.metadata import PackageNotFoundError, version as _version
 
-from luabpf.cli import packets, pins, run
+from luabpf.cli import help, packets, pins, run
 from luabpf.cli.build import cmd_call, cmd_check, cmd_compile, cmd_demo, cmd_inspect
 from luabpf.cli.common import (EXIT_ERROR, EXIT_OK, EXIT_USAGE, ArgumentError, Parser, UsageError,
                                add_cost_flags, diagnostic, emit_failure, err, report, usage_failed)
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     packets.add_commands(sub)
     run.add_commands(sub)
     pins.add_commands(sub)
+    help.add_commands(sub)
     return p
 
 
