@@ -1,11 +1,12 @@
-"""Checker: what of Lua 5.4 kernel Lua leaves out (DESIGN §2), at its line and column.
+"""Checker: what of Lua 5.4 kernel Lua leaves out (docs/language.md), at its line and column.
 
 Owns the rules of the subset that can be decided on the syntax tree alone:
 no floats, `^`, `..`, varargs, goto/labels, metatables, coroutines, closures
 (nested functions, or functions using a mutable local of an enclosing scope),
 generic `for`, `<close>`, table constructors (except as the argument of a
 dotted stdlib call such as `data.layout{...}`), recursion (the cycle is named);
-top-level code must be definitions; names must be known; `<const>` locals are
+top-level code must be definitions; names must be known (the script's own, or
+the library table's global names: `lib/table.global_names`); `<const>` locals are
 not reassigned. It reports every problem of a file at once (one `CompileError`)
 and leaves types, `#`, methods and strings to the lowering, which says what it
 cannot compile. A plain tree walk with `visit_<Class>` dispatch.

@@ -13,7 +13,7 @@ starts over with the wider set (`Restart`) — only the inlined call that owns
 the variable, not the program, so compile time stays linear — which converges
 because sets only grow.
 
-Loops (DESIGN §2): every loop carries an iteration bound (`--@bound N` or the
+Loops (docs/language.md, "Loops"): every loop carries an iteration bound (`--@bound N` or the
 default) checked at run time, and — when the kernel has `may_goto` — begins with
 it, so the verifier sees a real back-edge. Loop-carried registers are "blinded"
 at loop entry (an add of a zero the verifier cannot know, read from the
