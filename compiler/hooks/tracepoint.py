@@ -13,13 +13,14 @@ Decisions (docs/language.md, "Tracepoints"):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from luabpf.compiler import ir
+from luabpf.compiler.bpf.helpers import Helper
+from luabpf.compiler.bpf.uapi import ProgType
+from luabpf.compiler.hooks.base import Hook
 from luabpf.compiler.lib import intrinsics
 from luabpf.compiler.lower.values import Val
-
-PROG_TYPE_TRACEPOINT = 5
 
 
 @dataclass(frozen=True)
@@ -32,30 +33,35 @@ class TraceField:
     scalar: bool = True      # False for arrays, strings and __data_loc fields
 
 
-@dataclass
-class TracepointHook:
-    category: str
-    event: str
-    fields: dict[str, TraceField] = field(default_factory=dict)
-    name: str = "tracepoint"
-    prog_type: int = PROG_TYPE_TRACEPOINT
-    default_return: int = 0
-    count_errors: bool = True
-    params: tuple = ("args",)
+class TracepointHook(Hook):
+    """`function tracepoint.CATEGORY.EVENT(args)`, the event's fields as `args`."""
+    name = "tracepoint"
+    prog_type = ProgType.TRACEPOINT
+    params = ("args",)
+
+    def __init__(self, category: str, event: str, fields: dict[str, TraceField] | None = None):
+        self.category, self.event = category, event
+        self.fields = dict(fields or {})
+        self.ctx: ir.VReg | None = None
+
+    def __repr__(self) -> str:
+        return f"TracepointHook({self.category!r}, {self.event!r})"
 
     @property
     def entry(self) -> str:
         return f"tracepoint.{self.category}.{self.event}"
 
+    @property
+    def section(self) -> str:
+        return f"tracepoint/{self.category}/{self.event}"
+
+    @property
+    def label(self) -> str:
+        return self.section
+
     def prologue(self, lw) -> list[Val]:
         self.ctx = lw.b.copy(ir.Phys(1), "ctx")
         return [Val.object(TraceArgs(self))]
-
-    def epilogue(self, lw, results: list[Val], nret) -> None:
-        lw.b.terminate(ir.Exit(0))
-
-    def on_error(self, lw, site) -> None:
-        pass
 
 
 class TraceArgs:
@@ -90,7 +96,6 @@ class TraceArgs:
 @intrinsics.register("bpf.cpu")
 def _cpu(lw, args, node, scope):
     """The number of the CPU the program runs on (bpf_get_smp_processor_id)."""
-    from luabpf.compiler.bpf.helpers import Helper
     cpu = lw.b.vreg("cpu")
     lw.b.emit(ir.Call(Helper.get_smp_processor_id, [], cpu))
     return [Val.int_(cpu, (0, 4095))]
