@@ -396,7 +396,7 @@ def _fatal(loaded) -> bool:
 
 
 def _live(view):
-    from rich.live import Live
+    from rich.live import Live      # rich: heavy, and only the live view needs it
     live = Live(view, console=out.real, refresh_per_second=REFRESH_HZ, transient=True,
                 auto_refresh=True, redirect_stderr=False)
     live.start()
@@ -404,7 +404,7 @@ def _live(view):
 
 
 def _view(file: str, session: _Session, sampler: _Sampler, decisions, elapsed: float):
-    from rich.table import Table
+    from rich.table import Table    # rich: heavy, and only the live view needs it
     from rich.text import Text
     n = sampler.numbers(elapsed)
     grid = Table.grid(padding=(0, 2))
