@@ -152,7 +152,8 @@ def compile(source: str, filename: str = "<string>", hook: str | Hook | None = N
     (whichever the running kernel verifies cheapest: the one time compiling asks the
     kernel anything)."""
     if isinstance(hook, Hook):
-        hook.count_verdicts = hook.count_verdicts or count_verdicts
+        if count_verdicts and hook.verdict_names:
+            hook.count_verdicts = True
         name = hook
     else:
         name = table.kind_of(hook).name if hook is not None else None
