@@ -25,7 +25,7 @@ from luabpf.compiler.hooks.cpufreq import policy_chunk, policy_hooks
 from luabpf.compiler.hooks.function import FunctionHook
 from luabpf.compiler.hooks.tracepoint import TraceField, TracepointHook
 from luabpf.compiler.lower.lowerer import Options
-from luabpf.compiler.program import (CompiledProgram, compile_chunk, compile_script,
+from luabpf.compiler.program import (CompiledProgram, compile_script, compile_source,
                                      parse_and_check)
 from luabpf.runtime import features
 from luabpf.runtime.call import LuaRuntimeError, arg_kind
@@ -39,7 +39,7 @@ __all__ = ["CompileError", "LoadError", "LuaRuntimeError", "Program", "compile",
 
 HOOK_NAMES = table.HOOK_NAMES
 DEFAULT_LOOPS = "may_goto"     # what compiling writes when not told: kernels 6.9 and later verify it
-PACKET_FIRST = ("xdp", "tc", "cpufreq", "tracepoint")   # what `compile` finds without a hook
+FOUND_BY_ENTRY = ("xdp", "tc", "cpufreq", "tracepoint")   # the hooks `compile` finds by name
 
 
 class Program:
@@ -151,24 +151,17 @@ def compile(source: str, filename: str = "<string>", hook: str | Hook | None = N
     default, what kernels since 6.9 verify), 'bounded' (plain back-edges), or 'kernel'
     (whichever the running kernel verifies cheapest: the one time compiling asks the
     kernel anything)."""
-    if isinstance(hook, Hook):
-        if count_verdicts and hook.verdict_names:
-            hook.count_verdicts = True
-        name = hook
-    else:
-        name = table.kind_of(hook).name if hook is not None else None
-    options = _options(max_loop, loops, budget)
-    chunk = parse_and_check(source, filename)
-    if name is None:
-        name = table.hook_for(chunk, Source(source, filename), PACKET_FIRST)
-    return _program(source, filename, chunk, name, options, count_verdicts)
+    if isinstance(hook, Hook) and count_verdicts and hook.verdict_names:
+        hook.count_verdicts = True
+    return _program(source, filename, hook, _options(max_loop, loops, budget), FOUND_BY_ENTRY,
+                    count_verdicts)
 
 
-def _program(source: str, filename: str, chunk, hook: str | Hook, options: Options,
-             count_verdicts: bool = False) -> Program:
-    compiled = compile_chunk(source, filename, chunk, hook, options,
-                             tracefs_environment(count_verdicts))
-    shared = isinstance(hook, Hook) or table.kind_of(hook).shares_state
+def _program(source: str, filename: str, hook: str | Hook | None, options: Options,
+             found_among: tuple[str, ...], count_verdicts: bool = False) -> Program:
+    compiled = compile_source(source, filename, hook, options, tracefs_environment(count_verdicts),
+                              found_among)
+    shared = isinstance(hook, Hook) or table.kind_of(compiled[0].hook.name).shares_state
     return Program(compiled, shared)
 
 
@@ -203,11 +196,8 @@ def compile_file(source: str, filename: str, hook: str | None = None,
     sched_switch companion); `tracepoint.C.E` functions tracepoint programs; with none of
     these, each top-level function is a program of the function hook, called with integer
     arguments (what `luabpf call` runs)."""
-    kind = table.kind_of(hook) if hook is not None else None
-    options = _options(max_loop, loops, budget)
-    chunk = parse_and_check(source, filename)
-    name = kind.name if kind is not None else table.hook_for(chunk, Source(source, filename))
-    return _program(source, filename, chunk, name, options).programs
+    return _program(source, filename, hook, _options(max_loop, loops, budget),
+                    table.HOOK_NAMES).programs
 
 
 def open_running(target: str):

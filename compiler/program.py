@@ -354,14 +354,19 @@ def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source
     raise CompileError([Diagnostic(message, span, hint)], source)
 
 
-def compile_source(text: str, filename: str, hook: str | Hook, options: Options | None = None,
-                   env: table.Environment | None = None) -> list[CompiledProgram]:
+def compile_source(text: str, filename: str, hook: str | Hook | None, options: Options | None = None,
+                   env: table.Environment | None = None,
+                   found_among: tuple[str, ...] = table.HOOK_NAMES) -> list[CompiledProgram]:
     """The programs of a script for a hook, by name or as a record: the script parsed and
     checked once, the hook's records made from it (hooks/table.py), a program compiled per
-    record. A name no hook has is a ValueError naming the choices."""
-    kind = None if isinstance(hook, Hook) else table.kind_of(hook)
+    record. None: the first hook of `found_among` whose entry function the script defines
+    (`table.hook_for`). A name no hook has is a ValueError naming the choices."""
+    if isinstance(hook, str):
+        table.kind_of(hook)                   # before any work: an unknown name
     chunk = parse_and_check(text, filename)
-    return compile_chunk(text, filename, chunk, hook if kind is None else kind.name, options, env)
+    if hook is None:
+        hook = table.hook_for(chunk, Source(text, filename), found_among)
+    return compile_chunk(text, filename, chunk, hook, options, env)
 
 
 def compile_chunk(text: str, filename: str, chunk, hook: str | Hook, options: Options | None = None,
