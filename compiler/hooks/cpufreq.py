@@ -35,7 +35,7 @@ from luabpf.compiler.front import ast
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.front.parser import parse
 from luabpf.compiler.front.source import Source, Span
-from luabpf.compiler.hooks.base import Hook
+from luabpf.compiler.hooks.base import Environment, Hook, top_functions
 from luabpf.compiler.hooks.tracepoint import TraceField, TracepointHook
 from luabpf.compiler.lib import intrinsics, maps
 from luabpf.compiler.lower.values import Val
@@ -57,6 +57,7 @@ class ThrottleHook(Hook):
     `prog_type` may be another's: bench/policy.py runs throttle as an XDP program, warm,
     a million times with BPF_PROG_TEST_RUN."""
     name = "cpufreq"
+    missing = "a cpufreq program needs a function throttle(cpu, cur, max, min)"
     entry = "throttle"
     section = "perf_event"
     params = ("cpu", "cur", "max", "min")
@@ -67,6 +68,15 @@ class ThrottleHook(Hook):
 
     def __repr__(self) -> str:
         return "ThrottleHook()"
+
+    @classmethod
+    def entries(cls, chunk: ast.Chunk) -> list:
+        return top_functions(chunk, ["throttle"])
+
+    @classmethod
+    def plan(cls, chunk: ast.Chunk, source: Source, env: Environment) -> tuple[ast.Chunk, list]:
+        """The script after stdlib/cpufreq.lua; throttle and its sched_switch companion."""
+        return policy_chunk(chunk, source), policy_hooks(env.fields_of("sched", "sched_switch"))
 
     def prologue(self, lw) -> list[Val]:
         b = lw.b
@@ -173,14 +183,11 @@ def policy_chunk(chunk: ast.Chunk, source: Source) -> ast.Chunk:
     """A checked policy script with stdlib/cpufreq.lua before it: what its programs are
     compiled from. A script without `throttle`, or with its own sched_switch program, is
     a CompileError."""
-    def top_function(path):
-        return next((st for st in chunk.body.stmts
-                     if isinstance(st, ast.FunctionDecl) and st.path == path), None)
-    if top_function(["throttle"]) is None:
+    if not top_functions(chunk, ["throttle"]):
         raise CompileError([Diagnostic(
             "a CPU-frequency policy defines function throttle(cpu, cur, max, min)",
             Span(source.filename, 1, 1, 1, 2))], source)
-    own = top_function(["tracepoint", "sched", "sched_switch"])
+    own = next(iter(top_functions(chunk, ["tracepoint", "sched", "sched_switch"])), None)
     if own is not None:
         raise CompileError([Diagnostic(
             "a CPU-frequency policy has its own sched:sched_switch program (it measures "

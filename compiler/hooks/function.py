@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from luabpf.compiler import ir
 from luabpf.compiler.bpf.uapi import BPF_F_SLEEPABLE, ProgType
-from luabpf.compiler.hooks.base import Hook
+from luabpf.compiler.front import ast
+from luabpf.compiler.front.source import Source
+from luabpf.compiler.hooks.base import Environment, Hook, is_plain, name_of
 from luabpf.compiler.lower.values import Val, type_name
 
 # The ctx of the function hook (BPF_PROG_TYPE_SYSCALL, used by run_function):
@@ -35,6 +37,8 @@ class FunctionHook(Hook):
     """Calls one Lua function with arguments of known kinds ('int', 'bool' or 'nil' each).
     How many values it returns is the compiled program's (`CompiledProgram.nresults`)."""
     name = "function"
+    missing = "the script defines no function to compile"
+    shares_state = False                  # each function is a program of its own
     prog_type = ProgType.SYSCALL
     prog_flags = BPF_F_SLEEPABLE
     section = "syscall"
@@ -47,6 +51,15 @@ class FunctionHook(Hook):
 
     def __repr__(self) -> str:
         return f"FunctionHook({self.entry!r}, {self.arg_kinds!r})"
+
+    @classmethod
+    def entries(cls, chunk: ast.Chunk) -> list:
+        return [st for st in chunk.body.stmts if is_plain(st)]
+
+    @classmethod
+    def plan(cls, chunk: ast.Chunk, source: Source, env: Environment) -> tuple[ast.Chunk, list]:
+        """Each top-level function, called with integer arguments (`luabpf call`)."""
+        return chunk, [cls(name_of(st), ("int",) * len(st.func.params)) for st in cls.entries(chunk)]
 
     @property
     def results_off(self) -> int:

@@ -18,7 +18,7 @@ from luabpf.compiler.bpf.uapi import (TC_ACT_OK, TC_ACT_PIPE, TC_ACT_QUEUED, TC_
 from luabpf.compiler.front import ast
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.front.source import Source
-from luabpf.compiler.hooks.base import Hook
+from luabpf.compiler.hooks.base import Environment, Hook, top_functions
 from luabpf.compiler.hooks.headers import HeaderParser, Headers
 from luabpf.compiler.lib.views import Packet
 from luabpf.compiler.lower.values import FALSE, INT, Val
@@ -45,6 +45,19 @@ class PacketHook(Hook):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(count_verdicts={self.count_verdicts})"
+
+    @classmethod
+    def entries(cls, chunk: ast.Chunk) -> list:
+        return top_functions(chunk, ["filter"])
+
+    @classmethod
+    def chosen(cls, chunk: ast.Chunk, source: Source) -> str:
+        """xdp or tc, by the verdict constants the script uses (`packet_hook_for`)."""
+        return packet_hook_for(chunk, source)
+
+    @classmethod
+    def plan(cls, chunk: ast.Chunk, source: Source, env: Environment) -> tuple[ast.Chunk, list]:
+        return chunk, [cls(count_verdicts=env.count_verdicts)]
 
     @property
     def kind(self) -> str:
@@ -138,6 +151,7 @@ class PacketHook(Hook):
 class XdpHook(PacketHook):
     """`filter(hdr, pld)` at a device's XDP hook (struct xdp_md)."""
     name = "xdp"
+    missing = "a xdp program needs a function filter(hdr, pld)"
     prog_type = ProgType.XDP
     section = "xdp"
     default_return = XDP_PASS
@@ -151,6 +165,7 @@ class XdpHook(PacketHook):
 class TcHook(PacketHook):
     """`filter(hdr, pld)` at a device's tc hook, ingress or egress (struct __sk_buff)."""
     name = "tc"
+    missing = "a tc program needs a function filter(hdr, pld)"
     prog_type = ProgType.SCHED_CLS
     section = "tc"
     default_return = TC_ACT_OK

@@ -18,7 +18,10 @@ from dataclasses import dataclass
 from luabpf.compiler import ir
 from luabpf.compiler.bpf.helpers import Helper
 from luabpf.compiler.bpf.uapi import ProgType
-from luabpf.compiler.hooks.base import Hook
+from luabpf.compiler.front import ast
+from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
+from luabpf.compiler.front.source import Source
+from luabpf.compiler.hooks.base import Environment, Hook, is_tracepoint
 from luabpf.compiler.lib import intrinsics
 from luabpf.compiler.lower.values import Val
 
@@ -36,6 +39,7 @@ class TraceField:
 class TracepointHook(Hook):
     """`function tracepoint.CATEGORY.EVENT(args)`, the event's fields as `args`."""
     name = "tracepoint"
+    missing = "a tracepoint program needs a function tracepoint.CATEGORY.EVENT(args)"
     prog_type = ProgType.TRACEPOINT
     params = ("args",)
 
@@ -46,6 +50,25 @@ class TracepointHook(Hook):
 
     def __repr__(self) -> str:
         return f"TracepointHook({self.category!r}, {self.event!r})"
+
+    @classmethod
+    def entries(cls, chunk: ast.Chunk) -> list:
+        return [st for st in chunk.body.stmts if is_tracepoint(st)]
+
+    @classmethod
+    def plan(cls, chunk: ast.Chunk, source: Source, env: Environment) -> tuple[ast.Chunk, list]:
+        """A record per `tracepoint.C.E` function, its fields from `env`; an event `env`
+        does not have is a CompileError at the function's line."""
+        hooks, problems = [], []
+        for st in cls.entries(chunk):
+            _, category, event = st.path
+            try:
+                hooks.append(cls(category, event, env.fields_of(category, event)))
+            except env.no_such_event as e:
+                problems.append(Diagnostic(str(e), st.span))
+        if problems:
+            raise CompileError(problems, source)
+        return chunk, hooks
 
     @property
     def entry(self) -> str:
