@@ -174,3 +174,31 @@ def test_xdp_and_tc_are_two_records():
     assert xdp.verdict_names[:3] == ("XDP_ABORTED", "XDP_DROP", "XDP_PASS")
     assert tc.verdict_names[:3] == ("TC_ACT_OK", "TC_ACT_RECLASSIFY", "TC_ACT_SHOT")
     assert (xdp.prog_type, tc.prog_type) == (6, 3)
+
+
+class SocketHook(Hook):
+    """A hook the table does not have: `sock()` as a socket filter, to show that a new
+    hook is one class and one entry in the table."""
+    name = "socket"
+    missing = "a socket program needs a function sock()"
+    prog_type = 1                         # BPF_PROG_TYPE_SOCKET_FILTER
+    section = "socket"
+    entry = "sock"
+
+    @classmethod
+    def entries(cls, chunk):
+        return [st for st in chunk.body.stmts if getattr(st, "path", None) == ["sock"]]
+
+    @classmethod
+    def plan(cls, chunk, source, env):
+        return chunk, [cls()]
+
+
+def test_a_new_hook_is_one_class_in_the_table(monkeypatch):
+    monkeypatch.setitem(table.HOOKS, "socket", SocketHook)
+    prog = luabpf.compile("n = 0\nfunction sock()\n  n = n + 1\n  return 0\nend\n", "s.lua",
+                          hook="socket")
+    assert [label for label, _ in prog.programs] == ["socket/sock"]
+    assert prog.compiled.hook.prog_type == 1 and prog.insn_count > 0
+    with pytest.raises(luabpf.CompileError, match="a socket program needs a function sock"):
+        luabpf.compile("function f() end\n", "s.lua", hook="socket")
