@@ -47,12 +47,16 @@ def measure(script: str, seconds: float, interval: int) -> dict:
 def warm_ns(path: str, repeat: int) -> float:
     """ns per call of the policy's throttle, run warm (see the module doc)."""
     from luabpf import api
-    from luabpf.compiler.hooks.cpufreq import ThrottleHook, compile_policy
+    from luabpf.compiler.hooks.cpufreq import ThrottleHook, policy_chunk, policy_hooks
+    from luabpf.compiler.front.source import Source
+    from luabpf.compiler.program import compile_script, parse_and_check
     from luabpf.runtime.load import LoadedProgram
     with open(path, encoding="utf-8") as f:
         text = f.read()
     fields = api.tracepoint_hook("sched", "sched_switch").fields
-    throttle = compile_policy(text, path, fields, throttle_hook=ThrottleHook(prog_type=6))[0]
+    chunk = policy_chunk(parse_and_check(text, path), Source(text, path))
+    hooks = policy_hooks(fields, ThrottleHook(prog_type=6))     # throttle as an XDP program
+    throttle = compile_script(text, path, hooks, chunk=chunk)[0]
     with LoadedProgram(throttle) as loaded:
         best = min(loaded.run(bytes(64), repeat=repeat, timed=True)[1] for _ in range(3))
     return best

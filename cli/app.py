@@ -51,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
         add_cost_flags(sp)
         sp.add_argument("--loops", choices=["may_goto", "bounded"], default=None,
                         help="how loops are verified: may_goto (kernels 6.9+) or bounded "
-                             "back-edges; default: what the running kernel has")
+                             "back-edges; default: may_goto for compile, what the running "
+                             "kernel has for check")
 
     c = sub.add_parser("compile", help="compile to BPF; --asm prints the assembly with Lua lines")
     common(c)

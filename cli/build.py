@@ -71,7 +71,7 @@ def cmd_inspect(args) -> int:
 def cmd_check(args) -> int:
     text = read_source(args.file)
     programs = compile_file(text, args.file, hook=args.hook, max_loop=args.max_loop,
-                            loops=args.loops, budget=args.budget)
+                            loops=args.loops or "kernel", budget=args.budget)   # it loads them
     rows = []
     for name, prog in programs:
         with prog.load():
@@ -103,7 +103,7 @@ def cmd_call(args) -> int:
     text = read_source(args.file)
     values = [parse_value(a) for a in args.args]
     prog = compile_function(text, args.function, tuple(arg_kind(v) for v in values), args.file,
-                            max_loop=args.max_loop, budget=args.budget)
+                            max_loop=args.max_loop, loops="kernel", budget=args.budget)
     with prog.load() as loaded:
         try:
             result = loaded.call(*values)

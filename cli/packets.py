@@ -53,7 +53,8 @@ def _frames(args) -> list[bytes]:
 
 def _compile(args, hook: str):
     text = read_source(args.file)
-    return api.compile(text, args.file, hook=hook, max_loop=args.max_loop, budget=args.budget)
+    return api.compile(text, args.file, hook=hook, max_loop=args.max_loop, loops="kernel",
+                       budget=args.budget)
 
 
 def _run_one(loaded, hook: str, frame: bytes) -> dict:
@@ -76,7 +77,7 @@ def _run_one(loaded, hook: str, frame: bytes) -> dict:
 def cmd_test(args) -> int:
     frames = _frames(args)
     prog = _compile(args, args.hook)
-    args.hook = prog.compiled.hook.kind          # the hook chosen when --hook was not given
+    args.hook = prog.hook                        # the hook chosen when --hook was not given
     rows = []
     with prog.load() as loaded:
         progress = _progress(len(frames)) if len(frames) > PROGRESS_OVER else None

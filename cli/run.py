@@ -27,23 +27,18 @@ value of the wrong type; 2 for malformed arguments.
 from __future__ import annotations
 
 import collections
+import math
 import os
 import signal
 import time
 
-from luabpf.cli.common import (EXIT_ERROR, EXIT_OK, UsageError, add_cost_flags, emit_json, err,
-                               lua_repr, out,
-                               read_source)
-import math
 from luabpf import api
-from luabpf.compiler.program import compile_script
+from luabpf.cli.common import (EXIT_ERROR, EXIT_OK, UsageError, add_cost_flags, emit_json, err,
+                               lua_repr, out, read_source)
 from luabpf.runtime import kernel, pins
-from luabpf.runtime.attach import attach, link as bpflink, parse_target
-from luabpf.runtime.attach.perf import attach_timer, attach_tracepoint, online_cpus
-from luabpf.runtime.cpufreq import Actuator, SysfsTree
+from luabpf.runtime.attach import link as bpflink
 from luabpf.runtime.errors import run_problem
-from luabpf.runtime.load import LoadedProgram, LoadedScript
-from luabpf.runtime.policy import Policy
+from luabpf.runtime.hooks import RUNTIME_HOOKS, Attached, BadPlace, Place, detach
 
 REFRESH_HZ = 4
 TOP_ENTRIES = 5              # map entries shown per map
@@ -123,7 +118,7 @@ def cmd_run(args) -> int:
     if not pins.valid_name(name):
         raise UsageError(f"--name {name!r}: letters, digits, '_' and '-' only, at most 64")
     text = read_source(args.file)
-    kind, programs = _compile(args, text)
+    kind, prog = _compile(args, text)
     # before attaching: NAME's stale pins, and a killed policy's governors on this tree
     for run in pins.clean_stale(name, policies_on=args.sysfs_root if args.cpufreq else None):
         err.print(f"luabpf: removed the pins of {run.name} (pid {run.pid} is gone)",
@@ -134,7 +129,7 @@ def cmd_run(args) -> int:
                   "`luabpf ls --prune` removes them", markup=False)
     stop = _Stop()
     try:
-        with _load(programs) as loaded:
+        with prog.load() as loaded:
             stop.install()
             try:
                 stats = kernel.enable_stats()
@@ -157,27 +152,26 @@ def cmd_run(args) -> int:
         stop.restore()
 
 
-def _compile(args, text: str):
-    """(kind, programs): what the flags and the script's entry points say to run."""
-    options = api._options(args.max_loop, None, args.budget)
-    if args.xdp or args.tc:
-        hook = "xdp" if args.xdp else "tc"
-        _require(hook, args.netns is not None)
-        prog = api.compile(text, args.file, hook=hook, max_loop=args.max_loop,
-                              count_verdicts=True, budget=args.budget)
-        return hook, [prog.compiled]
-    if args.cpufreq:
-        _require("cpufreq")
-        return "cpufreq", api.compile_policy(text, args.file, max_loop=args.max_loop,
-                                             budget=args.budget)
+def _hook_of(args, text: str) -> str:
+    """The hook the flags name; with none, tracepoint for a script of tracepoint functions."""
+    for hook in RUNTIME_HOOKS.values():
+        if hook.flag is not None and getattr(args, hook.flag[2:]):
+            return hook.name
     tracepoints = [n for n, _ in api.entry_points(text, args.file) if n.startswith("tracepoint.")]
     if not tracepoints:
         raise UsageError("say where to run it: --xdp DEV or --tc DEV for filter(hdr, pld), "
                          "--cpufreq for throttle(cpu, cur, max, min); a script of "
                          "tracepoint.CATEGORY.EVENT functions needs no flag")
-    _require("tracepoint")
-    return "tracepoint", compile_script(text, args.file, api.tracepoint_hooks(text, args.file),
-                                        options)
+    return "tracepoint"
+
+
+def _compile(args, text: str):
+    """(hook, programs): what the flags and the script's entry points say to run."""
+    hook = _hook_of(args, text)
+    _require(hook, args.netns is not None)
+    prog = api.compile(text, args.file, hook=hook, max_loop=args.max_loop,
+                       loops="kernel", count_verdicts=True, budget=args.budget)
+    return hook, prog
 
 
 def _require(kind: str, netns: bool = False) -> None:
@@ -188,46 +182,36 @@ def _require(kind: str, netns: bool = False) -> None:
         raise problem
 
 
-def _load(programs):
-    return LoadedProgram(programs[0]) if len(programs) == 1 else LoadedScript(programs)
-
-
 class _Session:
     """What one `luabpf run` attached: links (a device's hook, timers, tracepoints) and, for
-    a CPU-frequency policy, the actuator the loop ticks."""
+    a CPU-frequency policy, the actuator the loop ticks (runtime/hooks.py attaches them)."""
 
     def __init__(self, kind: str):
+        self.hook = RUNTIME_HOOKS[kind]
         self.kind = kind
-        self.links: list = []
-        self.policy = None
+        self.attached = Attached()
+
+    @property
+    def links(self) -> list:
+        return self.attached.links
+
+    @property
+    def policy(self):
+        return self.attached.policy
 
     def attach(self, args, loaded) -> None:
-        if self.kind in ("xdp", "tc"):
-            try:
-                target = parse_target(self.kind, args.xdp or args.tc)
-            except ValueError as e:
-                raise UsageError(str(e)) from None
-            self.links.append(attach(loaded.fd, target, netns=args.netns))
-            return
-        if self.kind == "cpufreq":
-            self._start_policy(args, loaded)
-            self.links.append(attach_timer(loaded.fds[0], args.interval, self.policy.cpus))
-            self.links.append(attach_tracepoint(loaded.fds[1], "sched", "sched_switch"))
-            return
-        for compiled, fd in zip(loaded.programs, loaded.fds):
-            _, category, event = compiled.hook.entry.split(".")
-            self.links.append(attach_tracepoint(fd, category, event))
-
-    def _start_policy(self, args, loaded) -> None:
-        tree = SysfsTree(args.sysfs_root)            # CpufreqError: one sentence for cli.report
-        actuator = Actuator(tree, dry_run=args.dry_run, min_gap_s=args.interval / 1000 * 0.9)
-        self.policy = Policy(loaded, tree, actuator, online_cpus()).start()
+        place = Place(device=args.xdp or args.tc, netns=args.netns, interval_ms=args.interval or 20,
+                      sysfs_root=args.sysfs_root or "/sys", dry_run=args.dry_run)
+        try:
+            self.attached = self.hook.attach(loaded, place)
+        except BadPlace as e:
+            raise UsageError(str(e)) from None
 
     def tick(self) -> list:
         return self.policy.tick() if self.policy is not None else []
 
     @property
-    def attached(self) -> bool:
+    def is_attached(self) -> bool:
         return any(link.attached for link in self.links)
 
     def describe(self) -> str:
@@ -237,7 +221,7 @@ class _Session:
         """JSON-ready: a filter's link fields at the top (hook, dev, mode, prog_id, link_id…);
         every link under "links"; a policy's tree, and the governors to put back."""
         infos = [link.info() for link in self.links]
-        flat = dict(infos[0]) if self.kind in ("xdp", "tc") and infos else {"hook": self.kind}
+        flat = dict(infos[0]) if self.hook.device_report and infos else {"hook": self.kind}
         flat["links"] = infos
         if self.policy is not None:
             flat.update(sysfs_root=self.policy.tree.root, dry_run=self.policy.actuator.dry_run,
@@ -251,12 +235,7 @@ class _Session:
 
     def detach(self) -> None:
         """Put the governors back, then detach every link (each step runs, whatever fails)."""
-        try:
-            if self.policy is not None:
-                self.policy.stop()
-        finally:
-            for link in self.links:
-                link.detach()
+        detach(self.attached)
 
 
 class _Sampler:
@@ -417,7 +396,7 @@ def _fatal(loaded) -> bool:
 
 
 def _live(view):
-    from rich.live import Live
+    from rich.live import Live      # rich: heavy, and only the live view needs it
     live = Live(view, console=out.real, refresh_per_second=REFRESH_HZ, transient=True,
                 auto_refresh=True, redirect_stderr=False)
     live.start()
@@ -425,7 +404,7 @@ def _live(view):
 
 
 def _view(file: str, session: _Session, sampler: _Sampler, decisions, elapsed: float):
-    from rich.table import Table
+    from rich.table import Table    # rich: heavy, and only the live view needs it
     from rich.text import Text
     n = sampler.numbers(elapsed)
     grid = Table.grid(padding=(0, 2))
@@ -433,7 +412,7 @@ def _view(file: str, session: _Session, sampler: _Sampler, decisions, elapsed: f
     grid.add_column()
     ids = ", ".join(str(kernel_id) for kernel_id in _prog_ids(session))
     grid.add_row("program", Text(f"{file} (id {ids})"))
-    grid.add_row("attached", Text(session.describe() if session.attached
+    grid.add_row("attached", Text(session.describe() if session.is_attached
                                   else f"{session.describe()}, detached"))
     grid.add_row("elapsed", f"{elapsed:.1f} s")
     for entry, p in (n.get("programs") or {"runs": n}).items():

@@ -1,39 +1,42 @@
 """The compiler pipeline and its product.
 
-Owns `compile_program`: parse → check → lower → optimise → allocate → emit →
-resolve, and `CompiledProgram`, everything a loader or an object writer needs:
-resolved instructions (map references still symbolic), the maps to create
-with their initial contents, the runtime error sites, the globals' layout and
-the hook. Pure: no kernel access.
+Owns the driver: `compile_source` (parse and check a script once, make its hook's records
+from hooks/table.py, compile one program per record) and `compile_program`: lower →
+optimise → allocate → emit → resolve; and `CompiledProgram`, everything a loader or an
+object writer needs: resolved instructions (map references still symbolic), the maps to
+create with their initial contents, the runtime error sites, the globals' layout, the
+hook record and what compiling found out about the entry (how many values it returns).
+Pure: no kernel access.
 """
 from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import struct
 import sys
 from dataclasses import dataclass, field
 
 from luabpf.compiler import ir
 from luabpf.compiler.back import cost
-from luabpf.compiler.lib import events
-from luabpf.compiler.bpf import disasm, encode
-from luabpf.compiler.front.check import check
-
-from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.back.emit import emit, relax_long_jumps, sub_label
-from luabpf.compiler.bpf.insn import Label
-from luabpf.compiler.lower.lowerer import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
-from luabpf.compiler.lower.bindings import inlined_diagnostic
-from luabpf.compiler.opt import optimise
-from luabpf.compiler.front.parser import parse
 from luabpf.compiler.back.regalloc import allocate
 from luabpf.compiler.back.stack import STACK_LIMIT, layout_frame, remove_dead_stores
+from luabpf.compiler.bpf import disasm, encode
+from luabpf.compiler.bpf.insn import Label
+from luabpf.compiler.bpf.uapi import BPF_F_MMAPABLE, MapType
+from luabpf.compiler.front import check, parser
+from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.front.source import Source, Span
+from luabpf.compiler.hooks import table
+from luabpf.compiler.hooks.base import Hook
+from luabpf.compiler.hooks.packet import VERDICTS_MAP
+from luabpf.compiler.lib import events
+from luabpf.compiler.lower.bindings import inlined_diagnostic
+from luabpf.compiler.lower.lowerer import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
+from luabpf.compiler.opt import optimise
 
-MAP_TYPE_ARRAY = 2
-MAP_TYPE_PERCPU_ARRAY = 6
-BPF_F_MMAPABLE = 1 << 10    # user space writes one global with one store, as the program does
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass
@@ -62,6 +65,7 @@ class CompiledProgram:
     funcs: list = field(default_factory=lambda: [("", 0)])   # (BPF function, first slot)
     frame_bytes: dict = field(default_factory=dict)         # BPF function → its frame's size
     estimate: cost.Estimate | None = None    # worst-case instructions of one run (cost.py)
+    nresults: int = 0                 # how many values the entry function returns
 
     @property
     def worst_case(self) -> int | None:
@@ -98,9 +102,7 @@ class CompiledProgram:
         if file == self.source.filename:
             return self.source.lines
         if file.startswith("<luabpf>/"):
-            import os
-            path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                file[len("<luabpf>/"):])
+            path = os.path.join(PACKAGE_ROOT, file[len("<luabpf>/"):])
             try:
                 with open(path, encoding="utf-8") as f:
                     return f.read().split("\n")
@@ -134,7 +136,7 @@ def script_manifest(programs: list[CompiledProgram]) -> dict:
     """The manifest of programs compiled from one script (`compile_script`): they share
     globals, maps, the errors map and the ring buffer, their site ids one after another."""
     first = programs[0]
-    verdicts = [p.hook.verdict_names for p in programs if getattr(p.hook, "count_verdicts", False)]
+    verdicts = [list(p.hook.verdict_names) for p in programs if p.hook.count_verdicts]
     maps: dict = {}
     for p in programs:
         maps.update({name: {"kind": d.kind, "max_entries": d.max_entries}
@@ -156,8 +158,8 @@ def script_manifest(programs: list[CompiledProgram]) -> dict:
 def parse_and_check(text: str, filename: str):
     """The checked syntax tree of a script; every error carries the source for rendering."""
     try:
-        chunk = parse(text, filename)
-        check(chunk)
+        chunk = parser.parse(text, filename)
+        check.check(chunk)
     except CompileError as e:
         if e.source is None:
             e.source = Source(text, filename)
@@ -196,7 +198,7 @@ def _compile_program(text: str, filename: str, hook, options: Options | None = N
     for name, fn in low.subs:
         code, stacks[name] = _function_code(fn, source, f"{name}:")
         insns += [Label(sub_label(name))] + code
-    _check_chain_stack(low, stacks, source, getattr(hook, "entry", "the program"))
+    _check_chain_stack(low, stacks, source, hook.entry)
     items = relax_long_jumps(insns)
     funcs = [("", 0)] + _function_starts(items, [name for name, _ in low.subs])
     insns = encode.resolve(items)
@@ -216,7 +218,7 @@ def _compile_program(text: str, filename: str, hook, options: Options | None = N
     return CompiledProgram(source, hook, insns, program_maps(low, hook, options), low.sites,
                            low.globals, max(stacks.values()), low.maps, low.prints, options,
                            funcs=[(n, _slot_of(insns, idx)) for n, idx in funcs],
-                           frame_bytes=low.frames, estimate=estimate)
+                           frame_bytes=low.frames, estimate=estimate, nresults=low.nresults)
 
 
 def _called(low) -> list:
@@ -288,7 +290,6 @@ def _check_chain_stack(low, stacks: dict, source: Source, entry: str) -> None:
 
     total, path = chain("")
     if total > STACK_LIMIT:
-        from luabpf.compiler.front.diagnostics import Diagnostic
         names = [entry] + path[1:]
         raise CompileError([Diagnostic(
             f"the call chain {' → '.join(names)} needs {total} bytes of stack (each BPF "
@@ -312,8 +313,8 @@ def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source
     # the loops that make the cost: those with a real share of it (not a few hundred
     # instructions of the header parser's next to millions)
     heavy = [c for c in estimate.heaviest() if c.total * 100 >= estimate.total] or estimate.heaviest(1)
-    entry = getattr(hook, "entry", None) or "the program"
-    kind = getattr(hook, "name", "program")
+    entry = hook.entry or "the program"
+    kind = hook.name or "program"
     whose = "--budget" if options.budget is not None else f"the budget of {kind} programs"
     message = (f"one run of {entry} may execute up to {estimate.total:,} instructions, "
                f"over {whose} ({budget:,})")
@@ -351,6 +352,49 @@ def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source
     if span is None:
         span = Span(source.filename, 1, 1, 1, 1)
     raise CompileError([Diagnostic(message, span, hint)], source)
+
+
+def compile_source(text: str, filename: str, hook: str | Hook | None, options: Options | None = None,
+                   env: table.Environment | None = None,
+                   found_among: tuple[str, ...] = table.HOOK_NAMES) -> list[CompiledProgram]:
+    """The programs of a script for a hook, by name or as a record: the script parsed and
+    checked once, the hook's records made from it (hooks/table.py), a program compiled per
+    record. None: the first hook of `found_among` whose entry function the script defines
+    (`table.hook_for`). A name no hook has is a ValueError naming the choices."""
+    if isinstance(hook, str):
+        table.kind_of(hook)                   # before any work: an unknown name
+    chunk = parse_and_check(text, filename)
+    if hook is None:
+        hook = table.hook_for(chunk, Source(text, filename), found_among)
+    return compile_chunk(text, filename, chunk, hook, options, env)
+
+
+def compile_chunk(text: str, filename: str, chunk, hook: str | Hook, options: Options | None = None,
+                  env: table.Environment | None = None) -> list[CompiledProgram]:
+    """`compile_source` of a script already parsed and checked (`parse_and_check`)."""
+    if isinstance(hook, Hook):
+        return [compile_program(text, filename, hook, options, chunk)]
+    kind = table.kind_of(hook)
+    source = Source(text, filename)
+    chunk, records = kind.records(chunk, source, env or table.Environment())
+    if kind.shares_state:
+        return compile_script(text, filename, records, options, chunk)
+    return compile_each(text, filename, records, options, chunk)
+
+
+def compile_each(text: str, filename: str, hooks: list, options: Options | None = None,
+                 chunk=None) -> list[CompiledProgram]:
+    """One program per hook, each on its own (its maps, globals and site ids its own);
+    every program's errors in one CompileError."""
+    programs, errors = [], []
+    for hook in hooks:
+        try:
+            programs.append(compile_program(text, filename, hook, options, chunk))
+        except CompileError as e:          # every function's errors, in one report
+            errors.append(e)
+    if errors:
+        raise merged_errors(errors, Source(text, filename))
+    return programs
 
 
 def compile_script(text: str, filename: str, hooks: list, options: Options | None = None,
@@ -399,15 +443,15 @@ def program_maps(low, hook, options: Options) -> list[MapSpec]:
     if low.uses_globals_map or low.globals:
         words = [0] + [g.initial for g in low.globals.values()]
         value = struct.pack(f"<{len(words)}q", *words)
-        maps.append(MapSpec(GLOBALS_MAP, MAP_TYPE_ARRAY, 4, len(value), 1,
-                            {struct.pack("<I", 0): value}, BPF_F_MMAPABLE))
+        maps.append(MapSpec(GLOBALS_MAP, MapType.ARRAY, 4, len(value), 1,
+                            {struct.pack("<I", 0): value},
+                            BPF_F_MMAPABLE))  # user space writes a global with one store
     if low.uses_errors_map:
-        maps.append(MapSpec(ERRORS_MAP, MAP_TYPE_ARRAY, 4, 8, max(1, options.first_site + len(low.sites))))
+        maps.append(MapSpec(ERRORS_MAP, MapType.ARRAY, 4, 8, max(1, options.first_site + len(low.sites))))
     if low.prints:
         maps.append(MapSpec(events.EVENTS_MAP, events.MAP_TYPE_RINGBUF, 0, 0, events.EVENTS_SIZE))
-    if getattr(hook, "count_verdicts", False):
-        from luabpf.compiler.hooks.packet import VERDICTS_MAP
-        maps.append(MapSpec(VERDICTS_MAP, MAP_TYPE_PERCPU_ARRAY, 4, 8, len(hook.verdict_names)))
+    if hook.count_verdicts:
+        maps.append(MapSpec(VERDICTS_MAP, MapType.PERCPU_ARRAY, 4, 8, len(hook.verdict_names)))
     for name, decl in low.maps.items():
         maps.append(MapSpec(name, decl.type, decl.key_size, decl.value_size, decl.max_entries,
                             flags=decl.flags))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import struct
 
-from luabpf.compiler.hooks.function import ARGS_OFF, SLOT, STATUS_OFF
+from luabpf.compiler.hooks.function import ARGS_OFF, SLOT, STATUS_OFF, ctx_size, results_off
 from luabpf.compiler.lower.values import FALSE, INT, NIL, TRUE
 
 PAIR = struct.Struct("<qq")
@@ -62,7 +62,7 @@ def call(loaded, args: tuple):
     if kinds != tuple(hook.arg_kinds):
         raise TypeError(f"this program was compiled for arguments ({', '.join(hook.arg_kinds)}), "
                         f"not ({', '.join(kinds)})")
-    ctx = bytearray(hook.ctx_size)
+    ctx = bytearray(ctx_size(len(args), compiled.nresults))
     struct.pack_into("<q", ctx, STATUS_OFF, -1)
     for i, a in enumerate(args):
         ctx[ARGS_OFF + SLOT * i: ARGS_OFF + SLOT * (i + 1)] = _encode(a)
@@ -73,7 +73,8 @@ def call(loaded, args: tuple):
         raise LuaRuntimeError(compiled.source.filename, site.line, site.message)
     if status < 0:
         raise RuntimeError("the kernel program did not run to its end (no status written)")
-    values = [_decode(*PAIR.unpack_from(out, hook.results_off + SLOT * i)) for i in range(nret)]
+    first = results_off(len(args))
+    values = [_decode(*PAIR.unpack_from(out, first + SLOT * i)) for i in range(nret)]
     if not values:
         return None
     return values[0] if len(values) == 1 else tuple(values)

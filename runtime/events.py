@@ -12,11 +12,11 @@ import struct
 from dataclasses import dataclass
 
 from luabpf.compiler.lib.events import MAX_BYTES, lua_text
+from luabpf.compiler.lower.values import FALSE, NIL, TRUE
 from luabpf.runtime.ringbuf import RingBuffer
 
 HEADER = struct.Struct("<II")
 SLOT = struct.Struct("<qq")
-NIL, FALSE, TRUE, INT = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)

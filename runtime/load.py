@@ -8,11 +8,17 @@ counts, and closes every fd it opened.
 """
 from __future__ import annotations
 
+import os
 import re
 
-from luabpf.compiler.program import CompiledProgram, merged_map_specs
-from luabpf.runtime.state import StateViews
+from luabpf.compiler.bpf.uapi import ProgType
+from luabpf.compiler.obj.btf import load_info
+from luabpf.compiler.program import CompiledProgram, merged_map_specs, script_manifest
 from luabpf.runtime import kernel
+from luabpf.runtime.call import call
+from luabpf.runtime.errors import load_problem
+from luabpf.runtime.state import ProgramState, StateViews
+from luabpf.runtime.verdicts import action_for
 
 _INSN_LINE = re.compile(r"^(\d+): \(([0-9a-f]{2})\)")
 
@@ -65,7 +71,6 @@ class LoadedScript(StateViews):
     that closes every fd. `.programs` (CompiledProgram) and `.fds` go together."""
 
     def __init__(self, programs: list[CompiledProgram]):
-        from luabpf.runtime.errors import load_problem
         problem = load_problem([c.hook.prog_type for c in programs])
         if problem is not None:           # named before any map is made (DESIGN §7)
             raise problem
@@ -87,7 +92,6 @@ class LoadedScript(StateViews):
             raise
 
     def close(self) -> None:
-        import os
         if self._state is not None:
             self._state.close()
             self._state = None
@@ -106,14 +110,12 @@ class LoadedScript(StateViews):
         self.close()
 
     def manifest(self) -> dict:
-        from luabpf.compiler.program import script_manifest
         return script_manifest(self.programs)
 
     # ---- what user space sees: runtime.state.ProgramState ----
     @property
     def state(self):
         if self._state is None:
-            from luabpf.runtime.state import ProgramState
             self._state = ProgramState(self.map_fds, self.manifest())
         return self._state
 
@@ -122,7 +124,6 @@ def _load(compiled: CompiledProgram, map_fds: dict[str, int]) -> int:
     """Load one program with its maps' fds and its BTF (a FUNC for the entry, a line record
     per Lua line, so bpftool and the verifier's log show Lua lines); LoadError (the
     verifier's words at a Lua line)."""
-    from luabpf.compiler.obj.btf import load_info
     hook = compiled.hook
     code = compiled.bytecode(map_fds)
     name = _prog_name(hook)
@@ -131,8 +132,7 @@ def _load(compiled: CompiledProgram, map_fds: dict[str, int]) -> int:
         try:
             return kernel.load_with_log(
                 hook.prog_type, code, license="GPL", name=name,
-                prog_flags=getattr(hook, "prog_flags", 0),
-                expected_attach_type=getattr(hook, "expected_attach_type", 0),
+                prog_flags=hook.prog_flags, expected_attach_type=hook.expected_attach_type,
                 btf_fd=btf_fd, func_info=func_info, func_info_cnt=len(func_info) // 8,
                 line_info=line_info, line_info_cnt=len(line_info) // 16)
         except kernel.BpfError as e:
@@ -162,13 +162,12 @@ class LoadedProgram(LoadedScript):
     def run(self, frame: bytes, repeat: int = 1, timed: bool = False):
         """BPF_PROG_TEST_RUN on one frame: the verdict (an IntEnum); with timed=True,
         (verdict, mean ns per run) over `repeat` runs."""
-        from luabpf.runtime.verdicts import action_for
         if len(frame) < 14:
             raise ValueError("a frame needs at least 14 bytes (an Ethernet header)")
         try:
             res = kernel.prog_test_run(self.fd, data_in=bytes(frame), repeat=repeat)
         except kernel.BpfError as e:
-            if e.errno == 22 and self.prog_type == 3:
+            if e.errno == 22 and self.prog_type == ProgType.SCHED_CLS:
                 raise ValueError("the kernel's test run of a tc program refuses this frame "
                                  "(its IP header is cut short)") from None
             raise
@@ -178,7 +177,6 @@ class LoadedProgram(LoadedScript):
     def call(self, *args):
         """Run a function-hook program once (as `luabpf.run_function` does, but on this
         loaded program, so its maps and globals persist between calls)."""
-        from luabpf.runtime.call import call
         return call(self, args)
 
     def run_ctx(self, ctx: bytes) -> bytes:
@@ -188,5 +186,5 @@ class LoadedProgram(LoadedScript):
 
 
 def _prog_name(hook) -> str:
-    name = re.sub(r"[^A-Za-z0-9_]", "_", getattr(hook, "entry", "lua").rsplit(".", 1)[-1])
+    name = re.sub(r"[^A-Za-z0-9_]", "_", (hook.entry or "lua").rsplit(".", 1)[-1])
     return name[:15]

@@ -17,6 +17,7 @@ counted in `ignored`.
 """
 from __future__ import annotations
 
+import mmap
 import struct
 from dataclasses import dataclass, field
 
@@ -31,7 +32,7 @@ RECORD = struct.Struct("<" + "q" * len(FIELDS))
 
 @dataclass
 class Policy:
-    loaded: object                     # runtime.load.LoadedScript of compile_policy's programs
+    loaded: object                     # runtime.load.LoadedScript of the policy's two programs
     tree: SysfsTree
     actuator: Actuator
     cpus: list[int]                    # the CPUs the timer runs the policy on
@@ -56,7 +57,6 @@ class Policy:
 
     def _mem(self, cpu: int) -> memoryview:
         if self._mapping is None:
-            import mmap
             size = (RECORD_SIZE * MAX_CPUS + mmap.PAGESIZE - 1) // mmap.PAGESIZE * mmap.PAGESIZE
             self._mapping = mmap.mmap(self.loaded.map_fds[CPU_MAP], size)
             self._words = memoryview(self._mapping).cast("q")

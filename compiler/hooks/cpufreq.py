@@ -1,6 +1,8 @@
 """The CPU-frequency hook: a policy `throttle(cpu, cur, max, min)` (DESIGN §3).
 
-Owns `compile_policy`, the hook record, and the policy's library:
+Owns the hook record (`ThrottleHook`), what a policy script becomes before it is compiled
+(`policy_chunk`, `policy_hooks`: the driver, compiler/program.py, compiles them), and the
+policy's library:
 `cpufreq.target(cpu, freq, rel)`, `cpufreq.load(cpu)` and `acpi.get_temp(cpu)`.
 A policy script becomes two programs sharing one per-CPU record array
 (`CPU_MAP`, fields in `FIELDS`):
@@ -25,19 +27,19 @@ Decisions (docs/language.md, "CPU-frequency policies"):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from luabpf import stdlib
 from luabpf.compiler import ir
-from luabpf.compiler.front import ast
-from luabpf.compiler.lib import maps
 from luabpf.compiler.bpf.helpers import Helper
+from luabpf.compiler.bpf.uapi import BPF_F_MMAPABLE, ProgType
+from luabpf.compiler.front import ast
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
+from luabpf.compiler.front.parser import parse
 from luabpf.compiler.front.source import Source, Span
+from luabpf.compiler.hooks.base import Environment, Hook, top_functions
+from luabpf.compiler.hooks.tracepoint import TraceField, TracepointHook
+from luabpf.compiler.lib import maps
 from luabpf.compiler.lower.values import Val
 
-PROG_TYPE_PERF_EVENT = 7
-BPF_F_MMAPABLE = 1 << 10
 STDLIB_FILE = "<luabpf>/stdlib/cpufreq.lua"
 RELATIONS = {"<=": 1, ">=": 2}
 CPU_MAP = "luabpf_cpufreq"
@@ -50,19 +52,35 @@ OFF = {name: 8 * i for i, name in enumerate(FIELDS)}
 RECORD_SIZE = 8 * len(FIELDS)
 
 
-@dataclass
-class ThrottleHook:
-    """`throttle(cpu, cur, max, min)`, run by a per-CPU timer (a perf-event program)."""
-    name: str = "cpufreq"
-    entry: str = "throttle"
-    prog_type: int = PROG_TYPE_PERF_EVENT
-    default_return: int = 0
-    count_errors: bool = True
-    params: tuple = ("cpu", "cur", "max", "min")
+class ThrottleHook(Hook):
+    """`throttle(cpu, cur, max, min)`, run by a per-CPU timer (a perf-event program).
+    `prog_type` may be another's: bench/policy.py runs throttle as an XDP program, warm,
+    a million times with BPF_PROG_TEST_RUN."""
+    name = "cpufreq"
+    missing = "a cpufreq program needs a function throttle(cpu, cur, max, min)"
+    entry = "throttle"
+    section = "perf_event"
+    params = ("cpu", "cur", "max", "min")
+
+    def __init__(self, prog_type: int = ProgType.PERF_EVENT):
+        self.prog_type = prog_type
+        self.args: list[ir.VReg] = []
+
+    def __repr__(self) -> str:
+        return "ThrottleHook()"
+
+    @classmethod
+    def entries(cls, chunk: ast.Chunk) -> list:
+        return top_functions(chunk, ["throttle"])
+
+    @classmethod
+    def plan(cls, chunk: ast.Chunk, source: Source, env: Environment) -> tuple[ast.Chunk, list]:
+        """The script after stdlib/cpufreq.lua; throttle and its sched_switch companion."""
+        return policy_chunk(chunk, source), policy_hooks(env.fields_of("sched", "sched_switch"))
 
     def prologue(self, lw) -> list[Val]:
         b = lw.b
-        self.args = [b.vreg(n) for n in ("cpu", "cur", "max", "min")]
+        self.args = [b.vreg(n) for n in self.params]
         return [Val.int_(self.args[0], (0, MAX_CPUS - 1))] + [Val.int_(v) for v in self.args[1:]]
 
     def finish_prologue(self, lw) -> None:
@@ -81,12 +99,6 @@ class ThrottleHook:
         close_interval(lw, rec, now)
         for v, name in ((cur, "cur"), (max_, "max"), (min_, "min")):
             b.emit(ir.Load(8, v, rec, OFF[name]))
-
-    def epilogue(self, lw, results: list[Val], nret) -> None:
-        lw.exit(0)
-
-    def on_error(self, lw, site) -> None:
-        pass
 
 
 def cpu_map(lw) -> maps.MapDecl:
@@ -166,34 +178,29 @@ def stdlib_source() -> str:
     return stdlib.source("cpufreq.lua")
 
 
-def compile_policy(text: str, filename: str, sched_switch_fields: dict, options=None,
-                   throttle_hook: ThrottleHook | None = None) -> list:
-    """The programs of a policy script: [throttle, tracepoint.sched.sched_switch].
-    `throttle_hook` replaces the timer's hook record (bench/policy.py compiles throttle as
-    an XDP program, to run it warm a million times with BPF_PROG_TEST_RUN)."""
-    from luabpf.compiler.front.parser import parse
-    from luabpf.compiler.program import compile_script, parse_and_check
-    from luabpf.compiler.hooks.tracepoint import TracepointHook
-    chunk = parse_and_check(text, filename)
-    entry = next((st for st in chunk.body.stmts if isinstance(st, ast.FunctionDecl)
-                  and st.path == ["throttle"]), None)
-    if entry is None:
+def policy_chunk(chunk: ast.Chunk, source: Source) -> ast.Chunk:
+    """A checked policy script with stdlib/cpufreq.lua before it: what its programs are
+    compiled from. A script without `throttle`, or with its own sched_switch program, is
+    a CompileError."""
+    if not top_functions(chunk, ["throttle"]):
         raise CompileError([Diagnostic(
             "a CPU-frequency policy defines function throttle(cpu, cur, max, min)",
-            entry.span if entry else Span(filename, 1, 1, 1, 2))], Source(text, filename))
-    own = next((st for st in chunk.body.stmts if isinstance(st, ast.FunctionDecl)
-                and st.path == ["tracepoint", "sched", "sched_switch"]), None)
+            Span(source.filename, 1, 1, 1, 2))], source)
+    own = next(iter(top_functions(chunk, ["tracepoint", "sched", "sched_switch"])), None)
     if own is not None:
         raise CompileError([Diagnostic(
             "a CPU-frequency policy has its own sched:sched_switch program (it measures "
             "cpufreq.load): put this tracepoint function in a script of its own", own.span)],
-            Source(text, filename))
+            source)
     prelude = parse(stdlib_source(), STDLIB_FILE)
-    merged = ast.Chunk(chunk.span, ast.Block(prelude.body.span, prelude.body.stmts + chunk.body.stmts),
-                       filename)
-    hooks = [throttle_hook or ThrottleHook(),
-             TracepointHook("sched", "sched_switch", dict(sched_switch_fields))]
-    return compile_script(text, filename, hooks, options, chunk=merged)
+    return ast.Chunk(chunk.span, ast.Block(prelude.body.span, prelude.body.stmts + chunk.body.stmts),
+                     source.filename)
+
+
+def policy_hooks(sched_switch_fields: dict[str, TraceField],
+                 throttle: ThrottleHook | None = None) -> list[Hook]:
+    """The records of a policy's programs: [throttle, tracepoint.sched.sched_switch]."""
+    return [throttle or ThrottleHook(), TracepointHook("sched", "sched_switch", sched_switch_fields)]
 
 
 def outside_policy(lw, what: str, node) -> None:

@@ -1,21 +1,18 @@
-"""Hook records: what an entry function is attached to and how it talks to it.
+"""The function hook: calls one Lua function with arguments of known kinds (`run_function`,
+`luabpf call`).
 
-Owns, per hook kind, the BPF program type and flags, the default verdict
-returned when the script fails at run time, and the prologue/epilogue that turn
-the hook's context into Lua arguments and Lua results into the hook's answer.
-Each hook is a record of functions (STYLE: records, not `if name == …` chains).
-The program-type numbers are the kernel UAPI's (`enum bpf_prog_type`).
+Owns the record (BPF_PROG_TYPE_SYSCALL, sleepable, run by BPF_PROG_TEST_RUN with a
+context user space writes and reads back) and that context's layout, which
+`runtime/call.py` reads; and `entry_results`, what any entry function may return.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from luabpf.compiler import ir
-from luabpf.compiler.lower.values import INT, NIL, Val
-
-PROG_TYPE_XDP = 6
-PROG_TYPE_SYSCALL = 31
-BPF_F_SLEEPABLE = 1 << 4
+from luabpf.compiler.bpf.uapi import BPF_F_SLEEPABLE, ProgType
+from luabpf.compiler.front import ast
+from luabpf.compiler.front.source import Source
+from luabpf.compiler.hooks.base import Environment, Hook, is_plain, name_of
+from luabpf.compiler.lower.values import Val, type_name
 
 # The ctx of the function hook (BPF_PROG_TYPE_SYSCALL, used by run_function):
 #   0: u64 status   0 = returned, k + 1 = runtime error at error site k
@@ -26,27 +23,47 @@ BPF_F_SLEEPABLE = 1 << 4
 STATUS_OFF, NRET_OFF, ZERO_OFF, ARGS_OFF, SLOT = 0, 8, 16, 24, 16
 
 
-@dataclass
-class FunctionHook:
-    """Calls one Lua function with arguments of known kinds, for `run_function`."""
-    entry: str
-    arg_kinds: tuple[str, ...]            # 'int' | 'bool' | 'nil' per argument
-    name: str = "function"
-    prog_type: int = PROG_TYPE_SYSCALL
-    prog_flags: int = BPF_F_SLEEPABLE
-    default_return: int = 0
-    returns: str = "integers, booleans or nil"
-    count_errors: bool = False            # the status word reports the error site
-    nresults: int = 0                     # set by the epilogue
-    ctx: ir.VReg | None = field(default=None, repr=False)
+def ctx_size(arg_count: int, result_count: int) -> int:
+    """The bytes of the context of a call with these many arguments and results."""
+    return results_off(arg_count) + SLOT * result_count
+
+
+def results_off(arg_count: int) -> int:
+    """Where the results start in the context of a call with `arg_count` arguments."""
+    return ARGS_OFF + SLOT * arg_count
+
+
+class FunctionHook(Hook):
+    """Calls one Lua function with arguments of known kinds ('int', 'bool' or 'nil' each).
+    How many values it returns is the compiled program's (`CompiledProgram.nresults`)."""
+    name = "function"
+    missing = "the script defines no function to compile"
+    shares_state = False                  # each function is a program of its own
+    prog_type = ProgType.SYSCALL
+    prog_flags = BPF_F_SLEEPABLE
+    section = "syscall"
+
+    def __init__(self, entry: str, arg_kinds: tuple[str, ...], count_errors: bool = False):
+        self.entry = entry
+        self.arg_kinds = tuple(arg_kinds)
+        self.count_errors = count_errors       # the status word reports the error site
+        self.ctx: ir.VReg | None = None
+
+    def __repr__(self) -> str:
+        return f"FunctionHook({self.entry!r}, {self.arg_kinds!r})"
+
+    @classmethod
+    def entries(cls, chunk: ast.Chunk) -> list:
+        return [st for st in chunk.body.stmts if is_plain(st)]
+
+    @classmethod
+    def plan(cls, chunk: ast.Chunk, source: Source, env: Environment) -> tuple[ast.Chunk, list]:
+        """Each top-level function, called with integer arguments (`luabpf call`)."""
+        return chunk, [cls(name_of(st), ("int",) * len(st.func.params)) for st in cls.entries(chunk)]
 
     @property
     def results_off(self) -> int:
-        return ARGS_OFF + SLOT * len(self.arg_kinds)
-
-    @property
-    def ctx_size(self) -> int:
-        return self.results_off + SLOT * self.nresults
+        return results_off(len(self.arg_kinds))
 
     def prologue(self, lw) -> list[Val]:
         b = lw.b
@@ -68,7 +85,6 @@ class FunctionHook:
 
     def epilogue(self, lw, results: list[Val], nret) -> None:
         b = lw.b
-        self.nresults = len(results)
         for i, v in enumerate(results):
             off = self.results_off + SLOT * i
             b.emit(ir.Store(8, self.ctx, off, v.tag))
@@ -91,18 +107,16 @@ def entry_results(lw, vals: list[Val], span) -> list[Val]:
     """The values a `return` of the entry function gives its hook: a string, a view or a
     library value is a located error there (it has no way out of the program: a view's
     bytes are the packet's, a constant string has no run-time bytes), replaced by nil."""
-    from luabpf.compiler.lower.values import type_name
     out = []
     for i, v in enumerate(vals):
         if v.kinds - {"nil", "bool", "int"}:
-            returns = getattr(lw.hook, "returns", "integers, booleans or nil")
             lw.diags.error(span, f"'{lw.hook.entry}' returns a {type_name(v.kinds)} as value "
                                  f"#{i + 1}: an entry function of the {lw.hook.name} hook "
-                                 f"returns {returns}",
+                                 f"returns {lw.hook.returns}",
                            "print(s) sends a string to user space; return a value the hook takes")
             v = Val.nil()
         out.append(v)
     return out
 
 
-__all__ = ["FunctionHook", "INT", "NIL", "entry_results"]
+__all__ = ["FunctionHook", "entry_results", "ctx_size"]

@@ -1,55 +1,82 @@
-"""The packet-filter hook: `filter(hdr, pld)` on XDP and tc.
+"""The packet-filter hooks: `filter(hdr, pld)` on XDP and tc.
 
-Owns the hook records (program type, context offsets, verdict mapping); the
-`hdr` table and its parser are `headers`'. The parser runs once at entry and
-only if the script reads `hdr` or `pld`.
+Owns the two hook records, `XdpHook` and `TcHook`, and what they share (`PacketHook`:
+the context's packet pointers, the verdict mapping of `filter`'s result); the verdict
+constants (`ACTIONS`) and the rule that one hook's constants are an error under the
+other; and which packet hook a script is meant for (`packet_hook_for`). The `hdr`
+table and its parser are `headers`'. The parser runs once at entry and only if the
+script reads `hdr` or `pld`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from luabpf.compiler import ir
 from luabpf.compiler.bpf.helpers import Helper
+from luabpf.compiler.bpf.uapi import (TC_ACT_OK, TC_ACT_PIPE, TC_ACT_QUEUED, TC_ACT_RECLASSIFY,
+                                      TC_ACT_REDIRECT, TC_ACT_REPEAT, TC_ACT_SHOT, TC_ACT_STOLEN,
+                                      TC_ACT_TRAP, XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_REDIRECT,
+                                      XDP_TX, ProgType)
+from luabpf.compiler.front import ast
+from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
+from luabpf.compiler.front.source import Source
+from luabpf.compiler.hooks.base import Environment, Hook, top_functions
 from luabpf.compiler.hooks.headers import HeaderParser, Headers
-from luabpf.compiler.lower.values import FALSE, INT, TRUE, Val
 from luabpf.compiler.lib.views import Packet
+from luabpf.compiler.lower.values import FALSE, INT, Val
 
-PROG_TYPE_SCHED_CLS, PROG_TYPE_XDP = 3, 6
-XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT = 0, 1, 2, 3, 4
-TC_ACT_OK, TC_ACT_SHOT = 0, 2
 VERDICTS_MAP = "luabpf_verdicts"
 
 
-@dataclass
-class PacketHook:
-    """`filter(hdr, pld)` for XDP (`kind='xdp'`) or tc (`kind='tc'`, ingress or egress)."""
-    kind: str = "xdp"
-    entry: str = "filter"
-    count_errors: bool = True
-    count_verdicts: bool = False          # count each verdict in VERDICTS_MAP (`luabpf run`)
-    params: tuple = ("hdr", "pld")
-    headers: Headers = field(default_factory=Headers)
+class PacketHook(Hook):
+    """`filter(hdr, pld)` on a packet hook: what XDP and tc share. A subclass says where
+    the hook's context keeps the packet's pointers and what its verdicts are."""
+    entry = "filter"
+    params = ("hdr", "pld")
+    drop: int                            # what `false` returns
+    max_action: int                      # the highest verdict; a larger integer passes
+    article: str                         # "an xdp", "a tc" (in messages)
+    data_offsets: tuple[int, int]        # the context's data and data_end fields
+    pulls_data: bool = False             # bpf_skb_pull_data before reading headers
+    load_bytes: Helper                   # copies packet bytes out (print of a packet string)
+
+    def __init__(self, count_verdicts: bool = False):
+        self.count_verdicts = count_verdicts
+        self.headers = Headers()
+        self.ctx: ir.VReg | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(count_verdicts={self.count_verdicts})"
+
+    @classmethod
+    def entries(cls, chunk: ast.Chunk) -> list:
+        return top_functions(chunk, ["filter"])
+
+    @classmethod
+    def chosen(cls, chunk: ast.Chunk, source: Source) -> str:
+        """xdp or tc, by the verdict constants the script uses (`packet_hook_for`)."""
+        return packet_hook_for(chunk, source)
+
+    @classmethod
+    def plan(cls, chunk: ast.Chunk, source: Source, env: Environment) -> tuple[ast.Chunk, list]:
+        return chunk, [cls(count_verdicts=env.count_verdicts)]
 
     @property
-    def name(self) -> str:
-        return self.kind
-
-    @property
-    def prog_type(self) -> int:
-        return PROG_TYPE_XDP if self.kind == "xdp" else PROG_TYPE_SCHED_CLS
-
-    @property
-    def default_return(self) -> int:
-        return XDP_PASS if self.kind == "xdp" else TC_ACT_OK
+    def kind(self) -> str:
+        """The hook's name (`xdp` or `tc`), as the library's print reads it."""
+        return self.name
 
     @property
     def returns(self) -> str:
         """What `filter` may return, for errors."""
-        return f"true or nil (pass), false (drop) or {'an' if self.kind == 'xdp' else 'a'} {self.kind}.* verdict"
+        return f"true or nil (pass), false (drop) or {self.article} {self.name}.* verdict"
 
     @property
-    def drop(self) -> int:
-        return XDP_DROP if self.kind == "xdp" else TC_ACT_SHOT
+    def verdict_names(self) -> tuple:
+        """The name of each verdict the program can return, by its number."""
+        names = {v: self.verdict_name(n) for (m, n), v in ACTIONS.items() if m == self.name}
+        return tuple(names.get(i, str(i)) for i in range(self.max_action + 1))
+
+    def verdict_name(self, constant: str) -> str:
+        return f"{self.name.upper()}_{constant}"
 
     def prologue(self, lw) -> list[Val]:
         b = lw.b
@@ -61,15 +88,16 @@ class PacketHook:
     def finish_prologue(self, lw) -> None:
         """Called with the entry block current, after the body: pointers and the header parse."""
         b = lw.b
-        off_data, off_end = (0, 4) if self.kind == "xdp" else (76, 80)
-        if self.kind == "tc" and (self.headers.tags or self.headers.pld):
+        off_data, off_end = self.data_offsets
+        parses = bool(self.headers.tags or self.headers.pld)
+        if self.pulls_data and parses:
             skb_len = b.vreg("skb_len")                                # __sk_buff.len
             b.emit(ir.Load(4, skb_len, self.ctx, 0))
             b.emit(ir.Call(Helper.skb_pull_data, [self.ctx, skb_len]))  # make every byte direct
         data, end = lw.packet.data, lw.packet.data_end
         b.emit(ir.Load(4, data, self.ctx, off_data))
         b.emit(ir.Load(4, end, self.ctx, off_end))
-        if self.headers.tags or self.headers.pld:
+        if parses:
             HeaderParser(lw, self.headers).emit()
 
     def epilogue(self, lw, results: list[Val], nret) -> None:
@@ -103,23 +131,11 @@ class PacketHook:
         b.start(done)
         self.exit(lw, out)
 
-    @property
-    def verdict_names(self) -> list[str]:
-        """The name of each verdict the program can return, by its number."""
-        names = {v: f"{k[0].upper()}_{k[1]}" if k[0] == "xdp" else f"TC_ACT_{k[1]}"
-                 for k, v in ACTIONS.items() if k[0] == self.kind}
-        return [names.get(i, str(i)) for i in range(self.max_action + 1)]
-
     def exit(self, lw, verdict) -> None:
         """Return `verdict`, counted in VERDICTS_MAP first when the hook counts verdicts."""
-        b = lw.b
         if self.count_verdicts:
             lw.count_in(VERDICTS_MAP, verdict, "verdict_key", atomic=False)   # per-CPU counters
-        b.terminate(ir.Exit(verdict))
-
-    @property
-    def max_action(self) -> int:
-        return XDP_REDIRECT if self.kind == "xdp" else 8
+        lw.b.terminate(ir.Exit(verdict))
 
     def verdict_of(self, value, lw) -> int:
         if value is None or value is True:
@@ -128,25 +144,58 @@ class PacketHook:
             return self.drop
         if isinstance(value, int) and 0 <= value <= self.max_action:
             return value
-        lw.error_at_loc(f"a filter returns true, false, nil or a {self.kind}.* action, not {value!r}")
+        lw.error_at_loc(f"a filter returns true, false, nil or a {self.name}.* action, not {value!r}")
         return self.default_return
 
-    def on_error(self, lw, site) -> None:
-        pass
+
+class XdpHook(PacketHook):
+    """`filter(hdr, pld)` at a device's XDP hook (struct xdp_md)."""
+    name = "xdp"
+    missing = "a xdp program needs a function filter(hdr, pld)"
+    prog_type = ProgType.XDP
+    section = "xdp"
+    default_return = XDP_PASS
+    drop = XDP_DROP
+    max_action = XDP_REDIRECT
+    data_offsets = (0, 4)                 # xdp_md.data, .data_end
+    load_bytes = Helper.xdp_load_bytes
+    article = "an"
 
 
-def filter_hook(kind: str) -> PacketHook:
-    if kind not in ("xdp", "tc"):
-        raise ValueError(f"unknown packet hook {kind!r}")
-    return PacketHook(kind)
+class TcHook(PacketHook):
+    """`filter(hdr, pld)` at a device's tc hook, ingress or egress (struct __sk_buff)."""
+    name = "tc"
+    missing = "a tc program needs a function filter(hdr, pld)"
+    prog_type = ProgType.SCHED_CLS
+    section = "tc"
+    default_return = TC_ACT_OK
+    drop = TC_ACT_SHOT
+    max_action = TC_ACT_TRAP
+    data_offsets = (76, 80)               # __sk_buff.data, .data_end
+    pulls_data = True
+    load_bytes = Helper.skb_load_bytes
+    article = "a"
+
+    def verdict_name(self, constant: str) -> str:
+        return f"TC_ACT_{constant}"
+
+
+PACKET_HOOKS = {hook.name: hook for hook in (XdpHook, TcHook)}
+
+
+def filter_hook(name: str, count_verdicts: bool = False) -> PacketHook:
+    """A new record of the packet hook `name` ('xdp' or 'tc')."""
+    if name not in PACKET_HOOKS:
+        raise ValueError(f"unknown packet hook {name!r}")
+    return PACKET_HOOKS[name](count_verdicts)
 
 
 ACTIONS = {
     ("xdp", "ABORTED"): XDP_ABORTED, ("xdp", "DROP"): XDP_DROP, ("xdp", "PASS"): XDP_PASS,
     ("xdp", "TX"): XDP_TX, ("xdp", "REDIRECT"): XDP_REDIRECT,
-    ("tc", "OK"): TC_ACT_OK, ("tc", "SHOT"): TC_ACT_SHOT, ("tc", "RECLASSIFY"): 1,
-    ("tc", "PIPE"): 3, ("tc", "STOLEN"): 4, ("tc", "QUEUED"): 5, ("tc", "REPEAT"): 6,
-    ("tc", "REDIRECT"): 7,
+    ("tc", "OK"): TC_ACT_OK, ("tc", "SHOT"): TC_ACT_SHOT, ("tc", "RECLASSIFY"): TC_ACT_RECLASSIFY,
+    ("tc", "PIPE"): TC_ACT_PIPE, ("tc", "STOLEN"): TC_ACT_STOLEN, ("tc", "QUEUED"): TC_ACT_QUEUED,
+    ("tc", "REPEAT"): TC_ACT_REPEAT, ("tc", "REDIRECT"): TC_ACT_REDIRECT,
 }
 
 # ---- verdict constants belong to their hook -------------------------------------------
@@ -175,8 +224,7 @@ def foreign_action(path: tuple[str, ...], kind: str) -> tuple[str, str] | None:
     else:
         own = ", ".join(f"{kind}.{n}" for (m, n) in ACTIONS if m == kind)
         use = f"{kind} has no such verdict (it has {own})"
-    article = "an" if module == "xdp" else "a"
-    return (f"{module}.{name} is {article} {module} verdict; this program is compiled for {kind}: {use}",
+    return (f"{module}.{name} is {PACKET_HOOKS[module].article} {module} verdict; this program is compiled for {kind}: {use}",
             PORTABLE_HINT)
 
 
@@ -184,7 +232,7 @@ def check_action(lw, path: tuple[str, ...], node) -> None:
     """The guard of a verdict constant: an error at node when it is another hook's."""
     if not isinstance(lw.hook, PacketHook):
         return                                   # other hooks take them as plain integers
-    found = foreign_action(path, lw.hook.kind)
+    found = foreign_action(path, lw.hook.name)
     if found is not None:
         lw.error(node, *found)
 
@@ -192,7 +240,6 @@ def check_action(lw, path: tuple[str, ...], node) -> None:
 def verdict_uses(chunk) -> dict[str, list]:
     """The spans of `xdp.*` and `tc.*` verdict constants in a parsed chunk, by hook; a file
     that binds `xdp` or `tc` itself (a local, a parameter) counts as using neither."""
-    from luabpf.compiler.front import ast
     uses: dict[str, list] = {"xdp": [], "tc": []}
     shadowed = False
     for n in ast.walk(chunk):
@@ -208,7 +255,6 @@ def verdict_uses(chunk) -> dict[str, list]:
 
 def _bound_names(n) -> list[str]:
     """The names a node binds (a local, a parameter, a loop variable, a global)."""
-    from luabpf.compiler.front import ast
     if isinstance(n, ast.Local):
         return [x.name for x in n.names]
     if isinstance(n, ast.Function):
@@ -224,24 +270,20 @@ def _bound_names(n) -> list[str]:
     return []
 
 
-def infer_packet_hook(source: str, filename: str = "<string>") -> str:
-    """The packet hook a script is meant for when none is given: tc when it uses tc.*
-    verdicts, else xdp. A script that uses both hooks' verdicts is a compile error that
-    names the first use of each."""
-    from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
-    from luabpf.compiler.front.parser import parse
-    from luabpf.compiler.front.source import Source
-    uses = verdict_uses(parse(source, filename))
+def packet_hook_for(chunk: ast.Chunk, source: Source) -> str:
+    """The packet hook a parsed script is meant for when none is given: tc when it uses
+    tc.* verdicts, else xdp. A script that uses both hooks' verdicts is a compile error
+    that names the first use of each."""
+    uses = verdict_uses(chunk)
     if uses["xdp"] and uses["tc"]:
         x, t = uses["xdp"][0], uses["tc"][0]
         second = max(x, t, key=lambda s: (s.line, s.col))
-        text = Source(source, filename)
         raise CompileError([Diagnostic(
-            f"this script uses verdicts of both packet hooks: {_constant(text, x)} (xdp) at line "
-            f"{x.line} and {_constant(text, t)} (tc) at line {t.line}; a filter's verdict constants "
+            f"this script uses verdicts of both packet hooks: {_constant(source, x)} (xdp) at line "
+            f"{x.line} and {_constant(source, t)} (tc) at line {t.line}; a filter's verdict constants "
             f"belong to the hook it is compiled for",
             second, f"{PORTABLE_HINT}; or keep one hook's constants (and give --hook for it)")],
-            text)
+            source)
     return "tc" if uses["tc"] else "xdp"
 
 
@@ -250,4 +292,5 @@ def _constant(text, span) -> str:
     return line[span.col - 1:span.end_col - 1] if span.end_line == span.line else "a constant"
 
 
-__all__ = ["PacketHook", "filter_hook", "ACTIONS", "TRUE", "check_action", "infer_packet_hook"]
+__all__ = ["PacketHook", "XdpHook", "TcHook", "PACKET_HOOKS", "filter_hook", "ACTIONS", "check_action",
+           "packet_hook_for"]

@@ -13,12 +13,15 @@ Decisions (docs/language.md, "Tracepoints"):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from luabpf.compiler import ir
+from luabpf.compiler.bpf.uapi import ProgType
+from luabpf.compiler.front import ast
+from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
+from luabpf.compiler.front.source import Source
+from luabpf.compiler.hooks.base import Environment, Hook, is_tracepoint
 from luabpf.compiler.lower.values import Val
-
-PROG_TYPE_TRACEPOINT = 5
 
 
 @dataclass(frozen=True)
@@ -31,30 +34,55 @@ class TraceField:
     scalar: bool = True      # False for arrays, strings and __data_loc fields
 
 
-@dataclass
-class TracepointHook:
-    category: str
-    event: str
-    fields: dict[str, TraceField] = field(default_factory=dict)
-    name: str = "tracepoint"
-    prog_type: int = PROG_TYPE_TRACEPOINT
-    default_return: int = 0
-    count_errors: bool = True
-    params: tuple = ("args",)
+class TracepointHook(Hook):
+    """`function tracepoint.CATEGORY.EVENT(args)`, the event's fields as `args`."""
+    name = "tracepoint"
+    missing = "a tracepoint program needs a function tracepoint.CATEGORY.EVENT(args)"
+    prog_type = ProgType.TRACEPOINT
+    params = ("args",)
+
+    def __init__(self, category: str, event: str, fields: dict[str, TraceField] | None = None):
+        self.category, self.event = category, event
+        self.fields = dict(fields or {})
+        self.ctx: ir.VReg | None = None
+
+    def __repr__(self) -> str:
+        return f"TracepointHook({self.category!r}, {self.event!r})"
+
+    @classmethod
+    def entries(cls, chunk: ast.Chunk) -> list:
+        return [st for st in chunk.body.stmts if is_tracepoint(st)]
+
+    @classmethod
+    def plan(cls, chunk: ast.Chunk, source: Source, env: Environment) -> tuple[ast.Chunk, list]:
+        """A record per `tracepoint.C.E` function, its fields from `env`; an event `env`
+        does not have is a CompileError at the function's line."""
+        hooks, problems = [], []
+        for st in cls.entries(chunk):
+            _, category, event = st.path
+            try:
+                hooks.append(cls(category, event, env.fields_of(category, event)))
+            except env.no_such_event as e:
+                problems.append(Diagnostic(str(e), st.span))
+        if problems:
+            raise CompileError(problems, source)
+        return chunk, hooks
 
     @property
     def entry(self) -> str:
         return f"tracepoint.{self.category}.{self.event}"
 
+    @property
+    def section(self) -> str:
+        return f"tracepoint/{self.category}/{self.event}"
+
+    @property
+    def label(self) -> str:
+        return self.section
+
     def prologue(self, lw) -> list[Val]:
         self.ctx = lw.b.copy(ir.Phys(1), "ctx")
         return [Val.object(TraceArgs(self))]
-
-    def epilogue(self, lw, results: list[Val], nret) -> None:
-        lw.b.terminate(ir.Exit(0))
-
-    def on_error(self, lw, site) -> None:
-        pass
 
 
 class TraceArgs:

@@ -31,6 +31,7 @@ from luabpf.compiler.back import cost
 from luabpf.compiler.front import ast
 from luabpf.compiler.lib import maps, table
 from luabpf.compiler.lower.bindings import FuncDef, GlobalVar
+from luabpf.compiler.hooks.base import Hook
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic, InternalError
 from luabpf.compiler.lower.values import INT, NIL, Val
 
@@ -361,7 +362,7 @@ def load_val(b, frame: ir.StackSlot | ir.VReg, off: int, kinds: frozenset) -> Va
     return Val(tag, payload, kinds)
 
 
-class SubHook:
+class SubHook(Hook):
     """The 'hook' of a BPF function: r1 is the caller's frame (never NULL: callers pass
     their stack, the check is for the verifier); parameters come from it and results go
     back to it; r0 is 0, or the error site + 1 (the caller takes its error path)."""

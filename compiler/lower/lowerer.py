@@ -63,6 +63,7 @@ class Lowered:
     subs: list = field(default_factory=list)   # (name, ir.Function) of the BPF functions called
     spans: list = field(default_factory=list)  # (name, Span of its definition) of those
     frames: dict = field(default_factory=dict)  # name → bytes of its call frame
+    nresults: int = 0                           # how many values the entry returns
 
 
 class Lowerer(ExprLowering, LoopLowering):
@@ -174,7 +175,7 @@ class Lowerer(ExprLowering, LoopLowering):
         if entry is None:
             raise CompileError([self._diag_at_top(f"no function '{self.hook.entry}' to run for the "
                                                    f"{self.hook.name} hook")], self.source)
-        params = getattr(self.hook, "params", None)
+        params = self.hook.params
         if params is not None and len(entry.node.params) > len(params):
             raise CompileError([Diagnostic(
                 f"'{self.hook.entry}' takes at most {len(params)} parameter"
@@ -202,9 +203,9 @@ class Lowerer(ExprLowering, LoopLowering):
         self._finish_error_path()
         fn = ir.Function(self.b.blocks + self.site_blocks + [self.err_block], self.b.slots,
                          [])
-        counted = [s for s in self.sites if not s.fatal or getattr(self.hook, "count_errors", True)]
+        counted = [s for s in self.sites if not s.fatal or self.hook.count_errors]
         return Lowered(fn, self.sites, self.globals, self._gptr is not None, bool(counted),
-                       self.maps, self.prints)
+                       self.maps, self.prints, nresults=len(vals))
 
     def _diag_at_top(self, message: str):
         return Diagnostic(message, Span(self.source.filename, 1, 1, 1, 2))
@@ -215,8 +216,7 @@ class Lowerer(ExprLowering, LoopLowering):
         b = self.b
         b.cur = self.prologue
         self.after_prologue = b.block("setup")
-        if hasattr(self.hook, "finish_prologue"):
-            self.hook.finish_prologue(self)
+        self.hook.finish_prologue(self)
         if not b.terminated:
             b.jump(self.after_prologue)
         b.cur = self.after_prologue
@@ -233,17 +233,14 @@ class Lowerer(ExprLowering, LoopLowering):
             b.terminate(ir.Exit(self.hook.default_return))
             return
         self.hook.on_error(self, self.errsite)
-        if getattr(self.hook, "count_errors", True):
+        if self.hook.count_errors:
             self._count_site(self.errsite)
         self.exit(self.hook.default_return)
 
     def exit(self, value) -> None:
         """End the program returning `value`, the way the hook ends it (a hook may count
         its verdicts)."""
-        if hasattr(self.hook, "exit"):
-            self.hook.exit(self, value)
-        else:
-            self.b.terminate(ir.Exit(value))
+        self.hook.exit(self, value)
 
     def gptr(self) -> ir.VReg:
         if self._gptr is None:
@@ -252,8 +249,9 @@ class Lowerer(ExprLowering, LoopLowering):
 
     def opaque_zero(self) -> ir.VReg:
         """A register holding 0 that the verifier cannot know is 0 (see the module doc)."""
-        if hasattr(self.hook, "opaque_zero"):
-            return self.hook.opaque_zero(self)
+        z = self.hook.opaque_zero(self)
+        if z is not None:
+            return z
         z = self.b.vreg("zero")
         self.b.emit(ir.Load(8, z, self.gptr(), ZERO_OFF))
         return z
@@ -716,5 +714,5 @@ def lower(chunk: ast.Chunk, source: Source, hook, options: Options | None = None
         low.spans.append((name, sub.fd.node.span))
         low.frames[name] = 8 * sub.sig.frame_words
         low.uses_globals_map |= sl.uses_globals_map
-    low.uses_errors_map = any(not s.fatal or getattr(hook, "count_errors", True) for s in low.sites)
+    low.uses_errors_map = any(not s.fatal or hook.count_errors for s in low.sites)
     return low

@@ -45,19 +45,10 @@ MAP_TYPE_RINGBUF = 27
 
 
 def section_of(hook) -> str:
-    """libbpf's section name for a hook's programs."""
-    kind = hook.name
-    if kind == "xdp":
-        return "xdp"
-    if kind == "tc":
-        return "tc"
-    if kind == "tracepoint":
-        return f"tracepoint/{hook.category}/{hook.event}"
-    if kind == "cpufreq":
-        return "perf_event"
-    if kind == "function":
-        return "syscall"
-    raise ValueError(f"no object section for the {kind!r} hook")
+    """libbpf's section name for a hook's programs (the record's `section`)."""
+    if not hook.section:
+        raise ValueError(f"no object section for the {hook.name!r} hook")
+    return hook.section
 
 
 def symbol_of(hook) -> str:

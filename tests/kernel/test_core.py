@@ -231,8 +231,8 @@ def test_runtime_errors_are_counted_per_site():
     prog = luabpf.compile(ERRORS, "t.lua", FunctionHook("div", ("int", "int"), count_errors=True))
     with prog.load() as p:
         import struct
-        from luabpf.compiler.hooks.function import ARGS_OFF
-        ctx = bytearray(prog.compiled.hook.ctx_size)
+        from luabpf.compiler.hooks.function import ARGS_OFF, ctx_size
+        ctx = bytearray(ctx_size(2, prog.compiled.nresults))
         struct.pack_into("<qqqq", ctx, ARGS_OFF, 3, 1, 3, 0)
         for _ in range(3):
             p.run_ctx(bytes(ctx))

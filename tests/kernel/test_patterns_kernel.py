@@ -22,7 +22,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from luabpf.compiler import ir
-from luabpf.compiler.hooks.function import PROG_TYPE_XDP
+from luabpf.compiler.bpf.uapi import ProgType
+from luabpf.compiler.hooks.base import Hook
 from luabpf.compiler.lower.lowerer import Options
 from luabpf.compiler.lib.patterns import PatternError, parse_pattern, reference_find
 from luabpf.compiler.lib.patterns_codegen import emit_lua_init, emit_match
@@ -88,13 +89,13 @@ class PacketWindow:
 
 
 @dataclass
-class MatchHook:
+class MatchHook(Hook):
     """Runs one compiled pattern over the subject in the frame (see the module doc)."""
     pattern: object
     windows: bool = True
     entry: str = "f"
     name: str = "pattern"
-    prog_type: int = PROG_TYPE_XDP
+    prog_type: int = ProgType.XDP
     prog_flags: int = 0
     default_return: int = XDP_PASS
     count_errors: bool = False

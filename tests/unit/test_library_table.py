@@ -11,13 +11,11 @@ import pytest
 from luabpf.cli.app import main
 from luabpf.compiler.front.check import DEFAULT_GLOBALS
 from luabpf.compiler.front.diagnostics import CompileError
-from luabpf.compiler.hooks.cpufreq import compile_policy
-from luabpf.compiler.hooks.function import FunctionHook
-from luabpf.compiler.hooks.packet import PacketHook
-from luabpf.compiler.hooks.tracepoint import TraceField, TracepointHook
+from luabpf.compiler.hooks.base import Environment
+from luabpf.compiler.hooks.tracepoint import TraceField
 from luabpf.compiler.lib import table
 from luabpf.compiler.lower.bindings import Options
-from luabpf.compiler.program import compile_script
+from luabpf.compiler.program import compile_source
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 OPTIONS = Options(loops="bounded")
@@ -69,19 +67,17 @@ USES = {
 
 def compile_on(hook: str, top: str, body: str):
     """Compile `body` in the entry function of `hook` (s a string, n an integer there)."""
+    env = Environment(trace_fields=lambda category, event: dict(SCHED_SWITCH))
     if hook in ("xdp", "tc"):
         text = f"{top}\nfunction filter(hdr, pld)\n  local s, n = pld, #pld\n  {body}\nend\n"
-        return compile_script(text, "t.lua", [PacketHook(hook)], OPTIONS)
-    if hook == "cpufreq":
+    elif hook == "cpufreq":
         text = f"{top}\nfunction throttle(cpu, cur, max, min)\n  local s, n = 'abc', cpu\n  {body}\nend\n"
-        return compile_policy(text, "t.lua", SCHED_SWITCH, OPTIONS)
-    if hook == "tracepoint":
+    elif hook == "tracepoint":
         text = (f"{top}\nfunction tracepoint.sched.sched_switch(args)\n"
                 f"  local s, n = 'abc', args.prev_pid\n  {body}\nend\n")
-        return compile_script(text, "t.lua", [TracepointHook("sched", "sched_switch",
-                                                             SCHED_SWITCH)], OPTIONS)
-    text = f"{top}\nfunction f(n)\n  local s = 'abc'\n  {body}\nend\n"
-    return compile_script(text, "t.lua", [FunctionHook("f", ("int",))], OPTIONS)
+    else:
+        text = f"{top}\nfunction f(n)\n  local s = 'abc'\n  {body}\nend\n"
+    return compile_source(text, "t.lua", hook, OPTIONS, env)
 
 
 def test_the_checkers_known_globals_are_the_tables_names():
