@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from luabpf.compiler import ir
 from luabpf.compiler.bpf import insn as I
+from luabpf.compiler.bpf.encode import label_slots
 from luabpf.compiler.bpf.opcode import ALUOp, Class, JumpOp, Size
 from luabpf.compiler.front.diagnostics import InternalError
 from luabpf.compiler.back.regalloc import Allocation
@@ -197,7 +198,6 @@ def relax_long_jumps(items: list) -> list:
     thousands of rules) cannot hold its offset: it becomes `if cond goto +1; goto +1;
     gotol target` (`resolve` widens the far goto to gotol). Repeated until every jump
     fits, since each rewrite moves what follows."""
-    from luabpf.compiler.bpf.encode import label_slots
     while True:
         targets = label_slots(items)
         out, slot, changed = [], 0, False
