@@ -261,12 +261,3 @@ class Function:
     blocks: list[Block]
     slots: list[StackSlot]
     maps: list[str]
-
-    def dump(self) -> str:
-        out = []
-        for b in self.blocks:
-            out.append(f"{b.name}:")
-            for op in b.ops:
-                out.append(f"    {op!r}")
-            out.append(f"    {b.term!r}")
-        return "\n".join(out)

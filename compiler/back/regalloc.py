@@ -37,15 +37,6 @@ class Allocation:
     regs: dict[int, int] = field(default_factory=dict)        # vreg id → register
 
 
-def linear_ops(fn: ir.Function) -> list[tuple[ir.Block, ir.Op]]:
-    out = []
-    for b in fn.blocks:
-        for op in b.ops:
-            out.append((b, op))
-        out.append((b, b.term))
-    return out
-
-
 def _operands(fn: ir.Function) -> list[list[tuple]]:
     """Per block, per operation: (op, uses, defs), asked of each operation once."""
     return [[(op, op.uses(), op.defs()) for op in b.ops + [b.term]] for b in fn.blocks]
@@ -170,17 +161,6 @@ def _call_within(calls: list[int], lo: int, hi: int) -> bool:
     """Whether a call position c (calls sorted) has lo <= c <= hi."""
     i = bisect.bisect_left(calls, lo)
     return i < len(calls) and calls[i] <= hi
-
-
-def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted ranges with the ones that touch (consecutive blocks) joined."""
-    out: list[tuple[int, int]] = []
-    for r0, r1 in ranges:
-        if out and r0 <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], r1))
-        else:
-            out.append((r0, r1))
-    return out
 
 
 def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:

@@ -82,18 +82,6 @@ class Class(IntEnum):
     def of(cls, code: int) -> Class:
         return cls(code & CLASS_MASK)
 
-    @property
-    def is_alu(self) -> bool:
-        return self in (Class.ALU, Class.ALU64)
-
-    @property
-    def is_jump(self) -> bool:
-        return self in (Class.JMP, Class.JMP32)
-
-    @property
-    def is_load_store(self) -> bool:
-        return self <= Class.STX
-
 
 class Size(IntEnum):
     """Access width of loads and stores, bits 3-4."""
@@ -384,7 +372,7 @@ class Insn:
     # -- decoded fields ------------------------------------------------------------
     @property
     def cls(self) -> Class:
-        return Class(self.code & 0x07)
+        return Class.of(self.code)
 
     @property
     def slots(self) -> int:
@@ -392,27 +380,11 @@ class Insn:
         return 2 if self.code == LD_IMM64 else 1
 
     @property
-    def is_ld_imm64(self) -> bool:
-        return self.code == LD_IMM64
-
-    @property
     def target_in_imm(self) -> bool:
         """True when the pc-relative target lives in ``imm`` (gotol, bpf-to-bpf call)."""
         return self.code == Class.JMP32 | JumpOp.JA or (
             self.code == Class.JMP | JumpOp.CALL and self.src == PSEUDO_CALL
         )
-
-    @property
-    def has_target(self) -> bool:
-        """True for instructions that carry a pc-relative jump target."""
-        if self.cls not in (Class.JMP, Class.JMP32):
-            return False
-        op = self.code & 0xF0
-        if op == JumpOp.EXIT:
-            return False
-        if op == JumpOp.CALL:
-            return self.src == PSEUDO_CALL
-        return True
 
     def replace(self, **changes) -> Insn:
         return dataclasses.replace(self, **changes)
@@ -462,11 +434,11 @@ def _target(insn: Insn, value: int) -> str:
 def format_insn(insn: Insn) -> str:
     """One instruction in verifier syntax, without the ``N: (code)`` prefix."""
     code, d, s, off, imm = insn.code, insn.dst, insn.src, insn.off, insn.imm
-    cls = Class(code & 0x07)
+    cls = Class.of(code)
     if cls in (Class.ALU, Class.ALU64):
         return _format_alu(insn, cls)
-    size = Size(code & 0x18)
-    mode = code & 0xE0
+    size = Size.from_code(code)
+    mode = code & MODE_MASK
     if cls is Class.STX:
         if mode == Mode.MEM:
             return f"{_mem(size, d, off)} = r{s}"
@@ -497,18 +469,18 @@ def format_insn(insn: Insn) -> str:
 def _format_alu(insn: Insn, cls: Class) -> str:
     code, d, s, off, imm = insn.code, insn.dst, insn.src, insn.off, insn.imm
     r = "w" if cls is Class.ALU else "r"
-    op = ALUOp(code & 0xF0) if (code & 0xF0) <= ALUOp.END else None
+    op = ALUOp.from_code(code) if code & OP_MASK <= ALUOp.END else None
     if op is None:
         return f"BUG_alu_{code:02x}"
     if op is ALUOp.END:
         if cls is Class.ALU64:
             return f"r{d} = bswap{imm} r{d}"
-        kind = "be" if code & Source.X == Endian.TO_BE else "le"
+        kind = "be" if code & SOURCE_MASK == Endian.TO_BE else "le"
         return f"r{d} = {kind}{imm} r{d}"
     if op is ALUOp.NEG:
         return f"{r}{d} = -{r}{d}"
     opstr = ALU_SIGN_STRING[op] if op in ALU_SIGN_STRING and off == 1 else ALU_STRING[op]
-    if code & Source.X:
+    if code & SOURCE_MASK == Source.X:
         cast = ""
         if op is ALUOp.MOV and off in (8, 16, 32):
             cast = f"(s{off})"
@@ -545,7 +517,7 @@ def _format_imm64(insn: Insn) -> str:
 
 def _format_jump(insn: Insn, cls: Class) -> str:
     code, d, s, off, imm = insn.code, insn.dst, insn.src, insn.off, insn.imm
-    op = JumpOp(code & 0xF0)
+    op = JumpOp.from_code(code)
     if op is JumpOp.CALL:
         if s == PSEUDO_CALL:
             return f"call {_target(insn, imm)}"
@@ -563,5 +535,5 @@ def _format_jump(insn: Insn, cls: Class) -> str:
     if op not in JMP_STRING:
         return f"BUG_jmp_{code:02x}"
     r = "w" if cls is Class.JMP32 else "r"
-    rhs = f"{r}{s}" if code & Source.X else f"{imm & 0xFFFFFFFF:#x}"
+    rhs = f"{r}{s}" if code & SOURCE_MASK == Source.X else f"{imm & 0xFFFFFFFF:#x}"
     return f"if {r}{d} {JMP_STRING[op]} {rhs} goto {_target(insn, off)}"

@@ -152,7 +152,7 @@ def _map_defs(types, strings) -> list[tuple[str, dict[str, int]]]:
             continue
         for i in range(vlen):
             var_id, _off, _sz = struct.unpack_from("<III", extra, 12 * i)
-            vkind, vname, _, vtype, _ = types[var_id - 1]
+            _, vname, _, vtype, _ = types[var_id - 1]
             struct_t = types[vtype - 1]
             attrs = {}
             for j in range(struct_t[2]):
