@@ -228,11 +228,11 @@ def sub_label(name: str) -> str:
 def emit(fn: ir.Function, alloc: Allocation, cycle_slot: ir.StackSlot, prefix: str = "") -> list:
     """The function's instructions; `prefix` keeps its labels apart from other functions'."""
     e = Emitter(alloc, cycle_slot)
-    for b in fn.blocks:
-        b.name = prefix + b.name
-    for i, b in enumerate(fn.blocks):
-        e.out.append(I.label(b.name))
-        for op in b.ops:
+    for block in fn.blocks:
+        block.name = prefix + block.name
+    for i, block in enumerate(fn.blocks):
+        e.out.append(I.label(block.name))
+        for op in block.ops:
             e.op(op)
-        e.term(b.term, fn.blocks[i + 1] if i + 1 < len(fn.blocks) else None)
+        e.term(block.term, fn.blocks[i + 1] if i + 1 < len(fn.blocks) else None)
     return e.out

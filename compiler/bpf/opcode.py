@@ -14,7 +14,7 @@ It does not own encoding (``encode``) or parsing text (``asm``).  The builder me
     ALUOp.SUB.reg32(R1, R2)          # w1 -= w2
     JumpOp.JSGT.imm(R1, 4, "Lexit")  # if r1 s> 0x4 goto Lexit
 
-The 8-bit opcode has two layouts, selected by the low three bits (the class)::
+The 8-bit opcode has two formats, selected by the low three bits (the class)::
 
       7   6   5   4   3   2   1   0
     +---------------+---+-----------+
