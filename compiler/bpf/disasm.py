@@ -5,7 +5,8 @@ This module owns ``disassemble`` (a listing); the text of one instruction,
 import from here) and is re-exported here.  The spelling, spacing and number bases follow
 ``print_bpf_insn``: ALU and store immediates in decimal (``r1 += 22``,
 ``*(u64 *)(r10 -16) = 5``), jump immediates in hex (``if r1 s> 0x4 goto pc+3``), memory
-offsets signed (``(r10 -8)``), helper calls as ``call bpf_map_lookup_elem#1``.  Two deliberate additions, both accepted back by ``asm``:
+offsets signed (``(r10 -8)``), helper calls as ``call bpf_map_lookup_elem#1``.  Two
+deliberate additions, both accepted back by ``asm``:
 
 * ld_imm64 ends in `` ll`` (as LLVM prints it) so ``r1 = 0x5 ll`` cannot be mistaken for
   ``r1 = 5`` when reassembled;
