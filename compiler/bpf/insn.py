@@ -1,4 +1,5 @@
-"""The eBPF instruction model: registers, ``Insn``, ``Label`` and the builders.
+"""Building eBPF instructions: the builders, and the instruction model (registers,
+``Insn``, ``Label``) re-exported from ``opcode``.
 
 This module owns the functions that build instructions, and is where users import the
 instruction model from: the record itself (``Insn``, ``Label``, ``Register``) is defined
