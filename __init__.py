@@ -1,6 +1,6 @@
 """luabpf: kernel Lua compiled to eBPF.
 
-The public Python interface (DESIGN §4): `compile`, `run_function`, `open_running`
+The public Python interface (docs/running.md, "Python"): `compile`, `run_function`, `open_running`
 (a program `luabpf run` keeps running), and the
 errors a caller can catch. The work is done in `luabpf.compiler` (pure, no
 kernel access) and `luabpf.runtime` (everything that touches the kernel).

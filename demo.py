@@ -11,6 +11,9 @@ import os
 
 from rich.table import Table
 
+from luabpf import api
+from luabpf.runtime.verdicts import verdict_name
+
 BANNERS = [
     b"SSH-2.0-OpenSSH_6.4 Debian-5ubuntu1.1\r\n",
     b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13\r\n",
@@ -33,15 +36,13 @@ def read(name: str) -> str:
 
 
 def ssh_demo(console) -> None:
-    import luabpf
+    # scapy is heavy to import (seconds); only this demo builds frames with it.
     from scapy.all import IP, TCP, Ether, Raw
-
-    from luabpf.runtime.verdicts import verdict_name
     source = read("ssh_filter.lua")
     table = Table(title="examples/ssh_filter.lua (the paper's Figure 2) in the kernel")
     for col in ("server's first TCP payload", "XDP verdict", "tc verdict"):
         table.add_column(col)
-    programs = {hook: luabpf.compile(source, "ssh_filter.lua", hook) for hook in ("xdp", "tc")}
+    programs = {hook: api.compile(source, "ssh_filter.lua", hook) for hook in ("xdp", "tc")}
     loaded = {hook: p.load() for hook, p in programs.items()}
     try:
         for banner in BANNERS:
@@ -60,18 +61,16 @@ def ssh_demo(console) -> None:
 
 
 def intmath_demo(console) -> None:
-    import luabpf
-    from luabpf.api import compile_function
     source = read("intmath.lua")
     table = Table(title="examples/intmath.lua: Lua functions called in the kernel")
     for col in ("call", "result", "BPF instructions"):
         table.add_column(col)
     for name, args in CALLS:
-        prog = compile_function(source, name, ("int",) * len(args), "intmath.lua")
+        prog = api.compile_function(source, name, ("int",) * len(args), "intmath.lua")
         try:
-            result = luabpf.run_function(source, name, *args, filename="intmath.lua")
+            result = api.run_function(source, name, *args, filename="intmath.lua")
             shown = ", ".join(_lua(v) for v in (result if isinstance(result, tuple) else (result,)))
-        except luabpf.LuaRuntimeError as e:
+        except api.LuaRuntimeError as e:
             shown = f"error: {e}"
         table.add_row(f"{name}({', '.join(map(str, args))})", shown, str(prog.insn_count))
     console.print(table)

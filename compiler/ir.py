@@ -37,7 +37,7 @@ class StackSlot:
     """Bytes of the BPF stack owned by the program (map keys, buffers)."""
     size: int
     name: str = ""
-    offset: int | None = None        # from r10, negative; set by frame layout
+    offset: int | None = None        # from r10, negative; set by back/stack.py
 
 
 # ---- operations ----------------------------------------------------------
@@ -257,16 +257,8 @@ class Block:
 
 @dataclass(eq=False)
 class Function:
-    """One BPF program body: blocks in layout order, the first is the entry."""
+    """One BPF program body: blocks in the order they are emitted (opt/cleanup.py's
+    `order_blocks` sets it), the first is the entry."""
     blocks: list[Block]
     slots: list[StackSlot]
     maps: list[str]
-
-    def dump(self) -> str:
-        out = []
-        for b in self.blocks:
-            out.append(f"{b.name}:")
-            for op in b.ops:
-                out.append(f"    {op!r}")
-            out.append(f"    {b.term!r}")
-        return "\n".join(out)

@@ -1,4 +1,4 @@
--- The kernel half of the CPU-frequency hook (DESIGN §3) that is a program of its own:
+-- The kernel half of a CPU-frequency policy (docs/language.md), a program of its own:
 -- every switch to or from a CPU's idle task (pid 0) is timed, so that each call of
 -- throttle(cpu, cur, max, min) knows how busy its CPU was since the last one
 -- (cpufreq.load). luabpf compiles it with the policy script; both programs share the

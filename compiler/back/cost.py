@@ -35,6 +35,7 @@ from dataclasses import dataclass, field, replace
 
 from luabpf.compiler.bpf.opcode import PSEUDO_CALL, Class, JumpOp
 from luabpf.compiler.front.diagnostics import InternalError
+from luabpf.compiler.front.luaint import MAXINT
 
 # Per hook kind: the default iteration bound of a loop without `--@bound`, and the
 # budget of instructions one run may execute in the worst case. See docs/language.md.
@@ -47,7 +48,7 @@ BUDGETS = {"xdp": 200_000, "tc": 200_000, "tracepoint": 50_000, "cpufreq": 100_0
 PATTERN_STEPS = {"xdp": 4096, "tc": 4096, "tracepoint": 1024, "cpufreq": 1024,
                  "function": 1_000_000}
 FITTED_FLOOR = 1024        # the fewest steps a match without `--@bound` is fitted down to
-MAX_FIGURE = (1 << 63) - 1          # the largest bound or budget a flag or annotation takes
+MAX_FIGURE = MAXINT                  # the largest bound or budget a flag or annotation takes
 UNMARKED_RUNS = 0x10000 + 1          # a string's length + 1: the default of luabpf's own loops
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from luabpf.compiler import ir
 from luabpf.compiler.bpf import insn as I
+from luabpf.compiler.bpf.encode import label_slots
 from luabpf.compiler.bpf.opcode import ALUOp, Class, JumpOp, Size
 from luabpf.compiler.front.diagnostics import InternalError
 from luabpf.compiler.back.regalloc import Allocation
@@ -197,7 +198,6 @@ def relax_long_jumps(items: list) -> list:
     thousands of rules) cannot hold its offset: it becomes `if cond goto +1; goto +1;
     gotol target` (`resolve` widens the far goto to gotol). Repeated until every jump
     fits, since each rewrite moves what follows."""
-    from luabpf.compiler.bpf.encode import label_slots
     while True:
         targets = label_slots(items)
         out, slot, changed = [], 0, False
@@ -228,11 +228,11 @@ def sub_label(name: str) -> str:
 def emit(fn: ir.Function, alloc: Allocation, cycle_slot: ir.StackSlot, prefix: str = "") -> list:
     """The function's instructions; `prefix` keeps its labels apart from other functions'."""
     e = Emitter(alloc, cycle_slot)
-    for b in fn.blocks:
-        b.name = prefix + b.name
-    for i, b in enumerate(fn.blocks):
-        e.out.append(I.label(b.name))
-        for op in b.ops:
+    for block in fn.blocks:
+        block.name = prefix + block.name
+    for i, block in enumerate(fn.blocks):
+        e.out.append(I.label(block.name))
+        for op in block.ops:
             e.op(op)
-        e.term(b.term, fn.blocks[i + 1] if i + 1 < len(fn.blocks) else None)
+        e.term(block.term, fn.blocks[i + 1] if i + 1 < len(fn.blocks) else None)
     return e.out

@@ -37,18 +37,9 @@ class Allocation:
     regs: dict[int, int] = field(default_factory=dict)        # vreg id → register
 
 
-def linear_ops(fn: ir.Function) -> list[tuple[ir.Block, ir.Op]]:
-    out = []
-    for b in fn.blocks:
-        for op in b.ops:
-            out.append((b, op))
-        out.append((b, b.term))
-    return out
-
-
 def _operands(fn: ir.Function) -> list[list[tuple]]:
     """Per block, per operation: (op, uses, defs), asked of each operation once."""
-    return [[(op, op.uses(), op.defs()) for op in b.ops + [b.term]] for b in fn.blocks]
+    return [[(op, op.uses(), op.defs()) for op in block.ops + [block.term]] for block in fn.blocks]
 
 
 def liveness(fn: ir.Function, ops: list | None = None) -> tuple[list[int], list[int], list]:
@@ -77,8 +68,8 @@ def liveness(fn: ir.Function, ops: list | None = None) -> tuple[list[int], list[
                 d |= bit(v)
         use.append(u)
         defs.append(d)
-    position = {id(b): i for i, b in enumerate(fn.blocks)}
-    succ = [[position[id(s)] for s in b.successors()] for b in fn.blocks]
+    position = {id(block): i for i, block in enumerate(fn.blocks)}
+    succ = [[position[id(s)] for s in block.successors()] for block in fn.blocks]
     n = len(fn.blocks)
     live_in, live_out = [0] * n, [0] * n
     changed = True
@@ -172,17 +163,6 @@ def _call_within(calls: list[int], lo: int, hi: int) -> bool:
     return i < len(calls) and calls[i] <= hi
 
 
-def _merged(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Sorted ranges with the ones that touch (consecutive blocks) joined."""
-    out: list[tuple[int, int]] = []
-    for r0, r1 in ranges:
-        if out and r0 <= out[-1][1] + 1:
-            out[-1] = (out[-1][0], max(out[-1][1], r1))
-        else:
-            out.append((r0, r1))
-    return out
-
-
 def _overlap(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> bool:
     """Whether two sorted lists of disjoint closed ranges meet: each range of the shorter
     list is looked up in the longer one by bisection (a value live across the whole
@@ -203,8 +183,8 @@ def hints(fn: ir.Function) -> dict[int, list[ir.VReg]]:
     """Registers a value would like to share: a move's source, an operation's left
     operand (then `dst = a; dst op= b` needs no move)."""
     prefer: dict[int, list[ir.VReg]] = {}
-    for b in fn.blocks:
-        for op in b.ops:
+    for block in fn.blocks:
+        for op in block.ops:
             if isinstance(op, ir.Mov) and isinstance(op.src, ir.VReg):
                 prefer.setdefault(id(op.dst), []).append(op.src)
                 prefer.setdefault(id(op.src), []).append(op.dst)
@@ -231,9 +211,9 @@ def spill(fn: ir.Function, spilled: list[ir.VReg], new_slot) -> set[int]:
     slots = {id(v): new_slot(v) for v in spilled}
     temps: set[int] = set()
     fields = ("src", "a", "b", "base", "value", "dst")
-    for b in fn.blocks:
+    for block in fn.blocks:
         out: list[ir.Op] = []
-        for op in b.ops + [b.term]:
+        for op in block.ops + [block.term]:
             touched = {id(v): v for v in op.uses() + op.defs() if id(v) in slots}
             if not touched:
                 out.append(op)
@@ -265,9 +245,9 @@ def spill(fn: ir.Function, spilled: list[ir.VReg], new_slot) -> set[int]:
                 if any(d is renamed[vid] for d in op.defs()):
                     out.append(ir.Store(8, slots[vid], 0, renamed[vid], loc=op.loc))
         term = out.pop()
-        if not (term is b.term):
+        if not (term is block.term):
             raise AssertionError("spill code after a terminator")
-        b.ops = out
+        block.ops = out
     return temps
 
 

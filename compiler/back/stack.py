@@ -31,22 +31,22 @@ def _accesses(op, slots: set[int]) -> tuple[list[int], list[int]]:
 def _live_in(fn: ir.Function, ids: set[int]) -> dict[int, set[int]]:
     """The spill slots (by id) live at the start of each block."""
     gen, kill = {}, {}
-    for b in fn.blocks:
+    for block in fn.blocks:
         g, k = set(), set()
-        for op in b.ops:
+        for op in block.ops:
             reads, writes = _accesses(op, ids)
             g |= {r for r in reads if r not in k}
             k |= set(writes)
-        gen[id(b)], kill[id(b)] = g, k
-    live_in = {id(b): set() for b in fn.blocks}
+        gen[id(block)], kill[id(block)] = g, k
+    live_in = {id(block): set() for block in fn.blocks}
     changed = True
     while changed:
         changed = False
-        for b in reversed(fn.blocks):
-            out = set().union(*(live_in[id(s)] for s in b.successors()))
-            inn = gen[id(b)] | (out - kill[id(b)])
-            if inn != live_in[id(b)]:
-                live_in[id(b)] = inn
+        for block in reversed(fn.blocks):
+            out = set().union(*(live_in[id(s)] for s in block.successors()))
+            inn = gen[id(block)] | (out - kill[id(block)])
+            if inn != live_in[id(block)]:
+                live_in[id(block)] = inn
                 changed = True
     return live_in
 
@@ -57,10 +57,10 @@ def remove_dead_stores(fn: ir.Function, spill_slots: list[ir.StackSlot]) -> int:
     ids = {id(s) for s in spill_slots}
     live_in = _live_in(fn, ids)
     dropped = 0
-    for b in fn.blocks:
-        live = set().union(*(live_in[id(s)] for s in b.successors()))
+    for block in fn.blocks:
+        live = set().union(*(live_in[id(s)] for s in block.successors()))
         kept = []
-        for op in reversed(b.ops):
+        for op in reversed(block.ops):
             reads, writes = _accesses(op, ids)
             if writes and writes[0] not in live:
                 dropped += 1
@@ -69,7 +69,7 @@ def remove_dead_stores(fn: ir.Function, spill_slots: list[ir.StackSlot]) -> int:
                 live.discard(w)
             live |= set(reads)
             kept.append(op)
-        b.ops = kept[::-1]
+        block.ops = kept[::-1]
     return dropped
 
 
@@ -78,9 +78,9 @@ def interference(fn: ir.Function, spill_slots: list[ir.StackSlot]) -> dict[int, 
     ids = {id(s) for s in spill_slots}
     live_in = _live_in(fn, ids)
     edges: dict[int, set[int]] = {i: set() for i in ids}
-    for b in fn.blocks:
-        live = set().union(*(live_in[id(s)] for s in b.successors()))
-        for op in reversed(b.ops):
+    for block in fn.blocks:
+        live = set().union(*(live_in[id(s)] for s in block.successors()))
+        for op in reversed(block.ops):
             reads, writes = _accesses(op, ids)
             for w in writes:
                 for other in live - {w}:

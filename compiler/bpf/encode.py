@@ -139,8 +139,3 @@ def map_relocations(items: Iterable[Item]) -> list[tuple[int, str]]:
             relocs.append((slot, item.map_ref))
         slot += item.slots
     return relocs
-
-
-def slot_count(items: Iterable[Item]) -> int:
-    """Total 8-byte slots (the kernel's instruction count)."""
-    return sum(item.slots for item in items)

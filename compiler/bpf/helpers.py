@@ -6,7 +6,8 @@ exactly those of ``___BPF_FUNC_MAPPER`` in include/uapi/linux/bpf.h (without the
 checked against two copies of the header (the enum order of linux-libc-dev's header and
 the explicitly numbered upstream list); upstream froze it at ``cgrp_storage_delete = 211``
 (new kernel functions are kfuncs, which are not here).  What a helper accepts and returns
-(its prototype) is owned by the compiler, not by this module.
+(its prototype) is owned by the compiler, not by this module.  It is the bottom of
+compiler/bpf and imports nothing from it; ``insn.call(helper)`` builds the call.
 """
 
 from __future__ import annotations
@@ -246,12 +247,6 @@ class Helper(IntEnum):
             return cls[key]
         except KeyError:
             raise ValueError(f"unknown BPF helper {name!r}") from None
-
-    def call(self, *, loc: object | None = None):
-        """``call bpf_<name>#<id>`` (JMP | CALL, src 0, imm = id)."""
-        from .insn import call
-
-        return call(self, loc=loc)
 
 
 def helper_name(helper_id: int) -> str:

@@ -1,8 +1,10 @@
-"""The eBPF instruction model: registers, ``Insn``, ``Label`` and the builders.
+"""Building eBPF instructions: the builders, and the instruction model (registers,
+``Insn``, ``Label``) re-exported from ``opcode``.
 
-This module owns what one instruction *is* and the functions that build one.  It does not
-own the bytes (``encode``), the text (``asm``/``disasm``) or the numbers (``opcode``,
-``helpers``).
+This module owns the functions that build instructions, and is where users import the
+instruction model from: the record itself (``Insn``, ``Label``, ``Register``) is defined
+with the numbers it carries in ``opcode`` and re-exported here.  It does not own the bytes
+(``encode``), the text (``asm``/``disasm``) or the numbers (``opcode``, ``helpers``).
 
 Model
 -----
@@ -42,13 +44,11 @@ a plain ``int`` means an immediate; jump targets are a label name or a literal o
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
-from enum import IntEnum
-
 from .helpers import Helper
-from .opcode import (
+from .opcode import (  # the record (Insn, Label, Register) is re-exported: users build from here
     ENDIAN_WIDTHS,
+    FP,
+    LD_IMM64,
     MOVSX_WIDTHS,
     PSEUDO_CALL,
     PSEUDO_MAP_FD,
@@ -57,129 +57,27 @@ from .opcode import (
     AtomicOp,
     Class,
     Endian,
+    Insn,
     JumpOp,
+    Label,
     Mode,
+    R0,
+    R1,
+    R2,
+    R3,
+    R4,
+    R5,
+    R6,
+    R7,
+    R8,
+    R9,
+    R10,
+    Register,
     Size,
     Source,
     check_imm32,
     split_target,
 )
-
-LD_IMM64 = Class.LD | Mode.IMM | Size.DW  # 0x18, the only 16-byte instruction
-_U64 = (1 << 64) - 1
-
-
-class Register(IntEnum):
-    """eBPF registers.  R0 return value, R1-R5 arguments (clobbered by calls), R6-R9
-    callee-saved, R10 read-only frame pointer."""
-
-    R0 = 0
-    R1 = 1
-    R2 = 2
-    R3 = 3
-    R4 = 4
-    R5 = 5
-    R6 = 6
-    R7 = 7
-    R8 = 8
-    R9 = 9
-    R10 = 10
-    FP = 10  # alias of R10
-
-    def __str__(self) -> str:
-        return f"r{self.value}"
-
-
-R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = (Register(i) for i in range(11))
-FP = Register.FP
-
-
-@dataclass(frozen=True)
-class Insn:
-    """One eBPF instruction (two slots for ld_imm64); see the module docstring."""
-
-    code: int
-    dst: int = 0
-    src: int = 0
-    off: int = 0
-    imm: int = 0
-    label: str | None = None
-    map_ref: str | None = None
-    loc: object | None = field(default=None, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        put = object.__setattr__
-        if not 0 <= self.code <= 0xFF:
-            raise ValueError(f"opcode {self.code:#x} is not 8 bits")
-        for name in ("dst", "src"):
-            value = getattr(self, name)
-            if not 0 <= value <= 0xF:
-                raise ValueError(f"{name} register {value} is not 4 bits")
-            put(self, name, int(value))
-        put(self, "code", int(self.code))
-        if not -(1 << 15) <= self.off < (1 << 15):
-            raise ValueError(f"offset {self.off} does not fit in a signed 16-bit field")
-        put(self, "off", int(self.off))
-        imm = int(self.imm)
-        if self.code == LD_IMM64:
-            if not -(1 << 63) <= imm <= _U64:
-                raise ValueError(f"ld_imm64 value {imm:#x} does not fit in 64 bits")
-            put(self, "imm", imm & _U64)
-        else:
-            put(self, "imm", check_imm32(imm, allow_unsigned=True))
-
-    # -- decoded fields ------------------------------------------------------------
-    @property
-    def cls(self) -> Class:
-        return Class(self.code & 0x07)
-
-    @property
-    def slots(self) -> int:
-        """Number of 8-byte ``struct bpf_insn`` slots: 2 for ld_imm64, else 1."""
-        return 2 if self.code == LD_IMM64 else 1
-
-    @property
-    def is_ld_imm64(self) -> bool:
-        return self.code == LD_IMM64
-
-    @property
-    def target_in_imm(self) -> bool:
-        """True when the pc-relative target lives in ``imm`` (gotol, bpf-to-bpf call)."""
-        return self.code == Class.JMP32 | JumpOp.JA or (
-            self.code == Class.JMP | JumpOp.CALL and self.src == PSEUDO_CALL
-        )
-
-    @property
-    def has_target(self) -> bool:
-        """True for instructions that carry a pc-relative jump target."""
-        if self.cls not in (Class.JMP, Class.JMP32):
-            return False
-        op = self.code & 0xF0
-        if op == JumpOp.EXIT:
-            return False
-        if op == JumpOp.CALL:
-            return self.src == PSEUDO_CALL
-        return True
-
-    def replace(self, **changes) -> Insn:
-        return dataclasses.replace(self, **changes)
-
-    def __str__(self) -> str:
-        from .disasm import format_insn
-
-        return format_insn(self)
-
-
-@dataclass(frozen=True)
-class Label:
-    """A jump-target marker in an instruction list; encodes to nothing."""
-
-    name: str
-    loc: object | None = field(default=None, compare=False, repr=False)
-    slots = 0
-
-    def __str__(self) -> str:
-        return f"{self.name}:"
 
 
 def label(name: str, *, loc: object | None = None) -> Label:

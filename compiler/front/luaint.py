@@ -1,7 +1,7 @@
 """Lua 5.4 integer arithmetic, evaluated in Python.
 
-Owns the meaning of every integer operator of kernel Lua (DESIGN §2) for
-constant folding: the generated BPF code must give exactly these answers, and
+Owns the meaning of every integer operator of kernel Lua (docs/language.md,
+"Integer semantics") for constant folding: the generated BPF code must give exactly these answers, and
 the differential tests hold both to Lua 5.4 itself. Division by zero raises
 `LuaArithError` with Lua's own message.
 """

@@ -21,9 +21,9 @@ from lark.exceptions import UnexpectedInput
 from lark.lexer import Lexer
 
 from luabpf.compiler.front import ast
-from luabpf.compiler.back.cost import MAX_FIGURE
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic, Diagnostics
 from luabpf.compiler.front.lexer import KEYWORDS, SYMBOLS, LuaLexer, LuaToken, SyntaxProblem
+from luabpf.compiler.front.luaint import MAXINT as MAX_FIGURE   # the largest `--@bound`
 from luabpf.compiler.front.source import Source, Span
 
 MAX_DEPTH = 200     # nesting of the syntax tree; deeper input is refused, never a RecursionError

@@ -19,10 +19,6 @@ class Span:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}"
 
-    def to(self, other: "Span") -> "Span":
-        """The span from the start of self to the end of other."""
-        return Span(self.file, self.line, self.col, other.end_line, other.end_col)
-
 
 class Source:
     """A kernel-Lua program's text with its file name."""

@@ -26,11 +26,11 @@ from __future__ import annotations
 import struct
 
 from luabpf.compiler.bpf import encode
-from luabpf.compiler.bpf.insn import PSEUDO_CALL, PSEUDO_MAP_VALUE
-from luabpf.compiler.bpf.opcode import Class, JumpOp
+from luabpf.compiler.bpf.opcode import PSEUDO_CALL, PSEUDO_MAP_VALUE, Class, JumpOp
 from luabpf.compiler.obj.btf import Btf, BtfExt, line_records, program_func, sub_func
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.front.source import Span
+from luabpf.compiler.program import merged_map_specs
 
 EM_BPF = 247
 ET_REL = 1
@@ -76,7 +76,6 @@ class _Section:
 
 def write_object(programs: list, source_text: str | None = None) -> bytes:
     """The object of a script's programs (compiled together, so they share maps)."""
-    from luabpf.compiler.program import merged_map_specs
     maps = merged_map_specs(programs)
     _check_names(programs, maps)
     btf = Btf()

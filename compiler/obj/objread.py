@@ -14,6 +14,7 @@ import struct
 from dataclasses import dataclass, field
 
 from luabpf.compiler.bpf import disasm, encode
+from luabpf.compiler.bpf.opcode import PSEUDO_MAP_FD, PSEUDO_MAP_VALUE
 from luabpf.compiler.obj.elfread import STT_FUNC, ElfObject
 
 MAP_TYPES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array", 9: "lru_hash",
@@ -151,7 +152,7 @@ def _map_defs(types, strings) -> list[tuple[str, dict[str, int]]]:
             continue
         for i in range(vlen):
             var_id, _off, _sz = struct.unpack_from("<III", extra, 12 * i)
-            vkind, vname, _, vtype, _ = types[var_id - 1]
+            _, vname, _, vtype, _ = types[var_id - 1]
             struct_t = types[vtype - 1]
             attrs = {}
             for j in range(struct_t[2]):
@@ -210,7 +211,6 @@ def describe(info: ObjectInfo, path: str) -> str:
 
 def disassemble(program: Program) -> str:
     """The program's instructions, each source line the object records before its code."""
-    from luabpf.compiler.bpf.insn import PSEUDO_MAP_FD, PSEUDO_MAP_VALUE
     insns = [i.replace(src=PSEUDO_MAP_VALUE if i.map_ref in program.data_symbols else PSEUDO_MAP_FD)
              if i.map_ref else i for i in encode.decode(program.code, program.relocations)]
     at = {i: (f, ln, t) for i, f, ln, t in program.lines}

@@ -1,5 +1,6 @@
 """Clean-up passes over the IR: unreachable blocks, empty jump-only blocks,
-branches whose arms agree, and operations whose results nobody reads.
+branches whose arms agree, and operations whose results nobody reads; and the order
+the blocks are emitted in (`order_blocks`).
 
 Owns correctness-preserving simplification only; it never changes what a
 program computes. The kernel verifier rejects unreachable instructions, so
@@ -20,27 +21,28 @@ def reachable(fn: ir.Function) -> list[ir.Block]:
             if id(s) not in seen:
                 seen.add(id(s))
                 stack.append(s)
-    return [b for b in fn.blocks if id(b) in seen]
+    return [block for block in fn.blocks if id(block) in seen]
 
 
 def thread_jumps(fn: ir.Function) -> None:
     """A block that only jumps elsewhere is skipped by every edge into it."""
-    def final(b: ir.Block) -> ir.Block:
+    def final(block: ir.Block) -> ir.Block:
         hops = 0
-        while (not b.ops and isinstance(b.term, ir.Jump) and b.term.target is not b and hops < 64
-               and b.loop is None):            # a loop's header keeps its mark (cost.py)
-            b = b.term.target
+        while (not block.ops and isinstance(block.term, ir.Jump)
+               and block.term.target is not block and hops < 64
+               and block.loop is None):            # a loop's header keeps its mark (cost.py)
+            block = block.term.target
             hops += 1
-        return b
+        return block
 
-    for b in fn.blocks:
-        t = b.term
+    for block in fn.blocks:
+        t = block.term
         if isinstance(t, ir.Jump):
             t.target = final(t.target)
         elif isinstance(t, ir.Branch):
             t.then_, t.else_ = final(t.then_), final(t.else_)
             if t.then_ is t.else_:
-                b.term = ir.Jump(t.then_, loc=t.loc)
+                block.term = ir.Jump(t.then_, loc=t.loc)
         elif isinstance(t, ir.MayGoto):
             t.cont, t.exhausted = final(t.cont), final(t.exhausted)
 
@@ -48,13 +50,13 @@ def thread_jumps(fn: ir.Function) -> None:
 def remove_dead_ops(fn: ir.Function) -> None:
     while True:
         used = set()
-        for b in fn.blocks:
-            for op in b.ops + [b.term]:
+        for block in fn.blocks:
+            for op in block.ops + [block.term]:
                 used.update(id(v) for v in op.uses())
         changed = False
-        for b in fn.blocks:
+        for block in fn.blocks:
             keep = []
-            for op in b.ops:
+            for op in block.ops:
                 if isinstance(op, PURE) and not any(id(d) in used for d in op.defs()):
                     changed = True
                     continue
@@ -62,12 +64,12 @@ def remove_dead_ops(fn: ir.Function) -> None:
                     changed = True
                     continue
                 keep.append(op)
-            b.ops = keep
+            block.ops = keep
         if not changed:
             return
 
 
-def layout(fn: ir.Function) -> None:
+def order_blocks(fn: ir.Function) -> None:
     """Order blocks in reverse postorder, so that a block comes after its dominators,
     the arms of an `if` come before their join and a loop's blocks stay together (short
     live ranges); the preferred successor (a branch's then-arm) is visited last so that
@@ -76,18 +78,18 @@ def layout(fn: ir.Function) -> None:
     post: list[ir.Block] = []
     cold: list[ir.Block] = []
 
-    def preferred_last(b: ir.Block) -> list[ir.Block]:
-        t = b.term
+    def preferred_last(block: ir.Block) -> list[ir.Block]:
+        t = block.term
         if isinstance(t, ir.Branch):
             return [t.else_, t.then_]
         if isinstance(t, ir.MayGoto):
             return [t.exhausted, t.cont]
-        return b.successors()
+        return block.successors()
 
     stack = [(fn.blocks[0], iter(preferred_last(fn.blocks[0])))]
     seen.add(id(fn.blocks[0]))
     while stack:
-        b, it = stack[-1]
+        block, it = stack[-1]
         for s in it:
             if id(s) in seen:
                 continue
@@ -99,7 +101,7 @@ def layout(fn: ir.Function) -> None:
             break
         else:
             stack.pop()
-            post.append(b)
+            post.append(block)
     order = post[::-1]
     pending = list(cold)
     while pending:                       # error paths, in the order they were reached
@@ -125,23 +127,24 @@ def propagate_copies(fn: ir.Function) -> None:
     redefined in between): the uses read s and the move goes."""
     defs: dict[int, int] = {}
     uses: dict[int, int] = {}
-    for b in fn.blocks:
-        for op in b.ops + [b.term]:
+    for block in fn.blocks:
+        for op in block.ops + [block.term]:
             for v in op.defs():
                 defs[id(v)] = defs.get(id(v), 0) + 1
             for v in op.uses():
                 uses[id(v)] = uses.get(id(v), 0) + 1
-    for b in fn.blocks:
+    for block in fn.blocks:
         i = 0
-        while i < len(b.ops):
-            op = b.ops[i]
-            if not (isinstance(op, ir.Mov) and isinstance(op.src, ir.VReg) and defs.get(id(op.dst)) == 1):
+        while i < len(block.ops):
+            op = block.ops[i]
+            if not (isinstance(op, ir.Mov) and isinstance(op.src, ir.VReg)
+                    and defs.get(id(op.dst)) == 1):
                 i += 1
                 continue
             d, src = op.dst, op.src
             want = uses.get(id(d), 0)
             found, ok = 0, True
-            rest = b.ops[i + 1:] + [b.term]
+            rest = block.ops[i + 1:] + [block.term]
             for later in rest:
                 found += sum(1 for v in later.uses() if v is d)
                 if found == want:
@@ -152,7 +155,7 @@ def propagate_copies(fn: ir.Function) -> None:
             if ok and found == want and want > 0:
                 for later in rest:
                     _replace_uses(later, d, src)
-                del b.ops[i]
+                del block.ops[i]
                 uses[id(src)] = uses.get(id(src), 0) + want - 1
                 continue
             i += 1
@@ -165,22 +168,22 @@ def retarget(fn: ir.Function) -> None:
     """`t = a op b; v = t` with t used nowhere else becomes `v = a op b`."""
     uses: dict[int, int] = {}
     defs: dict[int, int] = {}
-    for b in fn.blocks:
-        for op in b.ops + [b.term]:
+    for block in fn.blocks:
+        for op in block.ops + [block.term]:
             for v in op.uses():
                 uses[id(v)] = uses.get(id(v), 0) + 1
             for v in op.defs():
                 defs[id(v)] = defs.get(id(v), 0) + 1
-    for b in fn.blocks:
+    for block in fn.blocks:
         i = 1
-        while i < len(b.ops):
-            mov, prev = b.ops[i], b.ops[i - 1]
+        while i < len(block.ops):
+            mov, prev = block.ops[i], block.ops[i - 1]
             if (isinstance(mov, ir.Mov) and isinstance(mov.src, ir.VReg)
                     and isinstance(prev, (ir.Bin, ir.Neg, ir.Swap, ir.Load, ir.Mov))
                     and prev.dst is mov.src and uses.get(id(mov.src)) == 1
                     and defs.get(id(mov.src)) == 1 and _can_write(prev, mov.dst)):
                 prev.dst = mov.dst
-                del b.ops[i]
+                del block.ops[i]
                 continue
             i += 1
 
@@ -203,5 +206,5 @@ def optimise(fn: ir.Function) -> ir.Function:
     remove_dead_ops(fn)
     thread_jumps(fn)
     fn.blocks = reachable(fn)
-    layout(fn)
+    order_blocks(fn)
     return fn

@@ -18,7 +18,7 @@ import pytest
 
 from luabpf.compiler.bpf import asm, encode
 from luabpf.runtime import kernel, pins
-from luabpf.runtime.attach import AttachError, Target, attach, parse_target
+from luabpf.runtime.attach import AttachError, Target, attach
 from luabpf.runtime.attach import link as bpflink
 from luabpf.runtime.attach.tc import clsact_filters, has_clsact
 from luabpf.runtime.attach.xdp import xdp_prog_id
@@ -173,18 +173,6 @@ def test_attached_program_drops_the_traffic_it_should(veth, banner_exchange, hoo
         assert banner_exchange(veth, b"hello 2222\r\n", port=2222, timeout=1.0) == b""
         assert banner_exchange(veth, b"hello 2223\r\n", port=2223) == b"hello 2223\r\n"
     assert banner_exchange(veth, b"hello again\r\n", port=2222) == b"hello again\r\n"
-
-
-# ---- targets ----------------------------------------------------------------------
-
-def test_parse_target():
-    assert parse_target("xdp", "eth0") == Target("xdp", "eth0", "ingress")
-    assert parse_target("tc", "eth0") == Target("tc", "eth0", "ingress")
-    assert parse_target("tc", "eth0:egress") == Target("tc", "eth0", "egress")
-    for hook, bad in [("tc", "eth0:sideways"), ("xdp", "eth0:egress"), ("tc", ":egress"),
-                      ("xdp", "a" * 16)]:
-        with pytest.raises(ValueError):
-            parse_target(hook, bad)
 
 
 # ---- `luabpf run` killed: link semantics ------------------------------------------------

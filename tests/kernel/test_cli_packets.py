@@ -131,30 +131,6 @@ def test_runtime_errors_are_reported_per_packet_and_exit_1(tmp_path):
     assert rows[2] == {"runtime_error": rows[1]["runtime_error"] + " (1 time)"}
 
 
-def test_compile_errors_exit_1_with_the_line(tmp_path):
-    r = luabpf("test", script(tmp_path, "function filter(hdr, pld)\n  return 1.5\nend\n"),
-               "--packet", FRAMES[0].hex())
-    assert r.returncode == 1
-    assert "filter.lua:2:" in r.stderr and "Traceback" not in r.stderr
-
-
-@pytest.mark.parametrize("args,fragment", [
-    (["--packet", "zz"], "not a hex digit"),
-    (["--packet", "abc"], "odd number of hex digits"),
-    (["--pcap", "/nonexistent.pcap"], "no such file"),
-    (["--pcap", __file__], "not a pcap or pcapng file"),
-])
-def test_bad_packets_are_usage_errors(tmp_path, args, fragment):
-    r = luabpf("test", script(tmp_path, DROP_2222), *args)
-    assert r.returncode == 2, r.stderr
-    assert fragment in r.stderr and "Traceback" not in r.stderr
-
-
-def test_packets_are_required():
-    r = luabpf("test", "x.lua")
-    assert r.returncode == 2 and "usage:" in r.stderr
-
-
 def test_the_ssh_filter_on_a_capture(tmp_path):
     r = luabpf("test", script(tmp_path, SSH_FILTER, "ssh.lua"), "--pcap",
                pcap(tmp_path, FRAMES), "--json")

@@ -1,6 +1,6 @@
-"""The cost budget from the command line: --budget and --max-loop on every command that
-compiles (usage errors, exit 2, for values out of range), the worst case `check` and
-`compile` print, and the default packet bound at run time."""
+"""The cost budget from the command line, in the kernel: the worst case `check` prints
+next to the verifier's count, and the default packet bound at run time. (Usage errors
+and over-budget compile errors are tests/unit/test_cost_cli_offline.py.)"""
 from __future__ import annotations
 
 import json
@@ -14,15 +14,6 @@ import luabpf
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SSH = os.path.join(ROOT, "examples", "ssh_filter.lua")
-LONG = """function filter(hdr, pld)
-  local n = 0
-  --@bound 100000000
-  while n < 100000000 do
-    n = n + 1
-  end
-  return true
-end
-"""
 
 
 def cli(*args):
@@ -30,64 +21,7 @@ def cli(*args):
                           text=True, timeout=120)
 
 
-@pytest.fixture
-def long_loop(tmp_path):
-    path = tmp_path / "long.lua"
-    path.write_text(LONG)
-    return str(path)
-
-
-# ---- no kernel needed --------------------------------------------------------------
-
-@pytest.mark.parametrize("command", [["compile"], ["check"], ["test", "--packet", "00"],
-                                     ["run", "--xdp", "lo"], ["call"]])
-@pytest.mark.parametrize("flag", ["--budget", "--max-loop"])
-@pytest.mark.parametrize("value", ["0", "99999999999999999999999", "9223372036854775808", "lots"])
-def test_out_of_range_figures_are_usage_errors(long_loop, command, flag, value):
-    args = [command[0], long_loop, *command[1:]]
-    if command[0] == "call":
-        args.append("filter")
-    r = cli(*args, f"{flag}={value}")
-    assert r.returncode == 2, r.stderr
-    assert f"luabpf {command[0]}: error: argument {flag}" in r.stderr      # this command's usage
-    assert "Traceback" not in r.stderr and "internal error" not in r.stderr
-
-
-def test_over_budget_is_a_located_compile_error(long_loop):
-    r = cli("compile", long_loop)
-    assert r.returncode == 1
-    assert r.stderr.startswith(f"{long_loop}:4:3: error: one run of filter may execute up to "), r.stderr
-    assert "the while loop at line 4 (bound 100,000,000" in r.stderr
-
-
-def test_budget_flag_lets_the_author_accept_the_cost(long_loop):
-    r = cli("compile", long_loop, "--budget", "2000000000")
-    assert r.returncode == 0, r.stderr
-    assert "worst case" in r.stdout and "of a budget of 2,000,000,000 per run" in r.stdout
-
-
-def test_annotation_too_large_is_located_not_internal(tmp_path):
-    path = tmp_path / "b.lua"
-    path.write_text(LONG.replace("--@bound 100000000", "--@bound 99999999999999999999999"))
-    r = cli("compile", str(path))
-    assert r.returncode == 1
-    assert r.stderr.startswith(f"{path}:3:3: error: '--@bound 99999999999999999999999' is too large")
-    assert "internal error" not in r.stderr and "bug" not in r.stderr
-
-
-def test_a_match_capped_past_the_budget_is_a_located_error(tmp_path):
-    path = tmp_path / "m.lua"
-    path.write_text("function filter(hdr, pld)\n  local s = tostring(pld)\n  --@bound 1000000\n"
-                    "  local v = s:match('a*b')\n  return v == nil\nend\n")
-    r = cli("compile", str(path))
-    assert r.returncode == 1
-    assert r.stderr.startswith(f"{path}:4:13: error: one run of filter may execute up to ")
-    assert "the pattern match at line 4 (at most 1,000,000 steps" in r.stderr
-    assert "step cap" in r.stderr and "Traceback" not in r.stderr
-    assert cli("compile", str(path), "--budget", "100000000").returncode == 0
-
-
-# ---- in the kernel ----------------------------------------------------------------------
+# ---- in the kernel (what needs none is tests/unit/test_cost_cli_offline.py) -------------
 
 @pytest.mark.kernel
 def test_check_prints_the_worst_case_next_to_the_instruction_count():

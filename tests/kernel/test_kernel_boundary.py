@@ -1,6 +1,7 @@
 """The bpf(2) boundary (runtime/kernel.py, runtime/features.py) against the
 running kernel, with programs hand-encoded here so that nothing in compiler/
-is needed to trust the loader."""
+is needed to trust the loader. (The attr structs' layouts:
+tests/unit/test_kernel_boundary_offline.py.)"""
 from __future__ import annotations
 
 import errno
@@ -60,27 +61,6 @@ UNINIT_R2 = mov(1, 0) + insn(0xBF, 0, 2) + EXIT      # r0 = r2: r2 was never wri
 
 def xdp(insns=XDP_FIRST_BYTE, **kw):
     return kernel.prog_load(ProgType.XDP, insns, name="luabpf_test", **kw)
-
-
-# --- layouts (the offsets are include/uapi/linux/bpf.h's, Linux 6.18)
-
-@pytest.mark.parametrize("struct_, field, offset", [
-    (kernel._ProgLoadAttr, "insns", 8), (kernel._ProgLoadAttr, "log_buf", 32),
-    (kernel._ProgLoadAttr, "prog_name", 48), (kernel._ProgLoadAttr, "expected_attach_type", 68),
-    (kernel._ProgLoadAttr, "func_info", 80), (kernel._ProgLoadAttr, "line_info", 96),
-    (kernel._ProgLoadAttr, "attach_btf_id", 108), (kernel._ProgLoadAttr, "fd_array", 120),
-    (kernel._ProgLoadAttr, "log_true_size", 140), (kernel._ProgLoadAttr, "fd_array_cnt", 148),
-    (kernel._MapCreateAttr, "map_name", 28), (kernel._MapCreateAttr, "btf_value_type_id", 56),
-    (kernel._MapCreateAttr, "map_extra", 64), (kernel._MapElemAttr, "key", 8),
-    (kernel._MapElemAttr, "flags", 24), (kernel._TestRunAttr, "data_in", 16),
-    (kernel._TestRunAttr, "repeat", 32), (kernel._TestRunAttr, "ctx_in", 48),
-    (kernel._TestRunAttr, "batch_size", 72), (kernel._ObjAttr, "file_flags", 12),
-    (kernel._BtfLoadAttr, "btf_log_true_size", 28), (kernel._ProgInfo, "name", 64),
-    (kernel._ProgInfo, "run_time_ns", 192), (kernel._ProgInfo, "verified_insns", 216),
-    (kernel._MapInfo, "map_extra", 80),
-])
-def test_attr_layout(struct_, field, offset):
-    assert getattr(struct_, field).offset == offset
 
 
 # --- programs and test runs

@@ -195,31 +195,6 @@ def test_libbpf_opens_loads_and_attaches_an_object(tmp_path, veth):
         bpf.lib.bpf_object__close(handle)
 
 
-@pytest.mark.parametrize("source,words", [
-    ("sched_switch = map.hash(4)\nfunction tracepoint.sched.sched_switch(args)\n"
-     "  map.add(sched_switch, args.next_pid, 1)\nend\n",
-     "map 'sched_switch' has the name of a program"),
-    ("_license = map.hash(4)\nfunction filter(hdr, pld)\n  _license[1] = 1\nend\n",
-     "map '_license' has the name of a program"),
-])
-def test_a_map_whose_symbol_clashes_is_a_clear_error(tmp_path, source, words):
-    script = tmp_path / "clash.lua"
-    script.write_text(source)
-    out = tmp_path / "clash.o"
-    r = subprocess.run([sys.executable, "-m", "luabpf.cli", "compile", str(script), "-o", str(out)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert r.returncode == 1 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert not out.exists()
-
-
-def test_an_unwritable_output_is_a_usage_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "luabpf.cli", "compile",
-                        os.path.join(ROOT, "examples", "icmp_guard.lua"), "-o",
-                        str(tmp_path / "no" / "such" / "dir.o")],
-                       capture_output=True, text=True, cwd=ROOT, timeout=60)
-    assert r.returncode == 2 and "cannot write it" in r.stderr
-
-
 def test_programs_luabpf_loads_show_lua_lines_in_bpftool():
     import luabpf
     with open(os.path.join(ROOT, "examples", "port_blocklist.lua"), encoding="utf-8") as f:

@@ -17,7 +17,6 @@ import time
 
 import pytest
 
-import luabpf
 from luabpf import api
 from luabpf.runtime.attach.perf import attach_tracepoint, online_cpus
 from luabpf.runtime.cpufreq import SysfsTree, make_simulated
@@ -201,32 +200,6 @@ def test_tracepoint_args_are_decoded_from_real_events():
             assert switches.get(tid, 0) >= 10, (tid, dict(switches))
         assert loaded.maps["to_idle"][0] > 0 and loaded.maps["from_idle"][0] > 0
         assert loaded.describe_errors() == []
-
-
-POLICY_ERRORS = [
-    ("function throttle(cpu, cur, max, min)\n  cpufreq.target(cpu, max, '<')\nend\n", 2,
-     "cpufreq.target takes a CPU, a frequency in kHz and '<=' or '>='"),
-    ("function throttle(cpu, cur, max, min)\n  cpufreq.target(cpu, max)\nend\n", 2,
-     "'<=' or '>='"),
-    ("x = 1\n", 1, "a CPU-frequency policy defines function throttle(cpu, cur, max, min)"),
-    ("function throttle(cpu, cur, max, min)\n  return acpi.get_temp()\nend\n", 2,
-     "acpi.get_temp takes a CPU number"),
-]
-
-
-@pytest.mark.parametrize("source,line,words", POLICY_ERRORS)
-def test_policy_mistakes_are_located_compile_errors(source, line, words):
-    with pytest.raises(luabpf.CompileError) as e:
-        api.compile_policy(source, "p.lua")
-    d = e.value.diagnostics[0]
-    assert (d.file, d.line) == ("p.lua", line), str(d)
-    assert words in d.message
-
-
-def test_cpufreq_outside_a_policy_is_a_compile_error():
-    with pytest.raises(luabpf.CompileError) as e:
-        luabpf.compile("function filter(hdr, pld)\n  cpufreq.target(0, 1, '<=')\nend\n", "f.lua")
-    assert "available to a CPU-frequency policy" in str(e.value)
 
 
 def test_a_missing_tree_is_one_sentence(tmp_path):

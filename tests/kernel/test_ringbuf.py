@@ -1,9 +1,10 @@
 """The ring buffer consumer (runtime/ringbuf.py) against real BPF_MAP_TYPE_RINGBUF
-maps, fed by tiny hand-assembled XDP programs run with BPF_PROG_TEST_RUN."""
+maps, fed by tiny hand-assembled XDP programs run with BPF_PROG_TEST_RUN. (Sizes refused
+before bpf(2), and the header rules on a ring laid out by hand:
+tests/unit/test_ringbuf_offline.py.)"""
 from __future__ import annotations
 
 import errno
-import mmap
 import os
 import struct
 import threading
@@ -13,7 +14,7 @@ from contextlib import ExitStack, contextmanager
 import pytest
 
 from luabpf.compiler.bpf import asm, encode
-from luabpf.runtime import kernel, ringbuf
+from luabpf.runtime import kernel
 from luabpf.runtime.kernel import MapType, ProgType
 from luabpf.runtime.ringbuf import PAGE_SIZE, RingBuffer, ringbuf_create
 
@@ -118,14 +119,6 @@ def record_size(n: int) -> int:
 
 
 # --- sizes and ownership
-
-@pytest.mark.parametrize("size", [0, PAGE_SIZE // 2, PAGE_SIZE + 8, 3 * PAGE_SIZE, -PAGE_SIZE])
-def test_bad_sizes_are_value_errors(size):
-    with pytest.raises(ValueError, match="power of two"):
-        ringbuf_create(size)
-    with pytest.raises(ValueError, match="power of two"):
-        RingBuffer(0, size)                 # rejected before the fd is looked at
-
 
 def test_fd_must_be_a_ring_of_that_size():
     with ringbuf_create(2 * PAGE_SIZE) as ring, kernel.map_create(MapType.ARRAY, 4, 4, 1) as arr:
@@ -275,33 +268,3 @@ def test_poll_wakes_when_a_record_is_committed(timeout):
         assert results == [0]
         assert got == [packet(5, 9)[:9]]
         assert 0.25 <= elapsed < 5
-
-
-# --- the header rules, on a ring laid out by hand (anonymous memory, no kernel)
-
-def test_busy_record_stops_the_consumer():
-    size = PAGE_SIZE
-    cons_page, data = mmap.mmap(-1, PAGE_SIZE), mmap.mmap(-1, PAGE_SIZE + 2 * size)
-    rb = RingBuffer.__new__(RingBuffer)
-    rb._opened = []
-    rb._view(cons_page, data, size)
-    try:
-        def put(pos, header, payload):
-            struct.pack_into("<II", data, PAGE_SIZE + pos, header, 0)
-            data[PAGE_SIZE + pos + 8:PAGE_SIZE + pos + 8 + len(payload)] = payload
-
-        put(0, 3, b"abc")                                # committed, 16 bytes
-        put(16, 5 | ringbuf.DISCARD, b"xxxxx")           # discarded, 16 bytes
-        put(32, 2 | ringbuf.BUSY, b"zz")                 # still being written
-        put(48, 4, b"late")                              # committed after the busy one
-        struct.pack_into("<Q", data, 0, 64)              # producer_pos
-        assert rb.drain() == [b"abc"]
-        assert struct.unpack_from("<Q", cons_page)[0] == 32     # stopped at the busy record
-        assert rb.drain() == []
-        put(32, 2, b"zz")                                # committed
-        assert rb.drain() == [b"zz", b"late"]
-        assert struct.unpack_from("<Q", cons_page)[0] == 64
-    finally:
-        rb.close()
-        cons_page.close()
-        data.close()

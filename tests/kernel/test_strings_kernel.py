@@ -199,3 +199,9 @@ def test_an_absent_or_nil_init_of_match_and_find_is_1(payload):
     """luaL_optinteger: a nil init (known only at run time), or none at all (a call that
     gave no value), is 1; both raised "bad argument #2 … (number expected)" before."""
     agree(OPTIONAL_INIT, payload)
+
+
+def test_byte_of_a_constant_string_has_no_cap():
+    assert luabpf.run_function(
+        'function f() local a, b = ("' + "x" * 40 + 'y"):byte(-2, 41) return a, b end', "f") \
+        == (120, 121)

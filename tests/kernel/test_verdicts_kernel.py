@@ -74,15 +74,6 @@ def test_test_without_hook_runs_a_tc_script_as_tc(tmp_path):
     assert row["verdict"] == "TC_ACT_SHOT" and row["action"] == TC_ACT_SHOT
 
 
-def test_check_refuses_a_script_of_both_hooks_naming_both_lines(tmp_path):
-    path = tmp_path / "both.lua"
-    path.write_text(TC_SCRIPT.replace("tc.OK", "xdp.PASS"))
-    r = luabpf_cli("check", str(path))
-    assert r.returncode == 1 and "Traceback" not in r.stderr
-    assert f"{path}:6:10: error: this script uses verdicts of both packet hooks" in r.stderr
-    assert "xdp.PASS (xdp) at line 6" in r.stderr and "tc.SHOT (tc) at line 4" in r.stderr
-
-
 @pytest.mark.parametrize("flag, constants, message", [
     ("--xdp", {}, "4:12: error: tc.SHOT is a tc verdict; this program is compiled for xdp: "
                   "use xdp.DROP (or false)"),

@@ -94,7 +94,7 @@ ROWS = _alu_rows() + _jmp_rows() + [
     (JumpOp.JNE.imm(R1, -1, 1), "55 01 01 00 ff ff ff ff", "if r1 != 0xffffffff goto pc+1"),
     (I.call(Helper.map_lookup_elem), "85 00 00 00 01 00 00 00", "call bpf_map_lookup_elem#1"),
     (I.call(Helper.loop), "85 00 00 00 b5 00 00 00", "call bpf_loop#181"),
-    (Helper.ringbuf_output.call(), "85 00 00 00 82 00 00 00", "call bpf_ringbuf_output#130"),
+    (I.call(Helper.ringbuf_output), "85 00 00 00 82 00 00 00", "call bpf_ringbuf_output#130"),
     (I.call_local(4), "85 10 00 00 04 00 00 00", "call pc+4"),
     (I.exit_(), "95 00 00 00 00 00 00 00", "exit"),
     # loads

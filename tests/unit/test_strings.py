@@ -67,12 +67,6 @@ def test_byte_within_the_cap_compiles(call):
     luabpf.compile(filter_src(f"local a = {call}"), FILE, hook="xdp")
 
 
-def test_byte_of_a_constant_string_has_no_cap():
-    assert luabpf.run_function(
-        'function f() local a, b = ("' + "x" * 40 + 'y"):byte(-2, 41) return a, b end', "f") \
-        == (120, 121)
-
-
 @pytest.mark.parametrize("fn", ["math.max(1, pld:byte(1, 2))", "math.min(pld:byte(1))",
                                 "tostring(pld:byte(2))", "math.abs(pld:byte(3))"])
 def test_a_run_time_number_of_arguments_is_refused_where_it_counts(fn):
