@@ -3,11 +3,14 @@
 
 The one place a kernel constant is declared: the compiler reads program and map types from
 here when it builds hook records and objects, and the runtime when it calls bpf(2). Pure
-data, no kernel access. Helper numbers are `helpers.Helper`'s.
+data, no kernel access. Helper numbers are `helpers.Helper`'s; the pseudo sources an
+instruction's src field carries (map fd, map value, bpf-to-bpf call, callback) are
+`opcode.PSEUDO_*`.
 """
 from __future__ import annotations
 
 import enum
+
 
 class Cmd(enum.IntEnum):
     MAP_CREATE = 0
@@ -180,6 +183,36 @@ class AttachType(enum.IntEnum):
     NETKIT_PRIMARY = 54
     NETKIT_PEER = 55
     TRACE_KPROBE_SESSION = 56
+
+
+class LinkType(enum.IntEnum):
+    """enum bpf_link_type: what a BPF link holds a program on."""
+    UNSPEC = 0
+    RAW_TRACEPOINT = 1
+    TRACING = 2
+    CGROUP = 3
+    ITER = 4
+    NETNS = 5
+    XDP = 6
+    PERF_EVENT = 7
+    KPROBE_MULTI = 8
+    STRUCT_OPS = 9
+    NETFILTER = 10
+    TCX = 11
+    UPROBE_MULTI = 12
+    NETKIT = 13
+    SOCKMAP = 14
+
+
+class PerfEventType(enum.IntEnum):
+    """enum bpf_perf_event_type: what a PERF_EVENT link's perf event is."""
+    UNSPEC = 0
+    UPROBE = 1
+    URETPROBE = 2
+    KPROBE = 3
+    KRETPROBE = 4
+    TRACEPOINT = 5
+    EVENT = 6
 
 
 # BPF_MAP_UPDATE_ELEM flags

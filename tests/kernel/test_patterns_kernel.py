@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from luabpf.compiler import ir
-from luabpf.compiler.hooks.function import PROG_TYPE_XDP
+from luabpf.compiler.bpf.uapi import XDP_PASS, ProgType
 from luabpf.compiler.lower.lowerer import Options
 from luabpf.compiler.lib.patterns import PatternError, parse_pattern, reference_find
 from luabpf.compiler.lib.patterns_codegen import emit_lua_init, emit_match
@@ -41,7 +41,6 @@ SSH = b"SSH%-[^ -%G]+%-([^ -%G]+)"
 # the frame: zero, init, length, status, ok, start, end, 2 words per capture, the subject
 ZERO, INIT, LENGTH, STATUS, OK, START, END, CAPS = 0, 8, 16, 24, 32, 40, 48, 56
 SUBJECT = CAPS + 16 * 32
-XDP_PASS = 2
 TALLY = {"kernel cases": 0, "refused as too complex": 0}
 
 
@@ -94,7 +93,7 @@ class MatchHook:
     windows: bool = True
     entry: str = "f"
     name: str = "pattern"
-    prog_type: int = PROG_TYPE_XDP
+    prog_type: int = ProgType.XDP
     prog_flags: int = 0
     default_return: int = XDP_PASS
     count_errors: bool = False
