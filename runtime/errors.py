@@ -2,7 +2,7 @@
 
 Owns: `BpfError` (a failed bpf(2) command, with the verifier's or BTF checker's
 log when there is one), `PermissionProblem` (the one sentence a user without
-the privileges for what they asked sees, DESIGN §7) and the table of which
+the privileges for what they asked sees) and the table of which
 capabilities each thing luabpf asks of the kernel needs (`LOAD_NEEDS`, `RUN_NEEDS`,
 `SYS_ADMIN_CMDS`), read against the process's effective set (`effective_capabilities`,
 /proc/self/status CapEff; none in a user namespace, whose capabilities the kernel's

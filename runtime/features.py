@@ -1,10 +1,10 @@
 """Kernel feature probes, and the file systems luabpf needs mounted.
 
-Owns: every "does the running kernel support X" question (STYLE: version and
-feature checks live only here), each answered once per process
-(`functools.cache`) by loading a tiny program, built with compiler/bpf's
-instruction builders and BTF with compiler/obj/btf.py's writer, or by creating a
-tiny map; and `ensure_bpffs()` / `ensure_tracefs()`. Does not own: the
+Owns: every "does the running kernel support X" question (version and feature
+checks live only here), each answered once per process (`functools.cache`) by
+loading a tiny program, built with compiler/bpf's instruction builders and BTF
+with compiler/obj/btf.py's writer, or by creating a tiny map; and
+`ensure_bpffs()` / `ensure_tracefs()`. Does not own: the
 instruction model or its encoding (`compiler/bpf/`), or loading user programs.
 
 A probe answers True or False from what the kernel did. It does not answer

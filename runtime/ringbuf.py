@@ -47,15 +47,14 @@ import select
 import time
 from functools import cache
 
-from luabpf.compiler.bpf.uapi import MapType
+from luabpf.compiler.bpf.uapi import (BPF_RINGBUF_BUSY_BIT as BUSY,
+                                      BPF_RINGBUF_DISCARD_BIT as DISCARD,
+                                      BPF_RINGBUF_HDR_SZ as HDR_SIZE, MapType)
 from luabpf.runtime import kernel
 
 __all__ = ["RingBuffer", "ringbuf_create", "check_size"]
 
 PAGE_SIZE = mmap.PAGESIZE
-HDR_SIZE = 8
-BUSY = 1 << 31
-DISCARD = 1 << 30
 
 
 def check_size(size: int) -> None:

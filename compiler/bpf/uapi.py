@@ -249,6 +249,11 @@ BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 # BPF_ENABLE_STATS type
 BPF_STATS_RUN_TIME = 0
 
+# A ring buffer record's 8-byte header: u32 len (with these two bits), u32 pg_off
+BPF_RINGBUF_BUSY_BIT = 1 << 31
+BPF_RINGBUF_DISCARD_BIT = 1 << 30
+BPF_RINGBUF_HDR_SZ = 8
+
 BPF_OBJ_NAME_LEN = 16
 BPF_INSN_SIZE = 8
 BPF_FUNC_INFO_SIZE = 8     # struct bpf_func_info {insn_off, type_id}

@@ -12,7 +12,7 @@ link commands are `runtime/kernel.py`'s.
 
 Lifetime. Both kinds prefer a BPF link (BPF_LINK_CREATE): the kernel
 detaches the program when the link's last fd closes, so nothing stays
-attached when the process exits or is killed (DESIGN §7). Only where the
+attached when the process exits or is killed. Only where the
 kernel has no such link do they fall back to netlink attachment (XDP via
 bcc, tc via a clsact qdisc and a cls_bpf filter); those survive the process,
 so `Link.detach()` (called by `with`, by the CLI on Ctrl-C, SIGTERM and

@@ -22,7 +22,7 @@ Linux >= 5.15), `mode` "link". Only when the kernel cannot create such links
 ioctls PERF_EVENT_IOC_SET_BPF + PERF_EVENT_IOC_ENABLE, `mode` "ioctl".
 Either way the attachment lives in file descriptors of this process only:
 when the process exits or is killed they close and the kernel detaches the
-program (DESIGN §7) — nothing needs cleaning up from outside. `detach()`
+program — nothing needs cleaning up from outside. `detach()`
 closes them earlier (and at interpreter exit, through `attachment.LIVE`).
 Events are opened disabled and enabled once the program is on them.
 

@@ -513,6 +513,7 @@ def test_tracepoint_errors(switch_prog, timer_prog):
 CHILD = textwrap.dedent("""
     import json, os, signal, sys, time
     from luabpf.compiler.bpf import asm, encode
+    from luabpf.compiler.bpf.uapi import ProgType
     from luabpf.runtime import kernel
     from luabpf.runtime.attach import perf
     nop = encode.encode(asm.assemble("r0 = 0\\nexit"))
