@@ -22,8 +22,8 @@ Linux >= 5.15), `mode` "link". Only when the kernel cannot create such links
 ioctls PERF_EVENT_IOC_SET_BPF + PERF_EVENT_IOC_ENABLE, `mode` "ioctl".
 Either way the attachment lives in file descriptors of this process only:
 when the process exits or is killed they close and the kernel detaches the
-program — nothing needs cleaning up from outside. `detach()`
-closes them earlier (and at interpreter exit, through `attachment.LIVE`).
+program — nothing needs cleaning up from outside. `detach()` closes them
+earlier (and at interpreter exit, through `attachment.LIVE`).
 Events are opened disabled and enabled once the program is on them.
 
 Why one perf event for a tracepoint, not one per CPU. For a tracepoint the
@@ -93,7 +93,6 @@ PERF_EVENT_IOC_SET_BPF = 0x40042408
 # __NR_perf_event_open: arch/x86/entry/syscalls/syscall_64.tbl; the generic
 # table (include/uapi/asm-generic/unistd.h) for arm64
 _NR_PERF_EVENT_OPEN = {"x86_64": 298, "amd64": 298, "aarch64": 241, "arm64": 241}
-
 
 _u16, _u32, _s32, _u64 = ctypes.c_uint16, ctypes.c_uint32, ctypes.c_int32, ctypes.c_uint64
 
