@@ -35,13 +35,12 @@ ROOT = os.path.dirname(HERE)
 
 import luabpf  # noqa: E402
 from luabpf.api import compile_function, entry_points  # noqa: E402
+from luabpf.compiler.bpf.uapi import BPF_F_SLEEPABLE, XDP_DROP, XDP_PASS, ProgType  # noqa: E402
 from luabpf.compiler.obj import elfread  # noqa: E402
 from luabpf.runtime import kernel  # noqa: E402
 
 CLANG = "clang-19"
 CFLAGS = ["-O2", "-target", "bpf", "-mcpu=v4"]
-PROG_TYPE_XDP, PROG_TYPE_SYSCALL = 6, 31
-XDP_DROP, XDP_PASS = 1, 2
 VERDICT = {XDP_DROP: "drop", XDP_PASS: "pass"}
 TARGET_LOAD_MS, TARGET_CHECK_MS = 20.0, 300.0
 FILTERS = ("ssh_filter", "port_blocklist", "icmp_guard", "dns_blocklist")
@@ -274,7 +273,7 @@ def measure_filters(args, ref_cls) -> dict:
         loaded = prog.load()
         row["luabpf_insns"], row["luabpf_verified"] = info(loaded.fd)
         sec, code = c_progs[name]
-        cfd, why = load_raw(PROG_TYPE_XDP, code, name)
+        cfd, why = load_raw(ProgType.XDP, code, name)
         row["clang_object_insns"] = len(code) // 8
         if cfd is None:
             row["clang_error"] = why
@@ -346,7 +345,7 @@ def measure_intmath() -> list[dict]:
             continue
         code = c_progs[name][1]
         row["clang_object_insns"] = len(code) // 8
-        fd, why = load_raw(PROG_TYPE_SYSCALL, code, name, kernel.BPF_F_SLEEPABLE)
+        fd, why = load_raw(ProgType.SYSCALL, code, name, BPF_F_SLEEPABLE)
         if fd is None:
             row["clang_error"] = why
         else:

@@ -39,7 +39,7 @@ class LazyConsole:
     @property
     def real(self):
         if self._real is None:
-            from rich.console import Console
+            from rich.console import Console    # rich costs ~50 ms to import: only when needed
             self._real = Console(stderr=self.stderr, highlight=False, soft_wrap=True)
         return self._real
 

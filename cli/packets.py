@@ -128,6 +128,7 @@ def _site_text(loaded, site: int) -> str:
 
 
 def _progress(total: int):
+    # rich costs ~50 ms to import: only a terminal run of many frames shows progress
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     p = Progress(TextColumn("testing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                  console=err.real, transient=True, disable=not err.is_terminal)
@@ -148,8 +149,8 @@ def _tally(rows: list[dict]) -> str:
 
 
 def _print_verdicts(file: str, hook: str, rows: list[dict]) -> None:
-    from rich.table import Table
-    from rich.text import Text
+    from rich.table import Table    # rich costs ~50 ms to import: only for the table
+    from rich.text import Text      # (as above)
     if len(rows) > TABLE_UP_TO:          # a table of that many rows takes rich seconds to lay out
         text = Text()
         width = len(str(len(rows)))

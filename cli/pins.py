@@ -87,7 +87,7 @@ def cmd_ls(args) -> int:
         if not pruned:
             out.print("nothing is running", markup=False)
         return EXIT_OK
-    from rich.table import Table
+    from rich.table import Table    # rich costs ~50 ms to import: only for the table
     table = Table(show_edge=False)
     for col in ("name", "pid", "state", "file", "attached", "globals", "maps"):
         table.add_column(col)

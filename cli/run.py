@@ -36,7 +36,6 @@ from luabpf import api
 from luabpf.cli.common import (EXIT_ERROR, EXIT_OK, UsageError, add_cost_flags, emit_json, err,
                                lua_repr, out, read_source)
 from luabpf.runtime import kernel, pins
-from luabpf.runtime.attach import link as bpflink
 from luabpf.runtime.errors import run_problem
 from luabpf.runtime.hooks import RUNTIME_HOOKS, Attached, BadPlace, Place, detach
 
@@ -320,7 +319,7 @@ def _device_gone(link) -> bool:
     if fd is None:
         return False
     try:
-        return bpflink.link_info(fd).get("ifindex", 1) == 0
+        return kernel.link_info(fd).get("ifindex", 1) == 0
     except OSError:
         return True
 

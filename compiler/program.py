@@ -449,7 +449,7 @@ def program_maps(low, hook, options: Options) -> list[MapSpec]:
     if low.uses_errors_map:
         maps.append(MapSpec(ERRORS_MAP, MapType.ARRAY, 4, 8, max(1, options.first_site + len(low.sites))))
     if low.prints:
-        maps.append(MapSpec(events.EVENTS_MAP, events.MAP_TYPE_RINGBUF, 0, 0, events.EVENTS_SIZE))
+        maps.append(MapSpec(events.EVENTS_MAP, MapType.RINGBUF, 0, 0, events.EVENTS_SIZE))
     if hook.count_verdicts:
         maps.append(MapSpec(VERDICTS_MAP, MapType.PERCPU_ARRAY, 4, 8, len(hook.verdict_names)))
     for name, decl in low.maps.items():

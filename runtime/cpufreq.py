@@ -8,7 +8,7 @@ demos and machines without a cpufreq driver). Pure file I/O: does not own the
 kernel program that decides (the `throttle` hook) nor the loop that calls it
 every interval (`luabpf run --cpufreq`).
 
-Tree layout (DESIGN §3), relative to the root (`/sys`, or `--sysfs-root DIR`):
+Tree layout, relative to the root (`/sys`, or `--sysfs-root DIR`):
     devices/system/cpu/cpuN/cpufreq/    scaling_available_frequencies, cpuinfo_min_freq,
                                         cpuinfo_max_freq, scaling_cur_freq, scaling_governor,
                                         scaling_setspeed (all in kHz), and optionally

@@ -2,7 +2,7 @@
 
 Owns: `BpfError` (a failed bpf(2) command, with the verifier's or BTF checker's
 log when there is one), `PermissionProblem` (the one sentence a user without
-the privileges for what they asked sees, DESIGN §7) and the table of which
+the privileges for what they asked sees) and the table of which
 capabilities each thing luabpf asks of the kernel needs (`LOAD_NEEDS`, `RUN_NEEDS`,
 `SYS_ADMIN_CMDS`), read against the process's effective set (`effective_capabilities`,
 /proc/self/status CapEff; none in a user namespace, whose capabilities the kernel's
@@ -31,6 +31,8 @@ from __future__ import annotations
 import errno as _errno
 import os
 
+from luabpf.compiler.bpf.uapi import ProgType
+
 # Bit numbers from include/uapi/linux/capability.h.
 CAP_NET_ADMIN = 12
 CAP_SYS_ADMIN = 21
@@ -40,17 +42,15 @@ CAP_BPF = 39
 CAP_NAMES = {CAP_NET_ADMIN: "CAP_NET_ADMIN", CAP_SYS_ADMIN: "CAP_SYS_ADMIN",
              CAP_PERFMON: "CAP_PERFMON", CAP_BPF: "CAP_BPF"}
 
-# enum bpf_prog_type: what loading each kind luabpf makes needs, and how to call it
-PROG_TYPE_SCHED_CLS, PROG_TYPE_TRACEPOINT, PROG_TYPE_XDP = 3, 5, 6
-PROG_TYPE_PERF_EVENT, PROG_TYPE_SYSCALL = 7, 31
+# What loading each program type luabpf makes needs, and how to call it
 LOAD_NEEDS = {
-    PROG_TYPE_XDP: ("an XDP program", (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)),
-    PROG_TYPE_SCHED_CLS: ("a tc program", (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)),
-    PROG_TYPE_TRACEPOINT: ("a tracepoint program", (CAP_BPF, CAP_PERFMON)),
-    PROG_TYPE_PERF_EVENT: ("a perf-event program", (CAP_BPF, CAP_PERFMON)),
-    PROG_TYPE_SYSCALL: ("a function program", (CAP_BPF,)),
+    ProgType.XDP: ("an XDP program", (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)),
+    ProgType.SCHED_CLS: ("a tc program", (CAP_BPF, CAP_NET_ADMIN, CAP_PERFMON)),
+    ProgType.TRACEPOINT: ("a tracepoint program", (CAP_BPF, CAP_PERFMON)),
+    ProgType.PERF_EVENT: ("a perf-event program", (CAP_BPF, CAP_PERFMON)),
+    ProgType.SYSCALL: ("a function program", (CAP_BPF,)),
 }
-PACKET_PROG_TYPES = (PROG_TYPE_XDP, PROG_TYPE_SCHED_CLS)
+PACKET_PROG_TYPES = (ProgType.XDP, ProgType.SCHED_CLS)
 PERFMON_WHY = ("without CAP_PERFMON the verifier refuses the packet-pointer arithmetic every "
                "luabpf filter does")
 
@@ -207,10 +207,10 @@ def load_problem(prog_types, *, cmd: str = "BPF_PROG_LOAD") -> PermissionProblem
 
 
 RUN_NEEDS = {          # `luabpf run`'s kinds: what it does, the program types it loads
-    "xdp": ("attaching an XDP filter", (PROG_TYPE_XDP,)),
-    "tc": ("attaching a tc filter", (PROG_TYPE_SCHED_CLS,)),
-    "tracepoint": ("attaching tracepoint programs", (PROG_TYPE_TRACEPOINT,)),
-    "cpufreq": ("running a CPU-frequency policy", (PROG_TYPE_PERF_EVENT, PROG_TYPE_TRACEPOINT)),
+    "xdp": ("attaching an XDP filter", (ProgType.XDP,)),
+    "tc": ("attaching a tc filter", (ProgType.SCHED_CLS,)),
+    "tracepoint": ("attaching tracepoint programs", (ProgType.TRACEPOINT,)),
+    "cpufreq": ("running a CPU-frequency policy", (ProgType.PERF_EVENT, ProgType.TRACEPOINT)),
 }
 
 

@@ -1,11 +1,11 @@
 """Kernel feature probes, and the file systems luabpf needs mounted.
 
-Owns: every "does the running kernel support X" question (STYLE: version and
-feature checks live only here), each answered once per process
-(`functools.cache`) by loading a tiny hand-encoded program or creating a tiny
-map; and `ensure_bpffs()` / `ensure_tracefs()`. Does not own: the compiler's
-instruction model (the few raw instructions here are encoded with `struct` so
-this module imports nothing from `compiler/`), or loading user programs.
+Owns: every "does the running kernel support X" question (version and feature
+checks live only here), each answered once per process (`functools.cache`) by
+loading a tiny program, built with compiler/bpf's instruction builders and BTF
+with compiler/obj/btf.py's writer, or by creating a tiny map; and
+`ensure_bpffs()` / `ensure_tracefs()`. Does not own: the
+instruction model or its encoding (`compiler/bpf/`), or loading user programs.
 
 A probe answers True or False from what the kernel did. It does not answer
 when it cannot know: without BPF privileges `PermissionProblem` propagates
@@ -16,7 +16,8 @@ Findings on Linux 6.18 (x86_64) that the probes encode:
   can only be sleepable"); its test run takes ctx_in only (no data, ctx_out,
   repeat) and copies the context back into the ctx_in buffer.
 - bpf_loop's callback must be described by BTF func_info (else "missing btf
-  func_info"), so `has_bpf_loop` builds a four-type BTF blob by hand.
+  func_info") as a static function (else "callback function not static"), so
+  `has_bpf_loop` loads a four-type BTF blob: int, int(void), two static FUNCs.
 - may_goto (JMP|JCOND, 0xe5) is accepted in XDP and SYSCALL programs. Its
   budget is time-based: a loop bounded only by may_goto ran 438 M iterations
   in 250 ms before falling through. A loop whose counter is compared with a
@@ -33,9 +34,15 @@ import os
 import struct
 from functools import cache
 
+from luabpf.compiler.bpf.encode import encode, label_slots
+from luabpf.compiler.bpf.helpers import Helper
+from luabpf.compiler.bpf.insn import (R0, R1, R2, R3, R4, call, exit_, label, ld_func, load,
+                                      may_goto, mov, sdiv, store)
+from luabpf.compiler.bpf.opcode import ALUOp, JumpOp, Size
+from luabpf.compiler.bpf.uapi import BPF_F_SLEEPABLE, XDP_DROP, XDP_PASS, MapType, ProgType
+from luabpf.compiler.obj.btf import FUNC_STATIC, Btf
 from luabpf.runtime import kernel
-from luabpf.runtime.errors import PermissionProblem
-from luabpf.runtime.kernel import BpfError, MapType, ProgType
+from luabpf.runtime.errors import BpfError, PermissionProblem
 
 __all__ = [
     "has_may_goto", "has_bpf_loop", "has_sdiv", "has_syscall_prog", "has_ringbuf",
@@ -45,37 +52,18 @@ __all__ = [
 BPFFS = "/sys/fs/bpf"
 TRACEFS = "/sys/kernel/tracing"
 
-# ---------------------------------------------------------------------------
-# The handful of instructions the probes need: struct bpf_insn is
-# code:8 | src:4 dst:4 | off:16 | imm:32, little-endian on the machines we run on.
 
-
-def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
-    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
-
-
-def _mov(dst: int, imm: int) -> bytes:          # ALU64|MOV|K
-    return _insn(0xB7, dst, imm=imm)
-
-
-_EXIT = _insn(0x95)                             # JMP|EXIT
-_MAY_GOTO = 0xE5                                # JMP|JCOND, src=BPF_MAY_GOTO (0)
-_BPF_PSEUDO_FUNC = 4
-_BPF_FUNC_LOOP = 181
-_XDP_PASS = 2
-
-
-def _try_load(prog_type: int, insns: list[bytes], **kwargs) -> kernel.Fd | None:
+def _try_load(prog_type: int, insns: list, **kwargs) -> kernel.Fd | None:
     """The program's fd, or None when the kernel rejects it (EINVAL, EACCES …)."""
     try:
-        return kernel.prog_load(prog_type, b"".join(insns), **kwargs)
+        return kernel.prog_load(prog_type, encode(insns), **kwargs)
     except PermissionProblem:
         raise
     except BpfError:
         return None
 
 
-def _xdp_returns(insns: list[bytes], expected: int, **kwargs) -> bool:
+def _xdp_returns(insns: list, expected: int, **kwargs) -> bool:
     """Loads as XDP and test-runs on a 64-byte packet; True if r0 == expected."""
     fd = _try_load(ProgType.XDP, insns, **kwargs)
     if fd is None:
@@ -94,63 +82,64 @@ def has_may_goto() -> bool:
         0: r0 = 0;  1: may_goto +2;  2: r0 += 1;  3: if r0 < 2 goto 1;  4: exit
     must load as XDP and return 2 (XDP_PASS). On 6.18 may_goto's budget is
     time-based: a loop bounded by may_goto alone falls through after ~250 ms."""
-    insns = [_mov(0, 0), _insn(_MAY_GOTO, off=2), _insn(0x07, 0, imm=1),
-             _insn(0xA5, 0, off=-3, imm=_XDP_PASS), _EXIT]
-    return _xdp_returns(insns, _XDP_PASS)
+    insns = [
+        mov(R0, 0),
+        label("loop"),
+        may_goto("out"),
+        ALUOp.ADD.imm(R0, 1),
+        JumpOp.JLT.imm(R0, XDP_PASS, "loop"),
+        label("out"),
+        exit_(),
+    ]
+    return _xdp_returns(insns, XDP_PASS)
 
 
-def _btf_blob(func_names: list[str]) -> bytes:
+def _static_funcs_btf(names: list[str]) -> bytes:
     """Raw BTF: [1] int, [2] int(void) proto, [3..] one static FUNC per name."""
-    strings = b"\0int\0"
-    name_off = []
-    for name in func_names:
-        name_off.append(len(strings))
-        strings += name.encode() + b"\0"
-    kind_int, kind_func, kind_proto = 1, 12, 13
-    types = struct.pack("<III", 1, kind_int << 24, 4) + struct.pack("<I", (1 << 24) | 32)
-    types += struct.pack("<III", 0, kind_proto << 24, 1)
-    for off in name_off:
-        types += struct.pack("<III", off, kind_func << 24, 2)
-    header = struct.pack("<HBBIIIII", 0xEB9F, 1, 0, 24, 0, len(types), len(types), len(strings))
-    return header + types + strings
+    btf = Btf()
+    proto = btf.func_proto(btf.int_("int", 4, True), [])
+    for name in names:
+        btf.func(name, proto, FUNC_STATIC)
+    return btf.encode()
 
 
 @cache
 def has_bpf_loop() -> bool:
     """The bpf_loop helper (181, 5.17+) with a callback: the program calls
     bpf_loop(4, cb, NULL, 0) and returns XDP_PASS when it reports 4 iterations.
-    The callback is a BPF_PSEUDO_FUNC ld_imm64, which needs BTF func_info."""
+    The callback's address is a BPF_PSEUDO_FUNC ld_imm64, which needs BTF func_info."""
     insns = [
-        _mov(1, 4),                                        # 0: r1 = nr_loops
-        _insn(0x18, 2, _BPF_PSEUDO_FUNC, imm=9),           # 1: r2 = cb (1 + 1 + 9 = insn 11)
-        _insn(0),                                          # 2:   ld_imm64's second half
-        _mov(3, 0),                                        # 3: r3 = callback ctx
-        _mov(4, 0),                                        # 4: r4 = flags
-        _insn(0x85, imm=_BPF_FUNC_LOOP),                   # 5: call bpf_loop
-        _insn(0x55, 0, off=2, imm=4),                      # 6: if r0 != 4 goto 9
-        _mov(0, _XDP_PASS),                                # 7
-        _EXIT,                                             # 8
-        _mov(0, 1),                                        # 9: XDP_DROP
-        _EXIT,                                             # 10
-        _mov(0, 0),                                        # 11: cb: return 0 (go on)
-        _EXIT,                                             # 12
+        mov(R1, 4),                              # nr_loops
+        ld_func(R2, "cb"),                       # callback
+        mov(R3, 0),                              # callback ctx
+        mov(R4, 0),                              # flags
+        call(Helper.loop),
+        JumpOp.JNE.imm(R0, 4, "drop"),
+        mov(R0, XDP_PASS),
+        exit_(),
+        label("drop"),
+        mov(R0, XDP_DROP),
+        exit_(),
+        label("cb"),
+        mov(R0, 0),                              # 0: go on looping
+        exit_(),
     ]
     try:
-        btf = kernel.btf_load(_btf_blob(["main", "cb"]))
+        btf = kernel.btf_load(_static_funcs_btf(["main", "cb"]))
     except PermissionProblem:
         raise
     except BpfError:
         return False
     with btf:
-        func_info = struct.pack("<IIII", 0, 3, 11, 4)
-        return _xdp_returns(insns, _XDP_PASS, btf_fd=btf, func_info=func_info, func_info_cnt=2)
+        func_info = struct.pack("<IIII", 0, 3, label_slots(insns)["cb"], 4)
+        return _xdp_returns(insns, XDP_PASS, btf_fd=btf, func_info=func_info, func_info_cnt=2)
 
 
 @cache
 def has_sdiv() -> bool:
     """cpu v4 signed division (6.6+): ALU64|DIV|K with off=1. 7 s/ -3 must be
     -2 (truncating), so r0 = 7 s/ -3 + 4 returns 2."""
-    insns = [_mov(0, 7), _insn(0x37, 0, off=1, imm=-3), _insn(0x07, 0, imm=4), _EXIT]
+    insns = [mov(R0, 7), sdiv(R0, -3), ALUOp.ADD.imm(R0, 4), exit_()]
     return _xdp_returns(insns, 2)
 
 
@@ -159,14 +148,14 @@ def has_syscall_prog() -> bool:
     """BPF_PROG_TYPE_SYSCALL with BPF_F_SLEEPABLE loads, and its test run with
     a context copies the context back: the program stores ctx[8] = ctx[0] + ctx[4]."""
     insns = [
-        _insn(0x61, 2, 1, 0),      # r2 = *(u32 *)(r1 + 0)
-        _insn(0x61, 3, 1, 4),      # r3 = *(u32 *)(r1 + 4)
-        _insn(0x0F, 2, 3),         # r2 += r3
-        _insn(0x63, 1, 2, 8),      # *(u32 *)(r1 + 8) = r2
-        _mov(0, 0),
-        _EXIT,
+        load(Size.W, R2, R1, 0),
+        load(Size.W, R3, R1, 4),
+        ALUOp.ADD.reg(R2, R3),
+        store(Size.W, R1, 8, R2),
+        mov(R0, 0),
+        exit_(),
     ]
-    fd = _try_load(ProgType.SYSCALL, insns, prog_flags=kernel.BPF_F_SLEEPABLE)
+    fd = _try_load(ProgType.SYSCALL, insns, prog_flags=BPF_F_SLEEPABLE)
     if fd is None:
         return False
     with fd:

@@ -1,15 +1,17 @@
 """The bpf(2) boundary: every BPF system call luabpf makes goes through here.
 
-Owns: the `bpf(2)` syscall via ctypes, the layout of `union bpf_attr` for each
-command we use, the UAPI enums (`ProgType`, `MapType`, `AttachType`) and flag
-constants, file-descriptor ownership (`Fd`), and the convention for verifier
-logs. Does not own: attaching programs to hooks (`runtime/attach/`), reading
-ring buffers (`runtime/ringbuf.py`), mapping verifier logs to Lua lines
+Owns: the `bpf(2)` syscall via ctypes (no other module calls it), the layout of
+`union bpf_attr` for each command we use and of the info structures the kernel
+fills (`bpf_prog_info`, `bpf_map_info`, `bpf_link_info`), file-descriptor
+ownership (`Fd`), and the convention for verifier logs. Does not own: the
+kernel's numbers (`compiler/bpf/uapi.py`: `ProgType`, `MapType`, `AttachType`,
+`LinkType`, the flags), deciding what to attach where (`runtime/attach/`),
+reading ring buffers (`runtime/ringbuf.py`), mapping verifier logs to Lua lines
 (`runtime/load.py`), or feature probes (`runtime/features.py`).
 
 Decision: program loading, BPF_PROG_TEST_RUN, map create/lookup/update/delete/
-get_next_key, object pin/get, prog/map info and BPF_ENABLE_STATS call bpf(2)
-directly through ctypes (`syscall(__NR_bpf, cmd, &attr, sizeof attr)`),
+get_next_key, object pin/get, prog/map/link info, BPF links and BPF_ENABLE_STATS
+call bpf(2) directly through ctypes (`syscall(__NR_bpf, cmd, &attr, sizeof attr)`),
 because bcc's Python API cannot load a raw instruction array with program
 flags (BPF_F_SLEEPABLE), BTF func/line info or fd_array, cannot return the
 verifier log of a failed load, and cannot run BPF_PROG_TEST_RUN with a context;
@@ -33,7 +35,6 @@ No ctypes object leaves this module: callers pass and get `bytes`, `int`
 from __future__ import annotations
 
 import ctypes
-import enum
 import errno
 import os
 import platform
@@ -42,27 +43,21 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Iterator, Sequence
 
+from luabpf.compiler.bpf.uapi import (BPF_ANY, BPF_F_TEST_XDP_LIVE_FRAMES, BPF_INSN_SIZE,
+                                      BPF_OBJ_NAME_LEN, BPF_STATS_RUN_TIME, AttachType, Cmd,
+                                      LinkType, PerfEventType)
 from luabpf.runtime.errors import (CAP_PERFMON, BpfError, PermissionProblem, command_problem,
                                    has_capability, load_problem, verifier_without_perfmon)
 
 __all__ = [
-    "BpfError", "PermissionProblem", "Fd", "ProgType", "MapType", "AttachType", "Cmd",
-    "TestRunResult", "prog_load", "load_with_log", "load_verbose", "prog_test_run",
-    "map_create", "map_lookup", "map_update", "map_delete", "map_next_key", "map_keys",
-    "obj_pin", "obj_get", "prog_info", "map_info", "prog_ids", "map_ids",
-    "prog_get_fd_by_id", "map_get_fd_by_id", "enable_stats", "btf_load",
-    "possible_cpus", "percpu_value_size", "split_percpu",
+    "BpfError", "PermissionProblem", "Fd", "TestRunResult", "prog_load", "load_with_log",
+    "load_verbose", "prog_test_run", "map_create", "map_lookup", "map_update", "map_delete",
+    "map_next_key", "map_keys", "map_lookup_batch", "obj_pin", "obj_get", "prog_info",
+    "map_info", "prog_ids", "map_ids", "prog_get_fd_by_id", "map_get_fd_by_id",
+    "enable_stats", "btf_load", "link_create", "link_create_perf_event", "link_detach",
+    "link_info", "link_ids", "link_get_fd_by_id", "struct_layouts", "possible_cpus",
+    "percpu_value_size", "split_percpu",
 ]
-
-from luabpf.compiler.bpf.uapi import (  # noqa: F401  (re-exported: callers pass these to bpf(2))
-    Cmd, ProgType, MapType, AttachType, BPF_ANY, BPF_NOEXIST, BPF_EXIST, BPF_F_LOCK,
-    BPF_F_STRICT_ALIGNMENT, BPF_F_ANY_ALIGNMENT, BPF_F_TEST_RND_HI32, BPF_F_TEST_STATE_FREQ,
-    BPF_F_SLEEPABLE, BPF_F_XDP_HAS_FRAGS, BPF_F_XDP_DEV_BOUND_ONLY, BPF_F_NO_PREALLOC,
-    BPF_F_NO_COMMON_LRU, BPF_F_NUMA_NODE, BPF_F_RDONLY, BPF_F_WRONLY, BPF_F_ZERO_SEED,
-    BPF_F_RDONLY_PROG, BPF_F_WRONLY_PROG, BPF_F_MMAPABLE, BPF_F_INNER_MAP,
-    BPF_F_TEST_RUN_ON_CPU, BPF_F_TEST_XDP_LIVE_FRAMES, BPF_STATS_RUN_TIME, BPF_OBJ_NAME_LEN,
-    BPF_INSN_SIZE, BPF_FUNC_INFO_SIZE, BPF_LINE_INFO_SIZE
-)
 
 
 LOG_SIZE = 16 << 20        # first verifier-log buffer on a failed load
@@ -175,6 +170,33 @@ class _MapInfo(ctypes.Structure):                # struct bpf_map_info
         ("btf_vmlinux_value_type_id", _u32), ("netns_dev", _u64), ("netns_ino", _u64),
         ("btf_id", _u32), ("btf_key_type_id", _u32), ("btf_value_type_id", _u32),
         ("btf_vmlinux_id", _u32), ("map_extra", _u64),
+    ]
+
+
+class _LinkCreateAttr(ctypes.Structure):         # BPF_LINK_CREATE on a device (`link_create`)
+    _fields_ = [
+        ("prog_fd", _u32), ("target_ifindex", _u32), ("attach_type", _u32), ("flags", _u32),
+        # the union starts here (8-aligned); its `tcx` member:
+        ("relative_fd", _u32), ("_pad", _u32), ("expected_revision", _u64),
+    ]
+
+
+class _LinkCreatePerfAttr(ctypes.Structure):     # BPF_LINK_CREATE, `perf_event` member
+    _fields_ = [
+        ("prog_fd", _u32), ("target_fd", _u32), ("attach_type", _u32), ("flags", _u32),
+        ("bpf_cookie", _u64),
+    ]
+
+
+class _LinkDetachAttr(ctypes.Structure):         # BPF_LINK_DETACH
+    _fields_ = [("link_fd", _u32)]
+
+
+class _LinkInfo(ctypes.Structure):               # struct bpf_link_info (head + xdp/tcx)
+    _fields_ = [
+        ("type", _u32), ("id", _u32), ("prog_id", _u32), ("_pad", _u32),
+        # union: xdp {ifindex}; tcx/netkit {ifindex, attach_type}; others larger
+        ("ifindex", _u32), ("attach_type", _u32), ("_rest", _u64 * 6),
     ]
 
 
@@ -797,3 +819,140 @@ def btf_load(data: bytes) -> Fd:
             size = min(max(true_size, size * 2), LOG_SIZE_MAX)
             continue
         raise _fail(first_errno, Cmd.BTF_LOAD, log)
+
+
+# ---------------------------------------------------------------------------
+# BPF links: a program attached for as long as the link's last fd is open.
+# Only `link_create`'s device form (XDP, tcx, netkit: `target_ifindex`,
+# `attach_type`, `flags`, and for tcx `relative_fd`, `expected_revision`) and
+# its perf-event form are laid out; the kernel sees zeros in the rest.
+
+
+def link_create(prog_fd: int, attach_type: int, target_ifindex: int, *, flags: int = 0,
+                relative_fd: int = 0, expected_revision: int = 0) -> Fd:
+    """BPF_LINK_CREATE for a network device (XDP, TCX_INGRESS/EGRESS,
+    NETKIT_*); the link's fd. `flags` are XDP_FLAGS_* for XDP, BPF_F_BEFORE/
+    AFTER… for tcx. The device is looked up in the network namespace of the
+    calling thread."""
+    attr = _LinkCreateAttr()
+    attr.prog_fd = prog_fd
+    attr.target_ifindex = target_ifindex
+    attr.attach_type = int(attach_type)
+    attr.flags = flags
+    attr.relative_fd = relative_fd
+    attr.expected_revision = expected_revision
+    ret = _bpf(Cmd.LINK_CREATE, attr)
+    if ret < 0:
+        raise _fail(-ret, Cmd.LINK_CREATE)
+    return Fd(ret)
+
+
+def link_create_perf_event(prog_fd: int, perf_fd: int, *, bpf_cookie: int = 0) -> Fd:
+    """BPF_LINK_CREATE attaching a PERF_EVENT, TRACEPOINT or KPROBE program
+    to the perf event `perf_fd` (attach type BPF_PERF_EVENT, Linux >= 5.15);
+    the link's fd. The link holds the perf event until it is closed."""
+    attr = _LinkCreatePerfAttr()
+    attr.prog_fd = prog_fd
+    attr.target_fd = perf_fd
+    attr.attach_type = int(AttachType.PERF_EVENT)
+    attr.bpf_cookie = bpf_cookie
+    ret = _bpf(Cmd.LINK_CREATE, attr)
+    if ret < 0:
+        raise _fail(-ret, Cmd.LINK_CREATE)
+    return Fd(ret)
+
+
+def link_detach(link_fd: int) -> None:
+    """BPF_LINK_DETACH: detach now, though the fd stays open (then close it).
+    A link already detached (its device gone) is not an error."""
+    attr = _LinkDetachAttr()
+    attr.link_fd = link_fd
+    ret = _bpf(Cmd.LINK_DETACH, attr)
+    if ret < 0 and -ret not in (errno.ENOLINK, errno.ENOENT):
+        raise _fail(-ret, Cmd.LINK_DETACH)
+
+
+def link_info(link_fd: int) -> dict:
+    """The link's id, type (LinkType), prog_id, and for XDP and tcx links the
+    ifindex (0 once the device is gone) and, for tcx, the attach_type. For
+    PERF_EVENT links, "perf_event_type" (PerfEventType) and for a tracepoint
+    its "tp_name", for a perf event (EVENT) its "config" and "event_type"
+    (the event's attr.type as the kernel keeps it: Linux 6.18 reports a
+    cpu-clock event under its cpu_clock PMU's dynamic type, not
+    PERF_TYPE_SOFTWARE)."""
+    info = _LinkInfo()
+    _get_info(link_fd, info)
+    try:
+        kind = LinkType(info.type)
+    except ValueError:
+        kind = info.type
+    out = {"id": info.id, "type": kind, "prog_id": info.prog_id}
+    if kind in (LinkType.XDP, LinkType.TCX, LinkType.NETKIT):
+        out["ifindex"] = info.ifindex
+    if kind in (LinkType.TCX, LinkType.NETKIT):
+        try:
+            out["attach_type"] = AttachType(info.attach_type)
+        except ValueError:
+            out["attach_type"] = info.attach_type
+    if kind == LinkType.PERF_EVENT:
+        _perf_event_info(link_fd, info, out)
+    return out
+
+
+def _perf_event_info(link_fd: int, info: _LinkInfo, out: dict) -> None:
+    # bpf_link_info.perf_event: {u32 type; u32 pad; union {...}} — the `type`
+    # is where xdp's ifindex is; the union starts at _rest[0].
+    try:
+        ptype = PerfEventType(info.ifindex)
+    except ValueError:
+        ptype = info.ifindex
+    out["perf_event_type"] = ptype
+    if ptype == PerfEventType.EVENT:             # event {u64 config; u32 type; u32 pad; u64 cookie}
+        out["config"] = info._rest[0]
+        out["event_type"] = info._rest[1] & 0xFFFFFFFF
+    elif ptype == PerfEventType.TRACEPOINT:      # tracepoint {u64 tp_name; u32 name_len; …}
+        name = ctypes.create_string_buffer(256)
+        again = _LinkInfo()
+        again._rest[0] = ctypes.addressof(name)
+        again._rest[1] = ctypes.sizeof(name)     # name_len (low half, little-endian)
+        try:
+            _get_info(link_fd, again)
+        except BpfError:
+            return
+        out["tp_name"] = name.value.decode(errors="replace")
+
+
+def link_ids() -> Iterator[int]:
+    """The ids of every BPF link in the kernel."""
+    return _next_ids(Cmd.LINK_GET_NEXT_ID)
+
+
+def link_get_fd_by_id(link_id: int) -> Fd:
+    return _fd_by_id(Cmd.LINK_GET_FD_BY_ID, link_id)
+
+
+# ---------------------------------------------------------------------------
+# Layouts, for checking against the kernel's headers (pahole, bpf.h)
+
+_STRUCTS = {
+    "bpf_attr.map_create": _MapCreateAttr, "bpf_attr.map_elem": _MapElemAttr,
+    "bpf_attr.batch": _MapBatchAttr, "bpf_attr.prog_load": _ProgLoadAttr,
+    "bpf_attr.obj": _ObjAttr, "bpf_attr.test": _TestRunAttr, "bpf_attr.get_id": _GetIdAttr,
+    "bpf_attr.info": _InfoAttr, "bpf_attr.btf_load": _BtfLoadAttr,
+    "bpf_attr.enable_stats": _EnableStatsAttr, "bpf_attr.link_create": _LinkCreateAttr,
+    "bpf_attr.link_create.perf_event": _LinkCreatePerfAttr,
+    "bpf_attr.link_detach": _LinkDetachAttr, "bpf_prog_info": _ProgInfo,
+    "bpf_map_info": _MapInfo, "bpf_link_info": _LinkInfo,
+}
+
+
+def struct_layouts() -> dict[str, dict[str, tuple[int, int]]]:
+    """Every structure this module passes to bpf(2), by name ("bpf_attr.prog_load",
+    "bpf_prog_info", …): {field: (byte offset, size)}, and "sizeof": (0, size)."""
+    out = {}
+    for name, struct in _STRUCTS.items():
+        fields = {f: (getattr(struct, f).offset, getattr(struct, f).size)
+                  for f, *_ in struct._fields_}
+        fields["sizeof"] = (0, ctypes.sizeof(struct))
+        out[name] = fields
+    return out

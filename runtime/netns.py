@@ -25,6 +25,7 @@ import ipaddress
 import os
 import re
 import secrets
+import socket
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -112,7 +113,6 @@ class End:
     @property
     def ifindex(self) -> int:
         with entered(self.netns):
-            import socket
             return socket.if_nametoindex(self.dev)
 
     def entered(self):
@@ -182,7 +182,7 @@ class VethPair:
     # -- making and removing ---------------------------------------------------------
 
     def create(self) -> "VethPair":
-        from pyroute2 import IPRoute, netns
+        from pyroute2 import IPRoute, netns    # pyroute2 takes ~0.3 s to import: on first use only
         remove_stale()
         try:
             for end in self.ends:
@@ -203,7 +203,7 @@ class VethPair:
         return self
 
     def _configure(self, end: End) -> None:
-        from pyroute2 import NetNS
+        from pyroute2 import NetNS    # pyroute2 takes ~0.3 s to import: on first use only
         with NetNS(end.netns) as ns:
             index = ns.link_lookup(ifname=end.dev)[0]
             ns.addr("add", index=index, address=end.addr, prefixlen=end.prefixlen)
@@ -216,7 +216,7 @@ class VethPair:
         """Remove the veth pair and both namespaces (what of them exists).
         Waits briefly for threads started in them, so nothing keeps a
         namespace (and its veth end) alive after it is unmounted."""
-        from pyroute2 import IPRoute, netns
+        from pyroute2 import IPRoute, netns    # pyroute2 takes ~0.3 s to import: on first use only
         errors = []
         for end in self.ends:
             for t in end._threads:
@@ -250,7 +250,7 @@ class VethPair:
 
 
 def _delete_link(dev: str) -> None:
-    from pyroute2 import IPRoute
+    from pyroute2 import IPRoute    # pyroute2 takes ~0.3 s to import: on first use only
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=dev)
         if found:
@@ -270,7 +270,7 @@ def _pid_alive(pid: int) -> bool:
 def remove_stale() -> list[str]:
     """Remove namespaces named by `VethPair` whose process no longer runs
     (left by a test run that was killed); the names removed."""
-    from pyroute2 import netns
+    from pyroute2 import netns    # pyroute2 takes ~0.3 s to import: on first use only
     removed = []
     for name in netns.listnetns():
         m = _STALE.match(name)
@@ -283,5 +283,5 @@ def remove_stale() -> list[str]:
 
 def namespaces() -> list[str]:
     """The names of the namespaces under /run/netns."""
-    from pyroute2 import netns
+    from pyroute2 import netns    # pyroute2 takes ~0.3 s to import: on first use only
     return sorted(netns.listnetns())

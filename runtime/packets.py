@@ -15,6 +15,7 @@ an Ethernet header) is the shortest frame the kernel's test run accepts.
 from __future__ import annotations
 
 import re
+import socket
 import struct
 from typing import Iterable, Iterator
 
@@ -56,7 +57,7 @@ def _to_ether(linktype: int, data: bytes, path: str) -> bytes:
 
 def iter_pcap(path: str) -> Iterator[bytes]:
     """The frames of a pcap or pcapng file, one by one, as Ethernet frames."""
-    from scapy.error import Scapy_Exception
+    from scapy.error import Scapy_Exception    # scapy takes ~0.2 s to import: on first use only
     from scapy.utils import RawPcapReader
     try:
         reader = RawPcapReader(path)
@@ -84,7 +85,7 @@ def read_pcap(path: str) -> list[bytes]:
 
 def write_pcap(path: str, frames: Iterable[bytes]) -> None:
     """Write Ethernet frames to a pcap file."""
-    from scapy.utils import RawPcapWriter
+    from scapy.utils import RawPcapWriter    # scapy takes ~0.2 s to import: on first use only
     with RawPcapWriter(path, linktype=LINKTYPE_ETHERNET, sync=True) as w:
         for f in frames:
             w.write(bytes(f))
@@ -117,21 +118,21 @@ def parse_hex(args: Iterable[str]) -> list[bytes]:
 def tcp_frame(src: str, dst: str, sport: int, dport: int, payload: bytes = b"",
               flags: str = "PA", seq: int = 1000, ack: int = 1) -> bytes:
     """An Ethernet + IPv4 (or IPv6, from the addresses) + TCP frame."""
-    from scapy.layers.inet import TCP
+    from scapy.layers.inet import TCP    # scapy takes ~0.2 s to import: on first use only
     return bytes(_ip(src, dst) / TCP(sport=sport, dport=dport, flags=flags, seq=seq,
                                      ack=ack) / payload)
 
 
 def udp_frame(src: str, dst: str, sport: int, dport: int, payload: bytes = b"") -> bytes:
     """An Ethernet + IPv4 (or IPv6) + UDP frame."""
-    from scapy.layers.inet import UDP
+    from scapy.layers.inet import UDP    # scapy takes ~0.2 s to import: on first use only
     return bytes(_ip(src, dst) / UDP(sport=sport, dport=dport) / payload)
 
 
 def _ip(src: str, dst: str):
-    from scapy.layers.inet import IP
-    from scapy.layers.inet6 import IPv6
-    from scapy.layers.l2 import Ether
+    from scapy.layers.inet import IP    # scapy takes ~0.2 s to import: on first use only
+    from scapy.layers.inet6 import IPv6  # (as above)
+    from scapy.layers.l2 import Ether    # (as above)
     ip = IPv6(src=src, dst=dst) if ":" in src else IP(src=src, dst=dst)
     return Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / ip
 
@@ -183,7 +184,6 @@ def _summary(frame: bytes) -> str:
 
 
 def _ipv4(ip: bytes) -> str:
-    import socket
     if len(ip) < 20 or ip[0] >> 4 != 4 or (ip[0] & 0xF) < 5:
         return f"IP truncated or bad header, {len(ip)} bytes"
     ihl = (ip[0] & 0xF) * 4
@@ -196,7 +196,6 @@ def _ipv4(ip: bytes) -> str:
 
 
 def _ipv6(ip: bytes) -> str:
-    import socket
     if len(ip) < 40 or ip[0] >> 4 != 6:
         return f"IP6 truncated or bad header, {len(ip)} bytes"
     plen, nh = struct.unpack_from("!H", ip, 4)[0], ip[6]
@@ -234,7 +233,6 @@ def _l4(src: str, dst: str, proto: int, l4: bytes) -> str:
 
 
 def _arp(arp: bytes) -> str:
-    import socket
     if len(arp) < 28 or arp[4] != 6 or arp[5] != 4:
         return f"ARP, length {len(arp)}"
     op = struct.unpack_from("!H", arp, 6)[0]

@@ -34,11 +34,12 @@ import struct
 import time
 from dataclasses import dataclass
 
+from luabpf.compiler.bpf.uapi import MapType
 from luabpf.runtime import features, kernel
+from luabpf.runtime.cpufreq import CpufreqError, SysfsTree
 from luabpf.runtime.state import ProgramState, StateViews
 
 ROOT_NAME = "luabpf"
-MAP_TYPE_ARRAY = 2
 
 
 class PinError(Exception):
@@ -171,7 +172,7 @@ def _pin_meta(path: str, meta: dict) -> None:
     data = json.dumps(meta).encode()
     size = (len(data) + 4 + 7) // 8 * 8
     value = struct.pack("<I", len(data)) + data
-    with kernel.map_create(MAP_TYPE_ARRAY, 4, size, 1, name="luabpf_meta") as fd:
+    with kernel.map_create(MapType.ARRAY, 4, size, 1, name="luabpf_meta") as fd:
         kernel.map_update(fd, struct.pack("<I", 0), value.ljust(size, b"\0"))
         kernel.obj_pin(fd, path)
 
@@ -295,7 +296,6 @@ def _restore_governors(saved: dict | None) -> None:
     still are on userspace: someone may have set them since)."""
     if not saved:
         return
-    from luabpf.runtime.cpufreq import CpufreqError, SysfsTree
     try:
         tree = SysfsTree(saved["root"])
         for cpu, governor in saved["governors"].items():

@@ -47,14 +47,14 @@ import select
 import time
 from functools import cache
 
+from luabpf.compiler.bpf.uapi import (BPF_RINGBUF_BUSY_BIT as BUSY,
+                                      BPF_RINGBUF_DISCARD_BIT as DISCARD,
+                                      BPF_RINGBUF_HDR_SZ as HDR_SIZE, MapType)
 from luabpf.runtime import kernel
 
 __all__ = ["RingBuffer", "ringbuf_create", "check_size"]
 
 PAGE_SIZE = mmap.PAGESIZE
-HDR_SIZE = 8
-BUSY = 1 << 31
-DISCARD = 1 << 30
 
 
 def check_size(size: int) -> None:
@@ -67,7 +67,7 @@ def check_size(size: int) -> None:
 def ringbuf_create(size: int, name: str = "") -> kernel.Fd:
     """A new BPF_MAP_TYPE_RINGBUF of `size` bytes; the caller owns the fd."""
     check_size(size)
-    return kernel.map_create(kernel.MapType.RINGBUF, 0, 0, size, name=name)
+    return kernel.map_create(MapType.RINGBUF, 0, 0, size, name=name)
 
 
 @cache
@@ -89,7 +89,7 @@ class RingBuffer:
     def __init__(self, fd: int, size: int):
         check_size(size)
         info = kernel.map_info(fd)
-        if info["type"] != kernel.MapType.RINGBUF or info["max_entries"] != size:
+        if info["type"] != MapType.RINGBUF or info["max_entries"] != size:
             raise ValueError(f"fd {int(fd)} is not a ring buffer of {size} bytes "
                              f"(map type {info['type']}, max_entries {info['max_entries']})")
         self._opened: list = []            # closed in reverse order by close()

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import struct
 
+from luabpf.compiler.lib.events import EVENTS_SIZE
 from luabpf.runtime import kernel
+from luabpf.runtime.events import EventStream
 from luabpf.runtime.mapview import GlobalsView, MapView
 
 GLOBALS_MAP, ERRORS_MAP, EVENTS_MAP = "luabpf_globals", "luabpf_errors", "luabpf_events"
@@ -43,8 +45,6 @@ class ProgramState:
         """The stream of the script's print events (runtime.events.EventStream); None when
         the script never prints."""
         if self._events is None and EVENTS_MAP in self.map_fds:
-            from luabpf.compiler.lib.events import EVENTS_SIZE
-            from luabpf.runtime.events import EventStream
             self._events = EventStream(self.map_fds[EVENTS_MAP], EVENTS_SIZE, self.manifest)
         return self._events
 

@@ -34,6 +34,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from luabpf.runtime import features
+
 __all__ = ["TracefsError", "Field", "EventFormat", "parse_format", "event_format",
            "categories", "events", "events_dir"]
 
@@ -226,7 +228,6 @@ def parse_format(text: str, category: str | None = None) -> EventFormat:
 
 def events_dir() -> str:
     """/sys/kernel/tracing/events (mounting tracefs if need be)."""
-    from luabpf.runtime import features
     try:
         root = features.ensure_tracefs()
     except OSError as e:

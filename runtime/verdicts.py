@@ -1,9 +1,8 @@
 """Packet verdicts: what an XDP or tc program's return value means.
 
-Owns the two action enums with the kernel's numbers — `XdpAction`
-(`enum xdp_action`, include/uapi/linux/bpf.h) and `TcAction` (`TC_ACT_*`,
-include/uapi/linux/pkt_cls.h; tcx links read the same numbers as
-`TCX_NEXT`/`TCX_PASS`/`TCX_DROP`/`TCX_REDIRECT`) — the conversion of a raw
+Owns the two action enums over the kernel's numbers (`compiler/bpf/uapi.py`) —
+`XdpAction` (`enum xdp_action`) and `TcAction` (`TC_ACT_*`; tcx links read the
+same numbers as `TCX_NEXT`/`TCX_PASS`/`TCX_DROP`/`TCX_REDIRECT`) — the conversion of a raw
 BPF_PROG_TEST_RUN `retval` (an unsigned 32-bit field) into one of them, and
 the names a user sees ("XDP_DROP", "TC_ACT_SHOT"). Does not own what a Lua
 `return true/false` compiles to (compiler/hooks/function.py chooses the numbers from
@@ -13,20 +12,20 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["XdpAction", "TcAction", "action_for", "verdict_name", "is_drop", "is_pass",
-           "hook_of_prog_type", "PROG_TYPE_XDP", "PROG_TYPE_SCHED_CLS"]
+from luabpf.compiler.bpf import uapi
+from luabpf.compiler.bpf.uapi import ProgType
 
-PROG_TYPE_SCHED_CLS = 3      # enum bpf_prog_type
-PROG_TYPE_XDP = 6
+__all__ = ["XdpAction", "TcAction", "action_for", "verdict_name", "is_drop", "is_pass",
+           "hook_of_prog_type"]
 
 
 class XdpAction(enum.IntEnum):
     """enum xdp_action."""
-    ABORTED = 0
-    DROP = 1
-    PASS = 2
-    TX = 3
-    REDIRECT = 4
+    ABORTED = uapi.XDP_ABORTED
+    DROP = uapi.XDP_DROP
+    PASS = uapi.XDP_PASS
+    TX = uapi.XDP_TX
+    REDIRECT = uapi.XDP_REDIRECT
 
     @property
     def kernel_name(self) -> str:
@@ -37,16 +36,16 @@ class TcAction(enum.IntEnum):
     """TC_ACT_* of include/uapi/linux/pkt_cls.h (cls_bpf in direct-action
     mode and tcx both return these; tcx calls -1 TCX_NEXT, 0 TCX_PASS,
     2 TCX_DROP, 7 TCX_REDIRECT)."""
-    UNSPEC = -1
-    OK = 0
-    RECLASSIFY = 1
-    SHOT = 2
-    PIPE = 3
-    STOLEN = 4
-    QUEUED = 5
-    REPEAT = 6
-    REDIRECT = 7
-    TRAP = 8
+    UNSPEC = uapi.TC_ACT_UNSPEC
+    OK = uapi.TC_ACT_OK
+    RECLASSIFY = uapi.TC_ACT_RECLASSIFY
+    SHOT = uapi.TC_ACT_SHOT
+    PIPE = uapi.TC_ACT_PIPE
+    STOLEN = uapi.TC_ACT_STOLEN
+    QUEUED = uapi.TC_ACT_QUEUED
+    REPEAT = uapi.TC_ACT_REPEAT
+    REDIRECT = uapi.TC_ACT_REDIRECT
+    TRAP = uapi.TC_ACT_TRAP
 
     @property
     def kernel_name(self) -> str:
@@ -54,7 +53,7 @@ class TcAction(enum.IntEnum):
 
 
 _ENUMS = {"xdp": XdpAction, "tc": TcAction}
-_HOOK_OF_TYPE = {PROG_TYPE_XDP: "xdp", PROG_TYPE_SCHED_CLS: "tc"}
+_HOOK_OF_TYPE = {ProgType.XDP: "xdp", ProgType.SCHED_CLS: "tc"}
 
 
 def hook_of_prog_type(prog_type: int) -> str:

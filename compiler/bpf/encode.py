@@ -80,6 +80,8 @@ def _retarget(insn: Insn, delta: int) -> Insn:
     if insn.target_in_imm:
         if not _S32[0] <= delta <= _S32[1]:
             raise ValueError(f"jump to {insn.label!r} is out of 32-bit range{_where(insn)}")
+        if insn.code == LD_IMM64:      # ld_func: the offset in the low half, the high half 0
+            delta &= 0xFFFFFFFF
         return insn.replace(imm=delta, label=None)
     if _S16[0] <= delta <= _S16[1]:
         return insn.replace(off=delta, label=None)

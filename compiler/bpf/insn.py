@@ -33,6 +33,7 @@ a plain ``int`` means an immediate; jump targets are a label name or a literal o
     movsx(dst, src, bits)    movsx32(dst, src, bits)        r1 = (s8)r2
     to_be(dst, bits) to_le(dst, bits) bswap(dst, bits)      r1 = be16 r1 / bswap64
     ld_imm64(dst, value)     ld_map_fd(dst, name)           ld_map_value(dst, name, offset)
+    ld_func(dst, target)                                    r2 = &callback (bpf_loop's)
     load(size, dst, base, off)   load_sx(size, dst, base, off)
     store(size, base, off, src)  store_imm(size, base, off, imm)
     atomic(op, size, base, off, src)  atomic_add/or/and/xor(size, base, off, src, fetch=False)
@@ -51,6 +52,7 @@ from .opcode import (  # the record (Insn, Label, Register) is re-exported: user
     LD_IMM64,
     MOVSX_WIDTHS,
     PSEUDO_CALL,
+    PSEUDO_FUNC,
     PSEUDO_MAP_FD,
     PSEUDO_MAP_VALUE,
     ALUOp,
@@ -185,6 +187,14 @@ def bswap(dst: int, bits: int, *, loc: object | None = None) -> Insn:
 def ld_imm64(dst: int, value: int, *, loc: object | None = None) -> Insn:
     """``r<dst> = value ll`` (two slots; value taken modulo 2**64)."""
     return Insn(LD_IMM64, int(dst), 0, 0, value, loc=loc)
+
+
+def ld_func(dst: int, target: str | int, *, loc: object | None = None) -> Insn:
+    """``dst = &target``: the callback a helper such as bpf_loop calls (ld_imm64, src
+    PSEUDO_FUNC, the pc-relative offset in the low ``imm`` as for ``call_local``).  The
+    kernel needs BTF func_info naming the callback as a static function."""
+    name, off = split_target(target)
+    return Insn(LD_IMM64, dst, PSEUDO_FUNC, imm=off & 0xFFFFFFFF, label=name, loc=loc)
 
 
 def ld_map_fd(dst: int, map_name: str, *, loc: object | None = None) -> Insn:

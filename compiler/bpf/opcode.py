@@ -59,6 +59,7 @@ PSEUDO_MAP_FD = 1  # ld_imm64: imm is a map fd
 PSEUDO_MAP_VALUE = 2  # ld_imm64: imm is a map fd, second imm an offset into its value
 PSEUDO_CALL = 1  # call: imm is a pc-relative offset to a bpf-to-bpf function
 PSEUDO_KFUNC_CALL = 2  # call: imm is a BTF id of a kernel function
+PSEUDO_FUNC = 4  # ld_imm64: imm is a pc-relative offset to a callback (bpf_loop's)
 MAY_GOTO = 0  # JCOND: the only defined condition
 
 # Sizes of ALU64 END (bswap) / ALU END (be/le) and movsx offsets.
@@ -381,10 +382,11 @@ class Insn:
 
     @property
     def target_in_imm(self) -> bool:
-        """True when the pc-relative target lives in ``imm`` (gotol, bpf-to-bpf call)."""
+        """True when the pc-relative target lives in ``imm`` (gotol, bpf-to-bpf call,
+        a callback's address loaded by ``ld_func``)."""
         return self.code == Class.JMP32 | JumpOp.JA or (
             self.code == Class.JMP | JumpOp.CALL and self.src == PSEUDO_CALL
-        )
+        ) or (self.code == LD_IMM64 and self.src == PSEUDO_FUNC)
 
     def replace(self, **changes) -> Insn:
         return dataclasses.replace(self, **changes)

@@ -3,11 +3,14 @@
 
 The one place a kernel constant is declared: the compiler reads program and map types from
 here when it builds hook records and objects, and the runtime when it calls bpf(2). Pure
-data, no kernel access. Helper numbers are `helpers.Helper`'s.
+data, no kernel access. Helper numbers are `helpers.Helper`'s; the pseudo sources an
+instruction's src field carries (map fd, map value, bpf-to-bpf call, callback) are
+`opcode.PSEUDO_*`.
 """
 from __future__ import annotations
 
 import enum
+
 
 class Cmd(enum.IntEnum):
     MAP_CREATE = 0
@@ -182,6 +185,36 @@ class AttachType(enum.IntEnum):
     TRACE_KPROBE_SESSION = 56
 
 
+class LinkType(enum.IntEnum):
+    """enum bpf_link_type: what a BPF link holds a program on."""
+    UNSPEC = 0
+    RAW_TRACEPOINT = 1
+    TRACING = 2
+    CGROUP = 3
+    ITER = 4
+    NETNS = 5
+    XDP = 6
+    PERF_EVENT = 7
+    KPROBE_MULTI = 8
+    STRUCT_OPS = 9
+    NETFILTER = 10
+    TCX = 11
+    UPROBE_MULTI = 12
+    NETKIT = 13
+    SOCKMAP = 14
+
+
+class PerfEventType(enum.IntEnum):
+    """enum bpf_perf_event_type: what a PERF_EVENT link's perf event is."""
+    UNSPEC = 0
+    UPROBE = 1
+    URETPROBE = 2
+    KPROBE = 3
+    KRETPROBE = 4
+    TRACEPOINT = 5
+    EVENT = 6
+
+
 # BPF_MAP_UPDATE_ELEM flags
 BPF_ANY = 0
 BPF_NOEXIST = 1
@@ -215,6 +248,11 @@ BPF_F_TEST_XDP_LIVE_FRAMES = 1 << 1
 
 # BPF_ENABLE_STATS type
 BPF_STATS_RUN_TIME = 0
+
+# A ring buffer record's 8-byte header: u32 len (with these two bits), u32 pg_off
+BPF_RINGBUF_BUSY_BIT = 1 << 31
+BPF_RINGBUF_DISCARD_BIT = 1 << 30
+BPF_RINGBUF_HDR_SZ = 8
 
 BPF_OBJ_NAME_LEN = 16
 BPF_INSN_SIZE = 8

@@ -20,13 +20,11 @@ from dataclasses import dataclass, field
 
 from luabpf.compiler import ir
 from luabpf.compiler.bpf.helpers import Helper
-from luabpf.compiler.bpf.uapi import MapType
 from luabpf.compiler.lib import maps
 from luabpf.compiler.lower.values import Val, Values, type_name
 
 EVENTS_MAP = "luabpf_events"
 EVENTS_SIZE = 256 * 1024        # bytes of ring buffer (a power of two, a multiple of a page)
-MAP_TYPE_RINGBUF = int(MapType.RINGBUF)     # the events map's type
 HEADER = 8
 SLOT = 16
 MAX_VALUES = 16                 # values known only at run time, per print

@@ -17,7 +17,7 @@ import struct
 MAGIC = 0xEB9F
 KIND = {"int": 1, "ptr": 2, "array": 3, "struct": 4, "func": 12, "func_proto": 13, "var": 14,
         "datasec": 15}
-FUNC_GLOBAL = 1
+FUNC_STATIC, FUNC_GLOBAL = 0, 1     # a FUNC's linkage (its vlen)
 VAR_GLOBAL = 1
 INT_SIGNED = 1
 
@@ -66,8 +66,10 @@ class Btf:
         body = b"".join(struct.pack("<II", self.str(n), t) for n, t in params)
         return self._add("", "func_proto", len(params), ret, body)
 
-    def func(self, name: str, proto: int) -> int:
-        return self._add(name, "func", FUNC_GLOBAL, proto)
+    def func(self, name: str, proto: int, linkage: int = FUNC_GLOBAL) -> int:
+        """A function; the kernel verifies a global one once, on its own, and requires
+        the callbacks of helpers such as bpf_loop to be static."""
+        return self._add(name, "func", linkage, proto)
 
     def var(self, name: str, type_: int) -> int:
         return self._add(name, "var", 0, type_, struct.pack("<I", VAR_GLOBAL))

@@ -1,4 +1,4 @@
-"""ELF object files, as libbpf, bpftool, ip and tc load clang's (DESIGN §5).
+"""ELF object files, as libbpf, bpftool, ip and tc load clang's.
 
 Owns `write_object(programs, name) -> bytes`: the programs compiled from one script
 as an ELF64 relocatable object for the BPF machine, laid out by libbpf's conventions:
@@ -27,6 +27,7 @@ import struct
 
 from luabpf.compiler.bpf import encode
 from luabpf.compiler.bpf.opcode import PSEUDO_CALL, PSEUDO_MAP_VALUE, Class, JumpOp
+from luabpf.compiler.bpf.uapi import MapType
 from luabpf.compiler.obj.btf import Btf, BtfExt, line_records, program_func, sub_func
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.front.source import Span
@@ -41,7 +42,6 @@ STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
 R_BPF_64_64 = 1
 R_BPF_64_32 = 10                    # a call of a function in .text
 GLOBALS_MAP = "luabpf_globals"
-MAP_TYPE_RINGBUF = 27
 
 
 def section_of(hook) -> str:
@@ -231,7 +231,7 @@ def _map_struct(btf: Btf, spec) -> tuple[int, int]:
     """libbpf's map definition: `int (*member)[value]` for each attribute."""
     int_t = btf.int_("int", 4, True)
     attrs = [("type", spec.type), ("max_entries", spec.max_entries)]
-    if spec.type != MAP_TYPE_RINGBUF:
+    if spec.type != MapType.RINGBUF:
         attrs += [("key_size", spec.key_size), ("value_size", spec.value_size)]
     if spec.flags:
         attrs.append(("map_flags", spec.flags))

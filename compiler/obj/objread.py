@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 
 from luabpf.compiler.bpf import disasm, encode
 from luabpf.compiler.bpf.opcode import PSEUDO_MAP_FD, PSEUDO_MAP_VALUE
+from luabpf.compiler.bpf.uapi import MapType
 from luabpf.compiler.obj.elfread import STT_FUNC, ElfObject
 
-MAP_TYPES = {1: "hash", 2: "array", 5: "percpu_hash", 6: "percpu_array", 9: "lru_hash",
-             27: "ringbuf"}
+MAP_TYPES = {t: t.name.lower() for t in (MapType.HASH, MapType.ARRAY, MapType.PERCPU_HASH,
+                                         MapType.PERCPU_ARRAY, MapType.LRU_HASH, MapType.RINGBUF)}
 KINDS = {1: "int", 2: "ptr", 3: "array", 4: "struct", 5: "union", 6: "enum", 7: "fwd",
          8: "typedef", 9: "volatile", 10: "const", 11: "restrict", 12: "func", 13: "func_proto",
          14: "var", 15: "datasec", 16: "float", 17: "decl_tag", 18: "type_tag", 19: "enum64"}

@@ -11,13 +11,18 @@ process may not see is left out, never an error of its own.
 from __future__ import annotations
 
 import os
+import socket
+
+from luabpf.runtime import pins
+from luabpf.runtime.attach import link as bpflink
+from luabpf.runtime.errors import BpfError
+from luabpf.runtime.netns import NETNS_DIR, entered
 
 MAX_NAMESPACES = 256          # process namespaces looked into, at most
 
 
 def luabpf_run_of(prog_id: int):
     """The live `luabpf run` (pins.Running) whose program has this id, or None."""
-    from luabpf.runtime import pins
     try:
         runs = pins.list_running()
     except (pins.PinError, OSError):
@@ -30,8 +35,6 @@ def luabpf_run_of(prog_id: int):
 
 def link_ids_of(prog_id: int) -> list[int] | None:
     """The ids of the BPF links holding the program; None when they cannot be listed."""
-    from luabpf.runtime.attach import link as bpflink
-    from luabpf.runtime.errors import BpfError
     try:
         return [info["id"] for info in bpflink.links_of_prog(prog_id)]
     except (BpfError, OSError):
@@ -46,8 +49,6 @@ def _inode(path: str) -> int | None:
 
 
 def _has_device(path: str, dev: str) -> bool:
-    import socket
-    from luabpf.runtime.netns import entered
     try:
         with entered(path):
             socket.if_nametoindex(dev)
@@ -61,7 +62,6 @@ def namespaces_with(dev: str, netns: str | None) -> list[str]:
     under /run/netns, "/proc/PID/ns/net" for a process's own; "" for this process's
     namespace when `netns` named another one. Empty when none is found (or none may be
     entered: that needs CAP_SYS_ADMIN)."""
-    from luabpf.runtime.netns import NETNS_DIR
     own = "/proc/self/ns/net"
     searched = (netns if "/" in netns else os.path.join(NETNS_DIR, netns)) if netns else own
     seen = {_inode(searched)}

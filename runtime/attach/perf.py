@@ -13,7 +13,7 @@ passed in `attr.size`), the perf ioctls, and two ways of attaching:
   program run at every hit of CATEGORY:EVENT, on every CPU.
 
 Both return a `PerfLink`. Does not own reading tracepoint formats
-(`runtime/tracefs.py`) or the bpf(2) link commands (`attach/link.py`).
+(`runtime/tracefs.py`) or the bpf(2) link commands (`runtime/kernel.py`).
 
 How the program is attached. Preferred: a BPF link per perf event
 (BPF_LINK_CREATE, attach type BPF_PERF_EVENT, target_fd = the perf fd;
@@ -22,8 +22,8 @@ Linux >= 5.15), `mode` "link". Only when the kernel cannot create such links
 ioctls PERF_EVENT_IOC_SET_BPF + PERF_EVENT_IOC_ENABLE, `mode` "ioctl".
 Either way the attachment lives in file descriptors of this process only:
 when the process exits or is killed they close and the kernel detaches the
-program (DESIGN §7) — nothing needs cleaning up from outside. `detach()`
-closes them earlier (and at interpreter exit, through `attach._LIVE`).
+program — nothing needs cleaning up from outside. `detach()` closes them
+earlier (and at interpreter exit, through `attachment.LIVE`).
 Events are opened disabled and enabled once the program is on them.
 
 Why one perf event for a tracepoint, not one per CPU. For a tracepoint the
@@ -63,11 +63,10 @@ import os
 import platform
 from functools import cache
 
-from luabpf.runtime import kernel
-from luabpf.runtime.attach import _LIVE, AttachError
-from luabpf.runtime.attach import link as bpflink
-from luabpf.runtime.errors import PermissionProblem
-from luabpf.runtime.kernel import ProgType
+from luabpf.compiler.bpf.uapi import ProgType
+from luabpf.runtime import kernel, tracefs
+from luabpf.runtime.attach.attachment import LIVE, NO_LINKS, AttachError
+from luabpf.runtime.errors import CAP_PERFMON, PermissionProblem, capability_problem
 
 __all__ = ["PerfLink", "attach_timer", "attach_tracepoint", "perf_event_open", "online_cpus",
            "PerfEventAttr", "PERF_ATTR_SIZE_VER8", "PERF_TYPE_SOFTWARE", "PERF_TYPE_TRACEPOINT",
@@ -94,9 +93,6 @@ PERF_EVENT_IOC_SET_BPF = 0x40042408
 # __NR_perf_event_open: arch/x86/entry/syscalls/syscall_64.tbl; the generic
 # table (include/uapi/asm-generic/unistd.h) for arm64
 _NR_PERF_EVENT_OPEN = {"x86_64": 298, "amd64": 298, "aarch64": 241, "arm64": 241}
-
-ENOTSUPP = 524                       # the kernel's internal "not supported"
-_NO_LINKS = (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOSYS, ENOTSUPP)
 
 _u16, _u32, _s32, _u64 = ctypes.c_uint16, ctypes.c_uint32, ctypes.c_int32, ctypes.c_uint64
 
@@ -184,7 +180,6 @@ def _paranoid() -> str:
 def _open_error(e: OSError, what: str, cpu: int) -> AttachError:
     err = e.errno
     if err in (errno.EACCES, errno.EPERM):
-        from luabpf.runtime.errors import CAP_PERFMON, capability_problem
         problem = capability_problem(f"opening a perf event for {what}", (CAP_PERFMON,),
                                      why=f"kernel.perf_event_paranoid is {_paranoid()}")
         if problem is not None:
@@ -233,9 +228,9 @@ class PerfLink:
         self.cpus = list(cpus)
         self.perf_fds, self.link_fds = list(perf_fds), list(link_fds)
         self.interval_ms, self.event, self.event_id = interval_ms, event, event_id
-        self.link_ids = [bpflink.link_info(fd)["id"] for fd in self.link_fds]
+        self.link_ids = [kernel.link_info(fd)["id"] for fd in self.link_fds]
         self.attached = True
-        _LIVE.add(self)
+        LIVE.add(self)
 
     def detach(self) -> None:
         """Detach the program (once; later calls do nothing): close every
@@ -243,7 +238,7 @@ class PerfLink:
         if not self.attached:
             return
         self.attached = False
-        _LIVE.discard(self)
+        LIVE.discard(self)
         _close_all(self.link_fds + self.perf_fds)
 
     close = detach
@@ -303,13 +298,13 @@ def _attach_each(prog_fd: int, perf_fds: list[kernel.Fd], use_link: bool | None,
         for pfd in perf_fds:
             if mode == "link":
                 try:
-                    links.append(bpflink.link_create_perf_event(prog_fd, pfd))
+                    links.append(kernel.link_create_perf_event(prog_fd, pfd))
                 except PermissionProblem:
                     raise
                 except kernel.BpfError as e:
                     if e.errno == errno.EEXIST:
                         raise AttachError(f"the program is already attached to {what}") from None
-                    if use_link or links or e.errno not in _NO_LINKS:
+                    if use_link or links or e.errno not in NO_LINKS:
                         raise AttachError(f"cannot attach the program to {what}: "
                                           f"{e.strerror}") from None
                     mode = "ioctl"          # no BPF links for perf events on this kernel
@@ -382,7 +377,6 @@ def attach_tracepoint(prog_fd: int, category: str, event: str, *,
     """Run BPF_PROG_TYPE_TRACEPOINT program `prog_fd` at every hit of
     tracepoint CATEGORY:EVENT on any CPU (one perf event; see the module
     docstring). `use_link` as for `attach_timer`."""
-    from luabpf.runtime import tracefs
     try:
         fmt = tracefs.event_format(category, event)
     except tracefs.TracefsError as e:

@@ -18,21 +18,20 @@ from __future__ import annotations
 
 import errno
 
+from luabpf.compiler.bpf.uapi import AttachType
 from luabpf.runtime import kernel
-from luabpf.runtime.attach import AttachError, DeviceLink, Link, ifindex_of, prog_id_of
-from luabpf.runtime.attach import link as bpflink
+from luabpf.runtime.attach.attachment import (NO_LINKS, AttachError, DeviceLink, Link, ifindex_of,
+                                              prog_id_of)
 from luabpf.runtime.errors import PermissionProblem
 from luabpf.runtime.netns import entered
 
 __all__ = ["attach_tc", "TcxLink", "ClsactFilter", "DIRECTIONS", "clsact_filters", "has_clsact"]
 
-DIRECTIONS = {"ingress": kernel.AttachType.TCX_INGRESS, "egress": kernel.AttachType.TCX_EGRESS}
+DIRECTIONS = {"ingress": AttachType.TCX_INGRESS, "egress": AttachType.TCX_EGRESS}
 TC_H_CLSACT = 0xFFFFFFF1
 CLSACT_PARENT = {"ingress": 0xFFFFFFF2, "egress": 0xFFFFFFF3}   # TC_H_MIN_INGRESS/EGRESS
 FILTER_NAME = "luabpf"
 FIRST_PRIO = 49152            # where iproute2 starts when no `pref` is given
-ENOTSUPP = 524
-_NO_TCX = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, ENOTSUPP)
 
 
 class TcxLink(DeviceLink):
@@ -51,7 +50,7 @@ class ClsactFilter(Link):
         super().__init__(dev, ifindex, netns, direction, prog_id, None)
 
     def _detach(self) -> None:
-        from pyroute2 import IPRoute
+        from pyroute2 import IPRoute    # pyroute2 takes ~0.3 s to import: on first use only
         from pyroute2.netlink.exceptions import NetlinkError
         parent = CLSACT_PARENT[self.direction]
         with entered(self.netns), IPRoute() as ipr:
@@ -78,7 +77,7 @@ def _filters(ipr, ifindex: int, parent: int) -> list:
 def clsact_filters(dev: str, direction: str, netns: str | None = None) -> list[dict]:
     """The cls filters on `dev`'s clsact hook: [{"prio", "handle", "kind",
     "name"}] (empty when there is no clsact qdisc)."""
-    from pyroute2 import IPRoute
+    from pyroute2 import IPRoute    # pyroute2 takes ~0.3 s to import: on first use only
     out = []
     with entered(netns), IPRoute() as ipr:
         found = ipr.link_lookup(ifname=dev)
@@ -96,7 +95,7 @@ def clsact_filters(dev: str, direction: str, netns: str | None = None) -> list[d
 
 def has_clsact(dev: str, netns: str | None = None) -> bool:
     """Whether `dev` has a clsact qdisc."""
-    from pyroute2 import IPRoute
+    from pyroute2 import IPRoute    # pyroute2 takes ~0.3 s to import: on first use only
     with entered(netns), IPRoute() as ipr:
         found = ipr.link_lookup(ifname=dev)
         return bool(found) and any(q.get_attr("TCA_KIND") == "clsact"
@@ -116,18 +115,18 @@ def attach_tc(prog_fd: int, dev: str, direction: str = "ingress", *, netns: str 
     if use_link is not False:
         try:
             with entered(netns):
-                fd = bpflink.link_create(prog_fd, DIRECTIONS[direction], ifindex)
+                fd = kernel.link_create(prog_fd, DIRECTIONS[direction], ifindex)
         except PermissionProblem:
             raise
         except kernel.BpfError as e:
-            if use_link or e.errno not in _NO_TCX:
+            if use_link or e.errno not in NO_LINKS:
                 raise AttachError(f"cannot attach the tc program to {dev} {direction}: "
                                   f"{e.strerror}") from None
         else:
             try:
                 return TcxLink(fd, dev, ifindex, netns, direction, prog_id)
             except BaseException:
-                bpflink.link_detach(fd)
+                kernel.link_detach(fd)
                 fd.close()
                 raise
     return _attach_clsact(prog_fd, dev, ifindex, direction, netns, prog_id)
@@ -135,7 +134,7 @@ def attach_tc(prog_fd: int, dev: str, direction: str = "ingress", *, netns: str 
 
 def _attach_clsact(prog_fd: int, dev: str, ifindex: int, direction: str, netns: str | None,
                    prog_id: int) -> ClsactFilter:
-    from pyroute2 import IPRoute
+    from pyroute2 import IPRoute    # pyroute2 takes ~0.3 s to import: on first use only
     from pyroute2.netlink.exceptions import NetlinkError
     parent = CLSACT_PARENT[direction]
     made_qdisc = False

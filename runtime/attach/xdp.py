@@ -20,17 +20,18 @@ import ctypes
 import errno
 import os
 
+from luabpf.compiler.bpf.uapi import (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE,
+                                      XDP_FLAGS_UPDATE_IF_NOEXIST, AttachType)
 from luabpf.runtime import kernel
-from luabpf.runtime.attach import AttachError, DeviceLink, Link, ifindex_of, prog_id_of
-from luabpf.runtime.attach import link as bpflink
+from luabpf.runtime.attach import holder
+from luabpf.runtime.attach.attachment import (NO_LINKS, AttachError, DeviceLink, Link, ifindex_of,
+                                              prog_id_of)
 from luabpf.runtime.errors import PermissionProblem
 from luabpf.runtime.netns import entered
 
 __all__ = ["attach_xdp", "XdpLink", "XdpNetlink", "xdp_prog_id", "MODES"]
 
-MODES = {"auto": 0, "native": bpflink.XDP_FLAGS_DRV_MODE, "generic": bpflink.XDP_FLAGS_SKB_MODE}
-ENOTSUPP = 524                     # the kernel's internal "not supported" (include/linux/errno.h)
-_NO_LINKS = (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, ENOTSUPP)
+MODES = {"auto": 0, "native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
 
 
 class XdpLink(DeviceLink):
@@ -55,14 +56,14 @@ class XdpNetlink(Link):
         current = xdp_prog_id(self.dev, self.netns)
         if current is None or current != self.prog_id:
             return          # the device is gone, or someone replaced our program
-        flags = self.flags & ~bpflink.XDP_FLAGS_UPDATE_IF_NOEXIST
+        flags = self.flags & ~XDP_FLAGS_UPDATE_IF_NOEXIST
         _bcc_attach(self.dev, self.netns, -1, flags, "detach")
 
 
 def xdp_prog_id(dev: str, netns: str | None = None) -> int | None:
     """The id of the XDP program on `dev` (any mode), or None: none there,
     or no such device."""
-    from pyroute2 import IPRoute
+    from pyroute2 import IPRoute    # pyroute2 takes ~0.3 s to import: on first use only
     with entered(netns), IPRoute() as ipr:
         links = ipr.get_links(ifname=dev) if ipr.link_lookup(ifname=dev) else []
     if not links:
@@ -82,7 +83,6 @@ def _busy(dev: str, netns: str | None) -> AttachError:
     """What holds the device's XDP hook, and what removes it: another `luabpf run` (stop
     it), a BPF link of another process (`bpftool link detach`; `ip link … xdp off` cannot
     remove a link's program), or a netlink attachment (`ip link … xdp off`)."""
-    from luabpf.runtime.attach import holder
     other = xdp_prog_id(dev, netns)
     where = f"{dev}" + (f" (network namespace {netns})" if netns else "")
     if other is None:
@@ -119,22 +119,22 @@ def attach_xdp(prog_fd: int, dev: str, *, netns: str | None = None, mode: str = 
     if use_link is not False:
         try:
             with entered(netns):
-                fd = bpflink.link_create(prog_fd, kernel.AttachType.XDP, ifindex, flags=flags)
+                fd = kernel.link_create(prog_fd, AttachType.XDP, ifindex, flags=flags)
         except PermissionProblem:
             raise
         except kernel.BpfError as e:
             if e.errno in (errno.EBUSY, errno.EEXIST):
                 raise _busy(dev, netns) from None
-            if use_link or e.errno not in _NO_LINKS:
+            if use_link or e.errno not in NO_LINKS:
                 raise AttachError(f"cannot attach the XDP program to {dev}: {e.strerror}") from None
         else:
             try:
                 return XdpLink(fd, dev, ifindex, netns, prog_id)
             except BaseException:
-                bpflink.link_detach(fd)
+                kernel.link_detach(fd)
                 fd.close()
                 raise
-    flags |= bpflink.XDP_FLAGS_UPDATE_IF_NOEXIST
+    flags |= XDP_FLAGS_UPDATE_IF_NOEXIST
     _bcc_attach(dev, netns, prog_fd, flags, "attach")
     return XdpNetlink(dev, ifindex, netns, prog_id, flags)
 
@@ -142,7 +142,7 @@ def attach_xdp(prog_fd: int, dev: str, *, netns: str | None = None, mode: str = 
 def _bcc_attach(dev: str, netns: str | None, fd: int, flags: int, what: str) -> None:
     """bcc's bpf_attach_xdp (netlink): fd -1 detaches."""
     try:
-        from bcc.libbcc import lib
+        from bcc.libbcc import lib     # optional, and only for kernels without XDP links
     except ImportError:
         raise AttachError("this kernel has no BPF links for XDP and bcc (python3-bpfcc), "
                           "needed to attach without them, is not installed") from None

@@ -17,6 +17,7 @@ import sys
 import pytest
 
 from luabpf.compiler.bpf import asm, encode
+from luabpf.compiler.bpf.uapi import AttachType, LinkType, ProgType
 from luabpf.runtime import kernel, pins
 from luabpf.runtime.attach import AttachError, Target, attach
 from luabpf.runtime.attach import link as bpflink
@@ -29,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # (data, data_end) offsets in the context, verdicts (drop, pass) per hook:
 # struct xdp_md {data, data_end}; struct __sk_buff {…, data @76, data_end @80}.
-HOOKS = {"xdp": (kernel.ProgType.XDP, 0, 4, 1, 2), "tc": (kernel.ProgType.SCHED_CLS, 76, 80, 2, 0)}
+HOOKS = {"xdp": (ProgType.XDP, 0, 4, 1, 2), "tc": (ProgType.SCHED_CLS, 76, 80, 2, 0)}
 
 DROP_2222_WITH_DATA = """
     r2 = *(u32 *)(r1 +{data})
@@ -141,9 +142,9 @@ def test_tc_attach_and_detach_leave_nothing(veth, tc_prog, direction, use_link, 
                 use_link=use_link) as l:
         assert l.mode == mode and l.direction == direction
         if mode == "link":
-            info = bpflink.link_info(l.link_fd)
-            assert info["type"] == bpflink.LinkType.TCX
-            assert info["attach_type"] == bpflink.AttachType[f"TCX_{direction.upper()}"]
+            info = kernel.link_info(l.link_fd)
+            assert info["type"] == LinkType.TCX
+            assert info["attach_type"] == AttachType[f"TCX_{direction.upper()}"]
             assert not has_clsact(end.dev, end.netns)
         else:
             assert has_clsact(end.dev, end.netns)

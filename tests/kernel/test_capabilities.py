@@ -209,13 +209,14 @@ def test_run_with_exactly_the_needed_capabilities_attaches(scripts):
 
 VERIFIER_CODE = """
 import struct
+from luabpf.compiler.bpf.uapi import BPF_F_SLEEPABLE, ProgType
 from luabpf.runtime import kernel
 def insn(code, dst=0, src=0, off=0, imm=0):
     return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
 # r1 = r10; r2 = r10; r1 -= r2; r0 = 0; exit: pointer - pointer, refused without CAP_PERFMON
 prog = insn(0xbf, 1, 10) + insn(0xbf, 2, 10) + insn(0x1f, 1, 2) + insn(0xb7, 0) + insn(0x95)
 try:
-    kernel.load_with_log(kernel.ProgType.SYSCALL, prog, prog_flags=kernel.BPF_F_SLEEPABLE)
+    kernel.load_with_log(ProgType.SYSCALL, prog, prog_flags=BPF_F_SLEEPABLE)
     print("loaded")
 except kernel.PermissionProblem as e:
     print(e)

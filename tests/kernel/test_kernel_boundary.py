@@ -13,12 +13,13 @@ import sys
 
 import pytest
 
+from luabpf.compiler.bpf.uapi import (BPF_EXIST, BPF_F_SLEEPABLE, BPF_NOEXIST, XDP_DROP, XDP_PASS,
+                                      MapType, ProgType)
 from luabpf.runtime import features, kernel
-from luabpf.runtime.kernel import BpfError, MapType, ProgType
+from luabpf.runtime.kernel import BpfError
 
 pytestmark = pytest.mark.kernel
 
-XDP_DROP, XDP_PASS = 1, 2
 
 
 def insn(code, dst=0, src=0, off=0, imm=0) -> bytes:
@@ -82,7 +83,7 @@ def test_xdp_repeat_measures_duration():
 
 
 def test_syscall_program_copies_ctx_back():
-    with kernel.prog_load(ProgType.SYSCALL, SYSCALL_ADD, prog_flags=kernel.BPF_F_SLEEPABLE) as fd:
+    with kernel.prog_load(ProgType.SYSCALL, SYSCALL_ADD, prog_flags=BPF_F_SLEEPABLE) as fd:
         res = kernel.prog_test_run(fd, ctx_in=struct.pack("<III", 40, 2, 99), ctx_inout=True)
         assert struct.unpack("<III", res.ctx_out) == (40, 2, 42)
         assert res.retval == 0
@@ -172,10 +173,10 @@ def test_hash_map():
         assert kernel.map_lookup(m, key32(2), 8) == struct.pack("<q", -2)
         assert sorted(kernel.map_keys(m, 4)) == [key32(1), key32(2), key32(3)]
         with pytest.raises(BpfError) as exc:
-            kernel.map_update(m, key32(1), bytes(8), kernel.BPF_NOEXIST)
+            kernel.map_update(m, key32(1), bytes(8), BPF_NOEXIST)
         assert exc.value.errno == errno.EEXIST
         with pytest.raises(BpfError) as exc:
-            kernel.map_update(m, key32(9), bytes(8), kernel.BPF_EXIST)
+            kernel.map_update(m, key32(9), bytes(8), BPF_EXIST)
         assert exc.value.errno == errno.ENOENT
         assert kernel.map_delete(m, key32(2)) is True
         assert kernel.map_delete(m, key32(2)) is False
@@ -252,8 +253,9 @@ def test_fd_closes_once():
 
 
 def test_unprivileged_user_gets_one_sentence():
-    code = ("from luabpf.runtime import kernel\n"
-            "try:\n    kernel.map_create(kernel.MapType.HASH, 4, 4, 1)\n"
+    code = ("from luabpf.compiler.bpf.uapi import MapType\n"
+            "from luabpf.runtime import kernel\n"
+            "try:\n    kernel.map_create(MapType.HASH, 4, 4, 1)\n"
             "except kernel.PermissionProblem as e:\n    print(e)\n")
     try:
         # without any capability (uid 0 keeps read access to a private checkout)

@@ -22,7 +22,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from luabpf.compiler import ir
-from luabpf.compiler.bpf.uapi import ProgType
+from luabpf.compiler.bpf.uapi import XDP_PASS, ProgType
 from luabpf.compiler.hooks.base import Hook
 from luabpf.compiler.lower.lowerer import Options
 from luabpf.compiler.lib.patterns import PatternError, parse_pattern, reference_find
@@ -42,7 +42,6 @@ SSH = b"SSH%-[^ -%G]+%-([^ -%G]+)"
 # the frame: zero, init, length, status, ok, start, end, 2 words per capture, the subject
 ZERO, INIT, LENGTH, STATUS, OK, START, END, CAPS = 0, 8, 16, 24, 32, 40, 48, 56
 SUBJECT = CAPS + 16 * 32
-XDP_PASS = 2
 TALLY = {"kernel cases": 0, "refused as too complex": 0}
 
 

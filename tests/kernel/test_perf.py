@@ -21,11 +21,12 @@ import time
 import pytest
 
 from luabpf.compiler.bpf import asm, encode
+from luabpf.compiler.bpf.uapi import LinkType, MapType, PerfEventType, ProgType
 from luabpf.runtime import kernel, tracefs
-from luabpf.runtime.attach import _LIVE, AttachError
+from luabpf.runtime.attach import AttachError
 from luabpf.runtime.attach import link as bpflink
 from luabpf.runtime.attach import perf
-from luabpf.runtime.kernel import MapType, ProgType
+from luabpf.runtime.attach.attachment import LIVE
 
 pytestmark = pytest.mark.kernel
 
@@ -215,7 +216,7 @@ def switch_prog():
 
 
 def assert_detached(pl: perf.PerfLink) -> None:
-    assert not pl.attached and pl not in _LIVE
+    assert not pl.attached and pl not in LIVE
     assert all(fd.closed for fd in pl.perf_fds + pl.link_fds)
     for link_id in pl.link_ids:
         assert not bpflink.link_exists(link_id)
@@ -276,7 +277,7 @@ def test_timer_runs_every_10ms_on_every_cpu(timer_prog, use_link, mode):
     prog, counts = timer_prog
     online = perf.online_cpus()
     with Busy(online), perf.attach_timer(prog, 10, use_link=use_link) as pl:
-        assert pl in _LIVE
+        assert pl in LIVE
         time.sleep(0.5)
         during = counts.read()
         assert (pl.kind, pl.mode, pl.cpus, pl.interval_ms) == ("timer", mode, online, 10)
@@ -292,9 +293,9 @@ def test_timer_runs_every_10ms_on_every_cpu(timer_prog, use_link, mode):
                                      f"{'s' if len(online) > 1 else ''} "
                                      f"{', '.join(map(str, pl.link_ids))})")
             for fd in pl.link_fds:
-                li = bpflink.link_info(fd)
+                li = kernel.link_info(fd)
                 assert (li["type"], li["perf_event_type"], li["config"]) == \
-                    (bpflink.LinkType.PERF_EVENT, bpflink.PerfEventType.EVENT,
+                    (LinkType.PERF_EVENT, PerfEventType.EVENT,
                      perf.PERF_COUNT_SW_CPU_CLOCK)
                 # Linux 6.18 hands cpu-clock events to a PMU of their own and
                 # rewrites attr.type to its dynamic type (>= PERF_TYPE_MAX, 6)
@@ -362,9 +363,9 @@ def test_sched_switch_program_sees_every_cpu(switch_prog, use_link, mode):
             assert len(pl.link_ids) == 1 and bpflink.link_exists(pl.link_ids[0])
             assert pl.describe() == \
                 f"tracepoint sched:sched_switch on all CPUs (BPF link {pl.link_ids[0]})"
-            li = bpflink.link_info(pl.link_fds[0])
+            li = kernel.link_info(pl.link_fds[0])
             assert (li["perf_event_type"], li["tp_name"]) == \
-                (bpflink.PerfEventType.TRACEPOINT, "sched_switch")
+                (PerfEventType.TRACEPOINT, "sched_switch")
         else:
             assert pl.link_ids == [] and not bpflink.links_of_prog(pl.prog_id)
     assert_detached(pl)
@@ -415,11 +416,12 @@ def test_tracepoint_errors(switch_prog, timer_prog):
 CHILD = textwrap.dedent("""
     import json, os, signal, sys, time
     from luabpf.compiler.bpf import asm, encode
+    from luabpf.compiler.bpf.uapi import ProgType
     from luabpf.runtime import kernel
     from luabpf.runtime.attach import perf
     nop = encode.encode(asm.assemble("r0 = 0\\nexit"))
-    timer = kernel.load_with_log(kernel.ProgType.PERF_EVENT, nop)
-    tp = kernel.load_with_log(kernel.ProgType.TRACEPOINT, nop)
+    timer = kernel.load_with_log(ProgType.PERF_EVENT, nop)
+    tp = kernel.load_with_log(ProgType.TRACEPOINT, nop)
     if sys.argv[1] == "unprivileged":
         os.setgroups([])
         os.setresgid(65534, 65534, 65534)

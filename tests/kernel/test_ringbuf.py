@@ -15,7 +15,7 @@ import pytest
 
 from luabpf.compiler.bpf import asm, encode
 from luabpf.runtime import kernel
-from luabpf.runtime.kernel import MapType, ProgType
+from luabpf.compiler.bpf.uapi import MapType, ProgType
 from luabpf.runtime.ringbuf import PAGE_SIZE, RingBuffer, ringbuf_create
 
 pytestmark = pytest.mark.kernel

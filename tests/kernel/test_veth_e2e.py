@@ -109,7 +109,7 @@ def test_the_pair_and_everything_on_it_are_removed(banner_exchange):
         assert not any(net.token in n for n in namespaces())
         devices = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
         assert net.token not in devices
-        info = bpflink.link_info(link.link_fd)
+        info = kernel.link_info(link.link_fd)
         assert info.get("ifindex", 0) == 0          # the device is gone: the link holds nothing
         link.detach()
         assert not bpflink.link_exists(info["id"])

@@ -242,6 +242,18 @@ def test_label_resolution_across_ld_imm64():
     assert encode(out) == data
 
 
+def test_ld_func_loads_a_callback_by_label():
+    # libbpf's form: ld_imm64 src 4 (BPF_PSEUDO_FUNC), the callback's offset from the next
+    # instruction in the low imm, the high half 0; a callback before the load is negative
+    prog = [I.mov(R1, 4), I.ld_func(R2, "cb"), I.call(Helper.loop), I.exit_(),
+            I.label("cb"), I.mov(R0, 0), I.exit_()]
+    data = encode(prog)
+    assert data[8:24] == _hex("18 42 00 00 03 00 00 00  00 00 00 00 00 00 00 00")
+    back = encode([I.label("cb"), I.exit_(), I.ld_func(R2, "cb"), I.exit_()])
+    assert back[8:24] == _hex("18 42 00 00 fe ff ff ff  00 00 00 00 00 00 00 00")   # 1 + -2 + 1 = 0
+    assert I.ld_func(R2, 3) == resolve(prog)[1]
+
+
 def test_unknown_and_duplicate_labels():
     with pytest.raises(ValueError, match="unknown label 'nowhere'"):
         encode([I.ja("nowhere"), I.exit_()])

@@ -9,7 +9,6 @@ import json
 import pytest
 
 from luabpf.runtime import tracefs
-from luabpf.runtime.attach import link as bpflink
 from luabpf.runtime.attach import perf
 
 SAMPLE = """\
@@ -99,12 +98,6 @@ def test_perf_event_attr_layout(field, offset):
     assert getattr(perf.PerfEventAttr, field).offset == offset
     import ctypes
     assert ctypes.sizeof(perf.PerfEventAttr) == perf.PERF_ATTR_SIZE_VER8 == 136
-
-
-def test_link_create_perf_attr_layout():
-    assert bpflink._LinkCreatePerfAttr.target_fd.offset == 4
-    assert bpflink._LinkCreatePerfAttr.attach_type.offset == 8
-    assert bpflink._LinkCreatePerfAttr.bpf_cookie.offset == 16
 
 
 def test_parse_cpu_list():
