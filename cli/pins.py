@@ -16,6 +16,7 @@ from __future__ import annotations
 from luabpf.cli.common import EXIT_ERROR, EXIT_OK, UsageError, emit_json, err, lua_repr, out
 from luabpf.cli.common import parse_value
 from luabpf.runtime import pins
+from luabpf.runtime.hooks import RUNTIME_HOOKS
 
 
 def add_commands(sub) -> None:
@@ -108,15 +109,8 @@ def cmd_ls(args) -> int:
 def _where(attach: dict) -> str:
     """Where a run is attached, from its pinned attach info: "xdp on eth0", "cpufreq
     every 20 ms on 2 CPUs", "tracepoint sched:sched_switch"."""
-    hook = attach.get("hook")
-    if hook in ("xdp", "tc"):
-        return f"{hook} on {attach.get('dev', '?')}"
-    links = attach.get("links") or []
-    if hook == "cpufreq":
-        timer = next((l for l in links if l.get("kind") == "timer"), {})
-        return f"cpufreq every {timer.get('interval_ms', '?')} ms on {len(attach.get('cpus') or [])} CPUs"
-    events = [l.get("event", "?") for l in links if l.get("kind") == "tracepoint"]
-    return "tracepoint " + ", ".join(events) if events else "-"
+    hook = RUNTIME_HOOKS.get(attach.get("hook"), RUNTIME_HOOKS["tracepoint"])
+    return hook.where(attach)
 
 
 def _globals_of(run) -> dict:

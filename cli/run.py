@@ -176,7 +176,8 @@ def _compile(args, text: str):
 def _require(kind: str, netns: bool = False) -> None:
     """Name the capabilities loading and attaching need and this process lacks, before
     the kernel answers with something misleading (PermissionProblem, exit 1)."""
-    problem = run_problem(kind, netns)
+    hook = RUNTIME_HOOKS[kind]
+    problem = run_problem(hook.doing, hook.prog_types, netns)
     if problem is not None:
         raise problem
 

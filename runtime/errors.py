@@ -3,7 +3,7 @@
 Owns: `BpfError` (a failed bpf(2) command, with the verifier's or BTF checker's
 log when there is one), `PermissionProblem` (the one sentence a user without
 the privileges for what they asked sees) and the table of which
-capabilities each thing luabpf asks of the kernel needs (`LOAD_NEEDS`, `RUN_NEEDS`,
+capabilities each thing luabpf asks of the kernel needs (`LOAD_NEEDS`, `run_problem`,
 `SYS_ADMIN_CMDS`), read against the process's effective set (`effective_capabilities`,
 /proc/self/status CapEff; none in a user namespace, whose capabilities the kernel's
 BPF checks do not take). Does not own: mapping a verifier log to Lua source
@@ -206,24 +206,16 @@ def load_problem(prog_types, *, cmd: str = "BPF_PROG_LOAD") -> PermissionProblem
     return capability_problem(what, needed, why=why, cmd=cmd)
 
 
-RUN_NEEDS = {          # `luabpf run`'s kinds: what it does, the program types it loads
-    "xdp": ("attaching an XDP filter", (ProgType.XDP,)),
-    "tc": ("attaching a tc filter", (ProgType.SCHED_CLS,)),
-    "tracepoint": ("attaching tracepoint programs", (ProgType.TRACEPOINT,)),
-    "cpufreq": ("running a CPU-frequency policy", (ProgType.PERF_EVENT, ProgType.TRACEPOINT)),
-}
-
-
-def run_problem(kind: str, netns: bool = False) -> PermissionProblem | None:
-    """The PermissionProblem of `luabpf run` loading and attaching a program of this kind
+def run_problem(what: str, types, netns: bool = False) -> PermissionProblem | None:
+    """The PermissionProblem of `luabpf run` doing `what` ("attaching an XDP filter":
+    a hook's `RuntimeHook.doing`), which loads programs of these types and attaches them
     (a device in another network namespace: entering it needs CAP_SYS_ADMIN), or None.
     Attaching needs nothing the load does not (a BPF link on a device: CAP_NET_ADMIN;
     a tracepoint or a timer's perf event: CAP_PERFMON)."""
-    what, types = RUN_NEEDS[kind]
     _, needed = load_needs(types)
     whys = []
     missing = missing_capabilities(needed)
-    if CAP_PERFMON in missing and kind in ("xdp", "tc"):
+    if CAP_PERFMON in missing and any(int(t) in PACKET_PROG_TYPES for t in types):
         whys.append(PERFMON_WHY)
     if netns:
         what += " in another network namespace"

@@ -4,7 +4,8 @@ Owns `RUNTIME_HOOKS`, keyed by the names of compiler/hooks/table.py ('xdp', 'tc'
 'cpufreq', 'tracepoint', 'function'): for each, the flag `luabpf run` selects it with,
 how its loaded programs attach (`attach(loaded, place) → Attached`), and whether a
 run's report is its first link's (a device's hook: dev, mode, prog_id…) or the hook's
-name. Loading is the same for every hook (runtime/load.py: a `LoadedProgram` for one
+name, what it needs of the kernel (`doing`, `prog_types`: the capabilities a run
+asks for) and how `luabpf ls` says where a run is (`where`). Loading is the same for every hook (runtime/load.py: a `LoadedProgram` for one
 program, a `LoadedScript` for several); test runs are `LoadedProgram.run` (a frame, the
 packet hooks) and `.call` (arguments, the function hook). Adding a hook is adding its
 entry here next to its record in the compiler's table.
@@ -14,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from luabpf.compiler.bpf.uapi import ProgType
 from luabpf.runtime.attach import attach as attach_device, parse_target
 from luabpf.runtime.attach.perf import attach_timer, attach_tracepoint, online_cpus
 from luabpf.runtime.cpufreq import Actuator, SysfsTree
@@ -90,18 +92,42 @@ def detach(attached: Attached) -> None:
             link.detach()
 
 
+def _on_device(attach: dict) -> str:
+    return f"{attach.get('hook')} on {attach.get('dev', '?')}"
+
+
+def _every_interval(attach: dict) -> str:
+    timer = next((l for l in attach.get("links") or [] if l.get("kind") == "timer"), {})
+    return (f"cpufreq every {timer.get('interval_ms', '?')} ms on "
+            f"{len(attach.get('cpus') or [])} CPUs")
+
+
+def _on_events(attach: dict) -> str:
+    events = [l.get("event", "?") for l in attach.get("links") or [] if l.get("kind") == "tracepoint"]
+    return "tracepoint " + ", ".join(events) if events else "-"
+
+
 @dataclass(frozen=True)
 class RuntimeHook:
     name: str
     flag: str | None          # the `luabpf run` flag that picks it; None: no flag needed
     attach: Callable | None   # (loaded, Place) → Attached; None: nothing to attach to
+    doing: str                # what a run does, for a missing capability's sentence
+    prog_types: tuple         # the program types a run loads (their capabilities)
+    where: Callable[[dict], str]  # a run's pinned attach info → "xdp on eth0" (`luabpf ls`)
     device_report: bool = False   # the run reports its first link's fields (dev, mode…)
 
 
 RUNTIME_HOOKS: dict[str, RuntimeHook] = {
-    "xdp": RuntimeHook("xdp", "--xdp", _attach_packet("xdp"), device_report=True),
-    "tc": RuntimeHook("tc", "--tc", _attach_packet("tc"), device_report=True),
-    "cpufreq": RuntimeHook("cpufreq", "--cpufreq", _attach_policy),
-    "tracepoint": RuntimeHook("tracepoint", None, _attach_tracepoints),
-    "function": RuntimeHook("function", None, None),
+    "xdp": RuntimeHook("xdp", "--xdp", _attach_packet("xdp"), "attaching an XDP filter",
+                       (ProgType.XDP,), _on_device, device_report=True),
+    "tc": RuntimeHook("tc", "--tc", _attach_packet("tc"), "attaching a tc filter",
+                      (ProgType.SCHED_CLS,), _on_device, device_report=True),
+    "cpufreq": RuntimeHook("cpufreq", "--cpufreq", _attach_policy,
+                           "running a CPU-frequency policy",
+                           (ProgType.PERF_EVENT, ProgType.TRACEPOINT), _every_interval),
+    "tracepoint": RuntimeHook("tracepoint", None, _attach_tracepoints,
+                              "attaching tracepoint programs", (ProgType.TRACEPOINT,), _on_events),
+    "function": RuntimeHook("function", None, None, "calling functions", (ProgType.SYSCALL,),
+                            lambda attach: "-"),
 }
