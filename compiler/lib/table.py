@@ -17,11 +17,12 @@ from typing import Callable
 
 from luabpf.compiler.front import ast
 from luabpf.compiler.hooks import cpufreq, packet
+from luabpf.compiler.hooks.table import HOOK_NAMES
 from luabpf.compiler.lib import events, intrinsics, maps, matching, system, views
 from luabpf.compiler.lower import strconst
 from luabpf.compiler.lower.values import Val, Values, type_name
 
-HOOKS = ("xdp", "tc", "cpufreq", "tracepoint", "function")   # hook names, as --hook takes them
+HOOKS = HOOK_NAMES               # hook names, as --hook takes them
 ALL = HOOKS
 NOT_TC = tuple(h for h in HOOKS if h != "tc")       # a hook's constants are plain integers
 NOT_XDP = tuple(h for h in HOOKS if h != "xdp")     # outside packet filters
