@@ -320,3 +320,69 @@ def test_the_allowed_internal_lazy_imports_still_exist(tree):
 def test_compiler_is_pure_and_runtime_is_below_the_cli(tree):
     problems = layer_problems(tree)
     assert not problems, "\n".join(problems)
+
+
+# The compiler's layers, top to bottom (docs/architecture.md, "Import rules"): a module
+# imports modules of its own layer or of layers below it, never above. Each layer is a
+# list of module names or packages (a package stands for everything in it not placed
+# more precisely: the longest match wins).
+COMPILER_LAYERS = [
+    ["luabpf.compiler.obj"],                                   # objects of the product
+    ["luabpf.compiler.program"],                               # the driver
+    ["luabpf.compiler.lower.lowerer", "luabpf.compiler.lower.expr",
+     "luabpf.compiler.lower.loops", "luabpf.compiler.lower.calls"],   # statements, calls
+    ["luabpf.compiler.front.check"],                           # reads the library table
+    ["luabpf.compiler.lib.table"],                             # the library table
+    ["luabpf.compiler.hooks"],                                 # hook records
+    ["luabpf.compiler.lib"],                                   # the built-ins' lowerings
+    ["luabpf.compiler.lower"],                                 # values, builder, scopes
+    ["luabpf.compiler.opt", "luabpf.compiler.back"],           # IR → IR, IR → instructions
+    ["luabpf.compiler.ir", "luabpf.compiler.front"],           # the IR; syntax, diagnostics
+    ["luabpf.compiler.bpf"],                                   # instructions, the kernel's numbers
+    ["luabpf.stdlib"],                                         # the shipped Lua
+]
+
+
+def compiler_layer(module: str) -> int | None:
+    best, rank = -1, None
+    for i, layer in enumerate(COMPILER_LAYERS):
+        for name in layer:
+            if _in(module, name) and len(name) > best:
+                best, rank = len(name), i
+    return rank
+
+
+def compiler_layer_problems(tree: Tree) -> list[str]:
+    problems = []
+    for imp in tree.imports:
+        mine = compiler_layer(imp.module)
+        if mine is None:
+            continue
+        for target in imp.targets:
+            theirs = compiler_layer(target)
+            if theirs is not None and theirs < mine:
+                problems.append(f"{imp.module}:{imp.line} imports {target}, a layer above it")
+    return sorted(problems)
+
+
+def test_every_compiler_module_has_a_layer(tree):
+    assert [m for m in tree.modules if m.startswith("luabpf.compiler.")
+            and compiler_layer(m) is None] == []
+
+
+def test_the_compiler_imports_down_its_layers(tree):
+    problems = compiler_layer_problems(tree)
+    assert not problems, "\n".join(problems)
+
+
+def test_the_layer_rule_sees_an_import_upwards(tmp_path):
+    root = _write(tmp_path, {
+        "__init__.py": "",
+        "compiler/__init__.py": "",
+        "compiler/ir.py": "",
+        "compiler/program.py": "from luabpf.compiler import ir\n",
+        "compiler/front/__init__.py": "",
+        "compiler/front/parser.py": "from luabpf.compiler.program import x\n",
+    })
+    assert compiler_layer_problems(read_tree(root)) == [
+        "luabpf.compiler.front.parser:1 imports luabpf.compiler.program, a layer above it"]
