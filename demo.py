@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 
-from rich.table import Table
 
 from luabpf import api
 from luabpf.runtime.verdicts import verdict_name
@@ -38,6 +37,7 @@ def read(name: str) -> str:
 def ssh_demo(console) -> None:
     # scapy is heavy to import (seconds); only this demo builds frames with it.
     from scapy.all import IP, TCP, Ether, Raw
+    from rich.table import Table     # rich costs ~10 ms to import: only the demo's tables
     source = read("ssh_filter.lua")
     table = Table(title="examples/ssh_filter.lua (the paper's Figure 2) in the kernel")
     for col in ("server's first TCP payload", "XDP verdict", "tc verdict"):
@@ -61,6 +61,7 @@ def ssh_demo(console) -> None:
 
 
 def intmath_demo(console) -> None:
+    from rich.table import Table     # (as in ssh_demo)
     source = read("intmath.lua")
     table = Table(title="examples/intmath.lua: Lua functions called in the kernel")
     for col in ("call", "result", "BPF instructions"):

@@ -9,31 +9,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from importlib.metadata import PackageNotFoundError, version as _version
 
+from luabpf import __version__
 from luabpf.cli import help, packets, pins, run
 from luabpf.cli.build import cmd_call, cmd_check, cmd_compile, cmd_demo, cmd_inspect
 from luabpf.cli.common import (EXIT_ERROR, EXIT_OK, EXIT_USAGE, ArgumentError, Parser, UsageError,
                                add_cost_flags, diagnostic, emit_failure, err, report, usage_failed)
 
 
-def version() -> str:
-    """luabpf's version, as the installed package's metadata says."""
-    try:
-        return _version("luabpf")
-    except PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 class _Version(argparse.Action):
-    """`--version`: the version is looked up only when asked for."""
+    """`--version`: luabpf's version (`luabpf.__version__`, what the package's metadata
+    is made from)."""
 
     def __init__(self, option_strings, dest=argparse.SUPPRESS, **kw):
         super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
                          help="print luabpf's version and exit")
 
     def __call__(self, parser, namespace, values, option_string=None):
-        print(f"luabpf {version()}")
+        print(f"luabpf {__version__}")
         parser.exit(EXIT_OK)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import configparser
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -192,9 +193,12 @@ def test_the_installed_wheel_declares_what_it_needs_and_prints_its_version(insta
     assert not [line for line in r.stdout.splitlines() if line.startswith("luabpf ")], r.stdout
     cfg = configparser.ConfigParser()
     cfg.read(os.path.join(ROOT, "setup.cfg"))
+    assert cfg["metadata"]["version"] == "attr: luabpf.__version__"
+    with open(os.path.join(ROOT, "__init__.py"), encoding="utf-8") as f:
+        written = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
     r = run([os.path.join(venv, "bin", "luabpf"), "--version"], cwd=where)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == f"luabpf {cfg['metadata']['version']}", r.stdout
+    assert r.stdout.strip() == f"luabpf {written}", r.stdout
 
 
 # ---- in the kernel -------------------------------------------------------------------
