@@ -1,6 +1,6 @@
 """ELF object files, as libbpf, bpftool, ip and tc load clang's (DESIGN §5).
 
-Owns `write_object(programs, name) -> bytes`: the programs compiled from one script
+Owns `write_object(programs) -> bytes`: the programs compiled from one script
 as an ELF64 relocatable object for the BPF machine, laid out by libbpf's conventions:
 - one code section per program kind, named as libbpf names them (`SECTIONS`: `xdp`,
   `tc`, `tracepoint/CATEGORY/EVENT`, `perf_event`, `syscall`), each program a global
@@ -36,8 +36,8 @@ EM_BPF = 247
 ET_REL = 1
 SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_REL = 1, 2, 3, 9
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_INFO_LINK = 0x1, 0x2, 0x4, 0x40
-STB_LOCAL, STB_GLOBAL = 0, 1
-STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
+STB_GLOBAL = 1
+STT_OBJECT, STT_FUNC = 1, 2
 R_BPF_64_64 = 1
 R_BPF_64_32 = 10                    # a call of a function in .text
 GLOBALS_MAP = "luabpf_globals"
@@ -74,7 +74,7 @@ class _Section:
         self.align, self.link, self.info, self.entsize = align, link, info, entsize
 
 
-def write_object(programs: list, source_text: str | None = None) -> bytes:
+def write_object(programs: list) -> bytes:
     """The object of a script's programs (compiled together, so they share maps)."""
     maps = merged_map_specs(programs)
     _check_names(programs, maps)
