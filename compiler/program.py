@@ -34,7 +34,7 @@ from luabpf.compiler.hooks.packet import VERDICTS_MAP
 from luabpf.compiler.lib import events
 from luabpf.compiler.lower.bindings import inlined_diagnostic
 from luabpf.compiler.lower.lowerer import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
-from luabpf.compiler.opt import optimise
+from luabpf.compiler.opt.cleanup import optimise
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
