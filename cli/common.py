@@ -39,7 +39,7 @@ class LazyConsole:
     @property
     def real(self):
         if self._real is None:
-            from rich.console import Console
+            from rich.console import Console   # rich: heavy, imported on the first styled output
             self._real = Console(stderr=self.stderr, highlight=False, soft_wrap=True)
         return self._real
 

@@ -80,7 +80,7 @@ def cmd_test(args) -> int:
     args.hook = prog.hook                        # the hook chosen when --hook was not given
     rows = []
     with prog.load() as loaded:
-        progress = _progress(len(frames)) if len(frames) > PROGRESS_OVER else None
+        progress = _progress() if len(frames) > PROGRESS_OVER else None
         try:
             task = progress.add_task("packets", total=len(frames)) if progress else None
             counts = loaded.error_counts()
@@ -127,7 +127,8 @@ def _site_text(loaded, site: int) -> str:
         return f"runtime error at site {site}"
 
 
-def _progress(total: int):
+def _progress():
+    # rich: heavy, and only a long test shows a progress bar
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     p = Progress(TextColumn("testing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                  console=err.real, transient=True, disable=not err.is_terminal)
@@ -148,7 +149,7 @@ def _tally(rows: list[dict]) -> str:
 
 
 def _print_verdicts(file: str, hook: str, rows: list[dict]) -> None:
-    from rich.table import Table
+    from rich.table import Table    # rich: heavy, and only the verdict table needs it
     from rich.text import Text
     if len(rows) > TABLE_UP_TO:          # a table of that many rows takes rich seconds to lay out
         text = Text()

@@ -87,7 +87,7 @@ def cmd_ls(args) -> int:
         if not pruned:
             out.print("nothing is running", markup=False)
         return EXIT_OK
-    from rich.table import Table
+    from rich.table import Table    # rich: heavy, and only the table of programs needs it
     table = Table(show_edge=False)
     for col in ("name", "pid", "state", "file", "attached", "globals", "maps"):
         table.add_column(col)
