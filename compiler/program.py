@@ -208,7 +208,7 @@ def _compile_program(text: str, filename: str, hook, options: Options | None = N
     estimate, held = cost.analyse(insns, marks)
     budget = budget_of(hook, options)
     if held.total > budget and options.pattern_steps is None:
-        fitted = cost.fit_pattern_steps(insns, marks, budget, cost.default_pattern_steps(hook))
+        fitted = cost.fit_pattern_steps(insns, marks, budget, hook.pattern_steps)
         if fitted is not None:        # once more, with the matches' default cap lowered to fit
             return _compile_program(text, filename, hook,
                                     dataclasses.replace(options, pattern_steps=fitted), chunk)
@@ -299,7 +299,7 @@ def _check_chain_stack(low, stacks: dict, source: Source, entry: str) -> None:
 
 
 def budget_of(hook, options: Options) -> int:
-    return options.budget if options.budget is not None else cost.default_budget(hook)
+    return options.budget if options.budget is not None else hook.budget
 
 
 def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source,

@@ -61,6 +61,9 @@ class ThrottleHook(Hook):
     entry = "throttle"
     section = "perf_event"
     params = ("cpu", "cur", "max", "min")
+    loop_bound = 1024
+    pattern_steps = 1024
+    budget = 100_000
 
     def __init__(self, prog_type: int = ProgType.PERF_EVENT):
         self.prog_type = prog_type
