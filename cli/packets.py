@@ -1,8 +1,9 @@
 """The packet-filter subcommand of the `luabpf` command line: `test`.
 
-Owns what `luabpf test FILE --pcap F | --packet HEX…` does and prints (DESIGN §4);
-`app` registers it (`add_commands`); `common` keeps argument errors, exit codes and
-the rendering of compile and verify errors. `luabpf run` is `run`'s.
+Owns what `luabpf test FILE --pcap F | --packet HEX…` does and prints
+(docs/filters-contract.md, "Attaching, and the CLI's `test` and `run`"); `app` registers
+it (`add_commands`); `common` keeps argument errors, exit codes and the rendering of
+compile and verify errors. `luabpf run` is `run`'s.
 
 `test` compiles the script for the hook (`--hook xdp|tc`; by default tc when the
 script uses tc.* verdicts, else xdp), loads it, and runs every frame through

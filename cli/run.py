@@ -1,6 +1,6 @@
 """`luabpf run`: attach a program and live with it.
 
-Owns what the command does and prints (DESIGN §4); `app` registers it.
+Owns what the command does and prints (docs/running.md, "`luabpf run`"); `app` registers it.
 
 `run FILE --xdp DEV | --tc DEV[:ingress|:egress] | --cpufreq` attaches the program
 (a BPF link, so it dies with the process): a filter to the device's hook; a

@@ -1,4 +1,5 @@
-"""The CPU-frequency hook: a policy `throttle(cpu, cur, max, min)` (DESIGN §3).
+"""The CPU-frequency hook: a policy `throttle(cpu, cur, max, min)` (docs/language.md,
+"CPU-frequency policies").
 
 Owns the hook record (`ThrottleHook`), what a policy script becomes before it is compiled
 (`policy_chunk`, `policy_hooks`: the driver, compiler/program.py, compiles them), and the

@@ -1,4 +1,4 @@
-"""ELF object files, as libbpf, bpftool, ip and tc load clang's (DESIGN §5).
+"""ELF object files, as libbpf, bpftool, ip and tc load clang's.
 
 Owns `write_object(programs) -> bytes`: the programs compiled from one script
 as an ELF64 relocatable object for the BPF machine, laid out by libbpf's conventions:
