@@ -148,7 +148,7 @@ class PacketHook(Hook):
 class XdpHook(PacketHook):
     """`filter(hdr, pld)` at a device's XDP hook (struct xdp_md)."""
     name = "xdp"
-    missing = "a xdp program needs a function filter(hdr, pld)"
+    missing = "an xdp program needs a function filter(hdr, pld)"
     prog_type = ProgType.XDP
     section = "xdp"
     default_return = XDP_PASS
