@@ -304,8 +304,9 @@ class _Sampler:
 
 
 def _short(entry: str) -> str:
-    """How a program is named in the view: filter, throttle, sched_switch."""
-    return "throttle" if entry == "luabpf_throttle" else entry.rsplit(".", 1)[-1]
+    """How a program is named in the view, as the kernel names it: the last part of its
+    entry's name (filter, throttle, sched_switch)."""
+    return entry.rsplit(".", 1)[-1]
 
 
 def _cpus(policy) -> dict:
