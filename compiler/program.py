@@ -21,7 +21,7 @@ from luabpf.compiler import ir
 from luabpf.compiler.back import cost
 from luabpf.compiler.back.emit import emit, relax_long_jumps, sub_label
 from luabpf.compiler.back.regalloc import allocate
-from luabpf.compiler.back.stack import STACK_LIMIT, layout_frame, remove_dead_stores
+from luabpf.compiler.back.stack import STACK_LIMIT, place_stack_slots, remove_dead_stores
 from luabpf.compiler.bpf import disasm, encode
 from luabpf.compiler.bpf.insn import Label
 from luabpf.compiler.bpf.uapi import BPF_F_MMAPABLE, MapType
@@ -270,7 +270,7 @@ def _function_code(fn: ir.Function, source: Source, prefix: str) -> tuple[list, 
     cycle = ir.StackSlot(8, "call_cycle")
     uses_loops = any(isinstance(b.term, ir.MayGoto) for b in fn.blocks)
     remove_dead_stores(fn, spill_slots)
-    stack = layout_frame(fn, spill_slots, [cycle], uses_loops, source)
+    stack = place_stack_slots(fn, spill_slots, [cycle], uses_loops, source)
     return emit(fn, alloc, cycle, prefix), stack
 
 

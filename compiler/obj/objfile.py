@@ -171,7 +171,7 @@ def write_object(programs: list) -> bytes:
     for sec in sections:
         strtab.add(sec.name)
     sections[strtab_index].data = bytes(strtab.data)
-    return _layout(sections, strtab, strtab_index)
+    return _place_sections(sections, strtab, strtab_index)
 
 
 class _Code:
@@ -246,7 +246,9 @@ def _license_btf(btf: Btf) -> None:
     btf.datasec("license", [(var, 0, 4)], 4)
 
 
-def _layout(sections: list[_Section], strtab: _Strtab, shstrndx: int) -> bytes:
+def _place_sections(sections: list[_Section], strtab: _Strtab, shstrndx: int) -> bytes:
+    """The file's bytes: the ELF header, each section's data at its aligned offset, then
+    the section headers."""
     out = bytearray(64)
     offsets = []
     for sec in sections:
