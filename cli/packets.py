@@ -21,6 +21,7 @@ import json
 from luabpf.cli.common import (EXIT_ERROR, EXIT_OK, UsageError, add_cost_flags, err, out,
                                read_source)
 from luabpf import api
+from luabpf.compiler.hooks.packet import PACKET_HOOKS
 from luabpf.runtime.errors import BpfError, PermissionProblem
 from luabpf.runtime.packets import MIN_FRAME, PacketError, parse_hex, read_pcap, summary
 from luabpf.runtime.verdicts import is_drop, verdict_name
@@ -37,7 +38,7 @@ def add_commands(sub) -> None:
     src.add_argument("--pcap", metavar="F.pcap", help="the packets of a pcap or pcapng file")
     src.add_argument("--packet", nargs="+", metavar="HEX",
                      help="packets as hex, one argument per Ethernet frame")
-    t.add_argument("--hook", choices=["xdp", "tc"], default=None,
+    t.add_argument("--hook", choices=tuple(PACKET_HOOKS), default=None,
                    help="what the filter is compiled for (default: tc when the script uses "
                         "tc.* verdicts, else xdp)")
     add_cost_flags(t)
