@@ -1,4 +1,4 @@
-"""The kernel cost of a CPU-frequency policy call (DESIGN §6, issue 5), next to the paper's 8 µs.
+"""The kernel cost of a CPU-frequency policy call (issue 5), next to the paper's 8 µs.
 
     .venv/bin/python bench/policy.py [--seconds S] [--interval MS] [--json]
 

@@ -1,4 +1,4 @@
-"""The benchmark of DESIGN §6: luabpf against clang -O2 on equivalent C, in the running kernel.
+"""The benchmark: luabpf against clang -O2 on equivalent C, in the running kernel.
 
     .venv/bin/python bench/run.py [--quick] [--json] [--fuzz N]
 
@@ -7,7 +7,7 @@ and its hand-written C twin (bench/c/filters.c, clang-19 -O2 -target bpf -mcpu=v
 instructions after loading (xlated_prog_len / 8), instructions the verifier processed
 (verified_insns), ns/packet from BPF_PROG_TEST_RUN on representative frames, the ratios
 luabpf/clang and their geometric means; luabpf's compile + verify + load time in-process
-and `luabpf check FILE` end to end, against DESIGN §6's targets; the integer functions of
+and `luabpf check FILE` end to end, against the targets bench/README.md gives; the integer functions of
 examples/intmath.lua against bench/c/intmath.c; bcc, which fails here without kernel
 headers. Every frame's verdict is checked three ways (luabpf, clang, and Lua 5.4 running the
 script on scapy's dissection, tests/filter_reference.py), plus random frames: a benchmark of

@@ -13,6 +13,7 @@ import sys
 from luabpf import __version__
 from luabpf.cli import help, packets, pins, run
 from luabpf.cli.build import cmd_call, cmd_check, cmd_compile, cmd_demo, cmd_inspect
+from luabpf.compiler.hooks.table import HOOK_NAMES
 from luabpf.cli.common import (EXIT_ERROR, EXIT_OK, EXIT_USAGE, ArgumentError, Parser, UsageError,
                                add_cost_flags, diagnostic, emit_failure, err, report, usage_failed)
 
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(sp):
         sp.add_argument("file", metavar="FILE.lua")
-        sp.add_argument("--hook", choices=["xdp", "tc", "cpufreq", "tracepoint", "function"],
+        sp.add_argument("--hook", choices=HOOK_NAMES,
                         default=None,
                         help="what the script's entry points attach to (default: found by name)")
         add_cost_flags(sp)

@@ -1,8 +1,9 @@
 """The packet-filter subcommand of the `luabpf` command line: `test`.
 
-Owns what `luabpf test FILE --pcap F | --packet HEX…` does and prints (DESIGN §4);
-`app` registers it (`add_commands`); `common` keeps argument errors, exit codes and
-the rendering of compile and verify errors. `luabpf run` is `run`'s.
+Owns what `luabpf test FILE --pcap F | --packet HEX…` does and prints
+(docs/filters-contract.md, "Attaching, and the CLI's `test` and `run`"); `app` registers
+it (`add_commands`); `common` keeps argument errors, exit codes and the rendering of
+compile and verify errors. `luabpf run` is `run`'s.
 
 `test` compiles the script for the hook (`--hook xdp|tc`; by default tc when the
 script uses tc.* verdicts, else xdp), loads it, and runs every frame through
@@ -20,6 +21,7 @@ import json
 from luabpf.cli.common import (EXIT_ERROR, EXIT_OK, UsageError, add_cost_flags, err, out,
                                read_source)
 from luabpf import api
+from luabpf.compiler.hooks.packet import PACKET_HOOKS
 from luabpf.runtime.errors import BpfError, PermissionProblem
 from luabpf.runtime.packets import MIN_FRAME, PacketError, parse_hex, read_pcap, summary
 from luabpf.runtime.verdicts import is_drop, verdict_name
@@ -36,7 +38,7 @@ def add_commands(sub) -> None:
     src.add_argument("--pcap", metavar="F.pcap", help="the packets of a pcap or pcapng file")
     src.add_argument("--packet", nargs="+", metavar="HEX",
                      help="packets as hex, one argument per Ethernet frame")
-    t.add_argument("--hook", choices=["xdp", "tc"], default=None,
+    t.add_argument("--hook", choices=tuple(PACKET_HOOKS), default=None,
                    help="what the filter is compiled for (default: tc when the script uses "
                         "tc.* verdicts, else xdp)")
     add_cost_flags(t)
@@ -80,7 +82,7 @@ def cmd_test(args) -> int:
     args.hook = prog.hook                        # the hook chosen when --hook was not given
     rows = []
     with prog.load() as loaded:
-        progress = _progress(len(frames)) if len(frames) > PROGRESS_OVER else None
+        progress = _progress() if len(frames) > PROGRESS_OVER else None
         try:
             task = progress.add_task("packets", total=len(frames)) if progress else None
             counts = loaded.error_counts()
@@ -127,7 +129,7 @@ def _site_text(loaded, site: int) -> str:
         return f"runtime error at site {site}"
 
 
-def _progress(total: int):
+def _progress():
     # rich costs ~50 ms to import: only a terminal run of many frames shows progress
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
     p = Progress(TextColumn("testing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),

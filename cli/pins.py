@@ -1,6 +1,6 @@
 """`luabpf set` and `luabpf ls`: what `luabpf run` keeps running, seen from outside.
 
-Owns what these commands do and print (DESIGN §4); `app` registers them. Both work
+Owns what these commands do and print (docs/running.md, "`luabpf set`", "`luabpf ls`"); `app` registers them. Both work
 on the pins a run keeps under /sys/fs/bpf/luabpf/NAME/ (`runtime/pins.py`).
 
 `set TARGET NAME=VALUE…` changes globals of a running program (TARGET: its NAME or

@@ -1,6 +1,6 @@
 """`luabpf run`: attach a program and live with it.
 
-Owns what the command does and prints (DESIGN §4); `app` registers it.
+Owns what the command does and prints (docs/running.md, "`luabpf run`"); `app` registers it.
 
 `run FILE --xdp DEV | --tc DEV[:ingress|:egress] | --cpufreq` attaches the program
 (a BPF link, so it dies with the process): a filter to the device's hook; a
@@ -304,8 +304,9 @@ class _Sampler:
 
 
 def _short(entry: str) -> str:
-    """How a program is named in the view: filter, throttle, sched_switch."""
-    return "throttle" if entry == "luabpf_throttle" else entry.rsplit(".", 1)[-1]
+    """How a program is named in the view, as the kernel names it: the last part of its
+    entry's name (filter, throttle, sched_switch)."""
+    return entry.rsplit(".", 1)[-1]
 
 
 def _cpus(policy) -> dict:

@@ -261,4 +261,3 @@ class Function:
     `order_blocks` sets it), the first is the entry."""
     blocks: list[Block]
     slots: list[StackSlot]
-    maps: list[str]

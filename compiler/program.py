@@ -21,7 +21,7 @@ from luabpf.compiler import ir
 from luabpf.compiler.back import cost
 from luabpf.compiler.back.emit import emit, relax_long_jumps, sub_label
 from luabpf.compiler.back.regalloc import allocate
-from luabpf.compiler.back.stack import STACK_LIMIT, layout_frame, remove_dead_stores
+from luabpf.compiler.back.stack import STACK_LIMIT, place_stack_slots, remove_dead_stores
 from luabpf.compiler.bpf import disasm, encode
 from luabpf.compiler.bpf.insn import Label
 from luabpf.compiler.bpf.uapi import BPF_F_MMAPABLE, MapType
@@ -34,7 +34,7 @@ from luabpf.compiler.hooks.packet import VERDICTS_MAP
 from luabpf.compiler.lib import events
 from luabpf.compiler.lower.bindings import inlined_diagnostic
 from luabpf.compiler.lower.lowerer import ERRORS_MAP, GLOBALS_MAP, ErrorSite, GlobalVar, Options, lower
-from luabpf.compiler.opt import optimise
+from luabpf.compiler.opt.cleanup import optimise
 
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -208,7 +208,7 @@ def _compile_program(text: str, filename: str, hook, options: Options | None = N
     estimate, held = cost.analyse(insns, marks)
     budget = budget_of(hook, options)
     if held.total > budget and options.pattern_steps is None:
-        fitted = cost.fit_pattern_steps(insns, marks, budget, cost.default_pattern_steps(hook))
+        fitted = cost.fit_pattern_steps(insns, marks, budget, hook.pattern_steps)
         if fitted is not None:        # once more, with the matches' default cap lowered to fit
             return _compile_program(text, filename, hook,
                                     dataclasses.replace(options, pattern_steps=fitted), chunk)
@@ -270,7 +270,7 @@ def _function_code(fn: ir.Function, source: Source, prefix: str) -> tuple[list, 
     cycle = ir.StackSlot(8, "call_cycle")
     uses_loops = any(isinstance(b.term, ir.MayGoto) for b in fn.blocks)
     remove_dead_stores(fn, spill_slots)
-    stack = layout_frame(fn, spill_slots, [cycle], uses_loops, source)
+    stack = place_stack_slots(fn, spill_slots, [cycle], uses_loops, source)
     return emit(fn, alloc, cycle, prefix), stack
 
 
@@ -299,7 +299,7 @@ def _check_chain_stack(low, stacks: dict, source: Source, entry: str) -> None:
 
 
 def budget_of(hook, options: Options) -> int:
-    return options.budget if options.budget is not None else cost.default_budget(hook)
+    return options.budget if options.budget is not None else hook.budget
 
 
 def check_budget(estimate: cost.Estimate, hook, options: Options, source: Source,

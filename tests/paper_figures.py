@@ -1,4 +1,4 @@
-"""The paper's two scripts (../shared/seeds), as tests use them: Figure 1 (a CPU-frequency
+"""The paper's two scripts, as tests use them: Figure 1 (a CPU-frequency
 policy) and Figure 2 (the SSH filter), with the PDF extraction's inserted spaces taken
 out (tests/unit/test_parser.py checks that against the paper's text when it is there).
 Figure 1 calls `get_load`, which the paper leaves to the user: GET_LOAD defines it."""

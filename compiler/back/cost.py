@@ -1,7 +1,8 @@
 """Worst-case cost: how many instructions one run of a program can execute.
 
-Owns the estimate `luabpf check` prints and the per-hook budget it is held to
-(docs/language.md, "Cost of a run"). The analysis reads the final BPF program
+Owns the estimate `luabpf check` prints, and fitting the step cap of pattern matches to
+the budget it is held to: each hook record's (`loop_bound`, `pattern_steps`, `budget`,
+hooks/base.py; docs/language.md, "Cost of a run"). The analysis reads the final BPF program
 (resolved instructions, the same bytes the kernel gets), so nothing that lowering,
 optimisation or emission adds or removes escapes it:
 
@@ -37,16 +38,6 @@ from luabpf.compiler.bpf.opcode import PSEUDO_CALL, Class, JumpOp
 from luabpf.compiler.front.diagnostics import InternalError
 from luabpf.compiler.front.luaint import MAXINT
 
-# Per hook kind: the default iteration bound of a loop without `--@bound`, and the
-# budget of instructions one run may execute in the worst case. See docs/language.md.
-DEFAULT_BOUNDS = {"xdp": 1024, "tc": 1024, "tracepoint": 1024, "cpufreq": 1024,
-                  "function": 1_000_000}
-BUDGETS = {"xdp": 200_000, "tc": 200_000, "tracepoint": 50_000, "cpufreq": 100_000,
-           "function": 100_000_000}
-# Per hook kind: the steps one pattern match may take without `--@bound` (see
-# patterns_codegen `_Gen.loop`); docs/language.md gives the reasons for the figures.
-PATTERN_STEPS = {"xdp": 4096, "tc": 4096, "tracepoint": 1024, "cpufreq": 1024,
-                 "function": 1_000_000}
 FITTED_FLOOR = 1024        # the fewest steps a match without `--@bound` is fitted down to
 MAX_FIGURE = MAXINT                  # the largest bound or budget a flag or annotation takes
 UNMARKED_RUNS = 0x10000 + 1          # a string's length + 1: the default of luabpf's own loops
@@ -63,24 +54,10 @@ def check_figure(value) -> str | None:
     return None
 
 
-def hook_kind(hook) -> str:
-    """Whose bounds and budget a program has: its hook's name; a BPF function has its
-    calling program's (calls.SubHook.kind), so being called, not inlined, changes nothing."""
-    return getattr(hook, "kind_of_costs", None) or getattr(hook, "name", "")
-
-
-def default_bound(hook) -> int:
-    return DEFAULT_BOUNDS.get(hook_kind(hook), DEFAULT_BOUNDS["function"])
-
-
-def default_pattern_steps(hook) -> int:
-    return PATTERN_STEPS.get(hook_kind(hook), PATTERN_STEPS["function"])
-
-
 def pattern_steps(hook, options) -> int:
-    """The step cap of a match without `--@bound`: fitted by `fit_pattern_steps`, else the hook's."""
-    fitted = getattr(options, "pattern_steps", None)
-    return fitted if fitted is not None else default_pattern_steps(hook)
+    """The step cap of a match without `--@bound`: fitted by `fit_pattern_steps`, else the
+    hook record's (`pattern_steps`)."""
+    return options.pattern_steps if options.pattern_steps is not None else hook.pattern_steps
 
 
 def fit_pattern_steps(insns: list, marks: dict[int, "LoopInfo"], budget: int, steps: int) -> int | None:
@@ -104,10 +81,6 @@ def fit_pattern_steps(insns: list, marks: dict[int, "LoopInfo"], budget: int, st
         else:
             hi = mid
     return lo
-
-
-def default_budget(hook) -> int:
-    return BUDGETS.get(hook_kind(hook), BUDGETS["function"])
 
 
 @dataclass

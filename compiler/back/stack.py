@@ -1,12 +1,12 @@
 """The stack frame: where every stack slot lives, spill slots shared where they can be.
 
-Owns `layout_frame` and `remove_dead_stores` (spill stores nothing reads). The program's own slots (map keys, print records, …; their
-addresses go to helpers) and the emitter's each get their own bytes. Spill slots, 8 bytes each and
-only ever read and written by the spill code, share bytes when their values are
-never live at once: a liveness dataflow over the slots (a store defines one, a load
-uses it), an interference graph (a store interferes with every slot live after it,
-so even a dead store cannot clobber a live value), and greedy coloring in creation
-order. Reusing a stack slot for values of different types (a packet pointer, then a
+Owns `place_stack_slots` and `remove_dead_stores` (spill stores nothing reads). The
+program's own slots (map keys, print records, …; their addresses go to helpers) and the
+emitter's each get their own bytes. Spill slots, 8 bytes each and only ever read and
+written by the spill code, share bytes when their values are never live at once: a
+liveness dataflow over the slots (a store defines one, a load uses it), an interference
+graph (a store interferes with every slot live after it, so even a dead store cannot
+clobber a live value), and greedy coloring in creation order. Reusing a stack slot for values of different types (a packet pointer, then a
 number) is fine for the verifier: it tracks each slot's state at each store.
 """
 from __future__ import annotations
@@ -91,8 +91,8 @@ def interference(fn: ir.Function, spill_slots: list[ir.StackSlot]) -> dict[int, 
     return edges
 
 
-def layout_frame(fn: ir.Function, spill_slots: list[ir.StackSlot], own: list[ir.StackSlot],
-                 loops: bool, source: Source) -> int:
+def place_stack_slots(fn: ir.Function, spill_slots: list[ir.StackSlot], own: list[ir.StackSlot],
+                      loops: bool, source: Source) -> int:
     """Give every stack slot its offset from r10; returns the bytes used. `own`: slots the
     emitter uses behind the IR's back (the parallel-move slot), never shared."""
     offset = 0

@@ -1,9 +1,10 @@
 """Building eBPF instructions: the builders, and the instruction model (registers,
 ``Insn``, ``Label``) re-exported from ``opcode``.
 
-This module owns the functions that build instructions, and is where users import the
-instruction model from: the record itself (``Insn``, ``Label``, ``Register``) is defined
-with the numbers it carries in ``opcode`` and re-exported here.  It does not own the bytes
+This module owns the functions that build instructions and the registers by name
+(``R0``..``R10``, ``FP``), and is where users import the instruction model from: the
+record itself (``Insn``, ``Label``, ``Register``) is defined with the numbers it carries
+in ``opcode`` and re-exported here.  It does not own the bytes
 (``encode``), the text (``asm``/``disasm``) or the numbers (``opcode``, ``helpers``).
 
 Model
@@ -48,7 +49,6 @@ from __future__ import annotations
 from .helpers import Helper
 from .opcode import (  # the record (Insn, Label, Register) is re-exported: users build from here
     ENDIAN_WIDTHS,
-    FP,
     LD_IMM64,
     MOVSX_WIDTHS,
     PSEUDO_CALL,
@@ -63,23 +63,15 @@ from .opcode import (  # the record (Insn, Label, Register) is re-exported: user
     JumpOp,
     Label,
     Mode,
-    R0,
-    R1,
-    R2,
-    R3,
-    R4,
-    R5,
-    R6,
-    R7,
-    R8,
-    R9,
-    R10,
     Register,
     Size,
     Source,
     check_imm32,
     split_target,
 )
+
+R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = (Register(i) for i in range(11))
+FP = Register.FP
 
 
 def label(name: str, *, loc: object | None = None) -> Label:

@@ -41,7 +41,6 @@ v4 ISA extensions reuse existing opcodes and are told apart by other fields:
 from __future__ import annotations
 
 import dataclasses
-import enum
 from dataclasses import dataclass, field
 from enum import IntEnum
 
@@ -330,10 +329,6 @@ class Register(IntEnum):
 
     def __str__(self) -> str:
         return f"r{self.value}"
-
-
-R0, R1, R2, R3, R4, R5, R6, R7, R8, R9, R10 = (Register(i) for i in range(11))
-FP = Register.FP
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,14 @@ asks of it, each with an explicit default here rather than probed for:
 - its verdicts: `default_return` (what a failed run returns), `verdict_names` (by number;
   empty: not a verdict-returning hook) and whether it counts them (`count_verdicts`);
 - whether the errors map counts its runtime errors (`count_errors`);
+- what one run may cost (docs/language.md, "Cost of a run"; back/cost.py holds programs
+  to it): `loop_bound` (a loop without `--@bound`), `pattern_steps` (a pattern match
+  without one) and `budget` (instructions one run may execute in the worst case), each a
+  default that `--max-loop`, the fitted step cap and `--budget` override; the defaults
+  here are a function's, run once when asked (a BPF function has its caller's figures:
+  `program_hook`);
+- how print reads bytes of the packet (`load_bytes`: the helper that copies them out;
+  None: the hook has no packet);
 - the code it wraps around the entry's body while lowering: `prologue` (the context as
   Lua arguments), `finish_prologue` (set-up in the entry block, once the body is known),
   `epilogue` (the entry's results as the hook's answer), `exit`, `on_error` and
@@ -31,6 +39,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from luabpf.compiler import ir
+from luabpf.compiler.bpf.helpers import Helper
 from luabpf.compiler.front import ast
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic
 from luabpf.compiler.front.source import Source, Span
@@ -66,6 +75,10 @@ class Hook:
     verdict_names: tuple = ()
     count_verdicts: bool = False
     count_errors: bool = True
+    load_bytes: Helper | None = None
+    loop_bound: int = 1_000_000
+    pattern_steps: int = 1_000_000
+    budget: int = 100_000_000
 
     # ---- the hook, of a script --------------------------------------------------
 
@@ -93,6 +106,12 @@ class Hook:
         raise NotImplementedError(f"the {cls.name} hook makes no records of a script")
 
     # ---- one program ------------------------------------------------------------
+
+    @property
+    def program_hook(self) -> "Hook":
+        """The record of the program this code is compiled into: this one; a BPF
+        function's (calls.SubHook) is its calling program's."""
+        return self
 
     @property
     def label(self) -> str:

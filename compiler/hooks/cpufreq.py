@@ -1,4 +1,5 @@
-"""The CPU-frequency hook: a policy `throttle(cpu, cur, max, min)` (DESIGN §3).
+"""The CPU-frequency hook: a policy `throttle(cpu, cur, max, min)` (docs/language.md,
+"CPU-frequency policies").
 
 Owns the hook record (`ThrottleHook`), what a policy script becomes before it is compiled
 (`policy_chunk`, `policy_hooks`: the driver, compiler/program.py, compiles them), and the
@@ -61,6 +62,9 @@ class ThrottleHook(Hook):
     entry = "throttle"
     section = "perf_event"
     params = ("cpu", "cur", "max", "min")
+    loop_bound = 1024
+    pattern_steps = 1024
+    budget = 100_000
 
     def __init__(self, prog_type: int = ProgType.PERF_EVENT):
         self.prog_type = prog_type

@@ -42,6 +42,9 @@ class FunctionHook(Hook):
     prog_type = ProgType.SYSCALL
     prog_flags = BPF_F_SLEEPABLE
     section = "syscall"
+    loop_bound = 1_000_000
+    pattern_steps = 1_000_000
+    budget = 100_000_000
 
     def __init__(self, entry: str, arg_kinds: tuple[str, ...], count_errors: bool = False):
         self.entry = entry

@@ -36,7 +36,9 @@ class PacketHook(Hook):
     article: str                         # "an xdp", "a tc" (in messages)
     data_offsets: tuple[int, int]        # the context's data and data_end fields
     pulls_data: bool = False             # bpf_skb_pull_data before reading headers
-    load_bytes: Helper                   # copies packet bytes out (print of a packet string)
+    loop_bound = 1024
+    pattern_steps = 4096
+    budget = 200_000
 
     def __init__(self, count_verdicts: bool = False):
         self.count_verdicts = count_verdicts
@@ -58,11 +60,6 @@ class PacketHook(Hook):
     @classmethod
     def plan(cls, chunk: ast.Chunk, source: Source, env: Environment) -> tuple[ast.Chunk, list]:
         return chunk, [cls(count_verdicts=env.count_verdicts)]
-
-    @property
-    def kind(self) -> str:
-        """The hook's name (`xdp` or `tc`), as the library's print reads it."""
-        return self.name
 
     @property
     def returns(self) -> str:
@@ -151,7 +148,7 @@ class PacketHook(Hook):
 class XdpHook(PacketHook):
     """`filter(hdr, pld)` at a device's XDP hook (struct xdp_md)."""
     name = "xdp"
-    missing = "a xdp program needs a function filter(hdr, pld)"
+    missing = "an xdp program needs a function filter(hdr, pld)"
     prog_type = ProgType.XDP
     section = "xdp"
     default_return = XDP_PASS

@@ -40,6 +40,9 @@ class TracepointHook(Hook):
     missing = "a tracepoint program needs a function tracepoint.CATEGORY.EVENT(args)"
     prog_type = ProgType.TRACEPOINT
     params = ("args",)
+    loop_bound = 1024
+    pattern_steps = 1024
+    budget = 50_000
 
     def __init__(self, category: str, event: str, fields: dict[str, TraceField] | None = None):
         self.category, self.event = category, event

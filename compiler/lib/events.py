@@ -30,7 +30,6 @@ SLOT = 16
 MAX_VALUES = 16                 # values known only at run time, per print
 MAX_BYTES = 64                  # bytes of a packet string a print carries (the rest is cut)
 MAX_RECORD = 336                # bytes of stack one print's record may take (4 packet strings)
-LOAD_BYTES = {"xdp": Helper.xdp_load_bytes, "tc": Helper.skb_load_bytes}
 
 
 @dataclass
@@ -73,7 +72,7 @@ def lower_print(lw, args: list[Val], node, scope):
             site.values.append(("run",))
             dynamic.append(v)
         elif "str" in v.kinds and v.kinds <= {"nil", "str"} and lw.packet is not None \
-                and getattr(lw.hook, "kind", None) in LOAD_BYTES:
+                and lw.hook.load_bytes is not None:
             site.values.append(("bytes",))          # a view of the packet: its first bytes
             dynamic.append(v)
         elif maps.decl_of(v) is not None:
@@ -139,6 +138,6 @@ def _packet_bytes(lw, record, off: int, v: Val) -> None:
     b.emit(ir.SlotAddr(base, record))
     dst = b.bin("add", base, off + SLOT, "dst")
     start = v.payload if isinstance(v.payload, ir.VReg) else b.copy(v.payload)
-    b.emit(ir.Call(LOAD_BYTES[lw.hook.kind], [lw.hook.ctx, start, dst, n], b.vreg("copied")))
+    b.emit(ir.Call(lw.hook.load_bytes, [lw.hook.ctx, start, dst, n], b.vreg("copied")))
     b.jump(done)
     b.start(done)

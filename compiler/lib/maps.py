@@ -291,14 +291,6 @@ def add_call(lw, args, node, scope):
     return []
 
 
-def read_or_zero(lw, decl: MapDecl, key: Val, node) -> Val:
-    """m[k] as an integer, 0 when absent (for the library's own per-CPU maps)."""
-    v = read(lw, decl, key, node)
-    if v.kinds == frozenset({"nil"}):
-        return Val.int_(0)
-    return Val.int_(v.payload)           # an absent entry reads as payload 0
-
-
 def add(lw, decl: MapDecl, key: Val, amount: Val, node) -> None:
     """m[k] = (m[k] or 0) + amount, atomically."""
     k = _key(lw, decl, key, node)

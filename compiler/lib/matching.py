@@ -14,14 +14,11 @@ from luabpf.compiler.lib import patterns, patterns_codegen
 from luabpf.compiler.lib.views import ViewSubject, int_arg, length, substring
 from luabpf.compiler.lower.values import Val, Values
 
-SPECIALS = b"^$*+?.([%-"
-
-
 def escape(pattern: bytes) -> bytes:
-    return b"".join(b"%" + bytes([c]) if c in SPECIALS else bytes([c]) for c in pattern)
+    return b"".join(b"%" + bytes([c]) if c in patterns.SPECIALS else bytes([c]) for c in pattern)
 
 
-def _const_results(result, find: bool) -> list[Val]:
+def _const_results(result) -> list[Val]:
     if result is None:
         return [Val.nil()]
     out = []
@@ -63,7 +60,7 @@ def lower_match(lw, s: Val, args: list[Val], node, find: bool) -> list[Val]:
     n = length(lw, s)
     if s.data is not None and isinstance(init, int):
         run = patterns.reference_find if find else patterns.reference_match
-        return _const_results(run(pattern, s.data, init), find)
+        return _const_results(run(pattern, s.data, init))
     if s.data is not None:
         lw.error(node, f"s:{name} on a constant string needs a constant init in kernel Lua")
         return [Val.nil()]

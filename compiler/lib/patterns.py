@@ -144,9 +144,6 @@ class End:
     """`$` as the last pattern character: the subject ends here."""
 
 
-Element = Single | Open | Close | Position | BackRef | Balance | Frontier | End
-
-
 @dataclass(frozen=True)
 class Pattern:
     text: bytes
@@ -154,10 +151,6 @@ class Pattern:
     anchored: bool
     captures: tuple[str, ...]           # 'string' | 'position', per capture
     offsets: tuple[int, ...] = ()       # where each element starts in the text
-
-    @property
-    def ncaptures(self) -> int:
-        return len(self.captures)
 
 
 # ---- parsing ------------------------------------------------------------------
@@ -374,11 +367,6 @@ def loop_nesting(p: Pattern) -> tuple[int, int]:
         if depth + leaf - inner > best or depth > best:
             best, where = max(depth, depth + leaf - inner), k
     return best, where
-
-
-def has_specials(pat: bytes) -> bool:
-    """lstrlib's nospecials, negated: find does a plain search when this is false."""
-    return any(c in SPECIALS for c in pat)
 
 
 # ---- the reference matcher -----------------------------------------------------

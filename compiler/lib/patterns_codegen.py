@@ -72,7 +72,7 @@ def emit_match(lw, pattern: Pattern, subject, init, anchored_find: bool = False,
     posrelatI(init) - 1, see `emit_lua_init`; an offset past the end matches nothing).
     `anchored_find` tries `init` alone, as a pattern starting with '^' does. The match
     may take `steps` steps (heads of its loops run, see `_Gen.loop`; by default the
-    hook's, cost.PATTERN_STEPS); one more is the runtime error "pattern too complex" at
+    hook's, its record's `pattern_steps`); one more is the runtime error "pattern too complex" at
     `span`."""
     stated = steps is not None
     if not stated:

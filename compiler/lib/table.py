@@ -279,8 +279,7 @@ def call(lw, e, scope) -> list[Val] | None:
         args = Values(args, count)
     if strconst.any_cstr(args):              # once per string the arguments may be
         return strconst.each_value(lw, args, (id(e), "call"),
-                                   lambda *alts: found.lower(lw, Values.like(args, alts), e, scope),
-                                   e)
+                                   lambda *alts: found.lower(lw, Values.like(args, alts), e, scope))
     return found.lower(lw, args, e, scope)
 
 

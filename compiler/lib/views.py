@@ -166,7 +166,7 @@ def length(lw, v: Val):
     return len(v.data) if v.data is not None else v.length
 
 
-def lua_index(lw, i, n, default_end: bool = False):
+def lua_index(lw, i, n):
     """Lua's posrelat for string positions: i < 0 counts from the end (n + i + 1)."""
     b = lw.b
     if isinstance(i, int) and isinstance(n, int):

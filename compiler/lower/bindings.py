@@ -29,11 +29,11 @@ class Restart(Exception):
 
 @dataclass
 class Options:
-    max_loop: int | None = None      # default loop bound; None: the hook's (cost.DEFAULT_BOUNDS)
+    max_loop: int | None = None      # default loop bound; None: the hook's (its loop_bound)
     budget: int | None = None        # worst-case instructions a run may take; None: the hook's
     loops: str = "may_goto"          # 'may_goto' | 'bounded' (plain back-edges)
     loops_asked: bool = False        # the user chose `loops` (errors say so, not "this kernel")
-    # steps of a pattern match without `--@bound`; None: the hook's (cost.PATTERN_STEPS),
+    # steps of a pattern match without `--@bound`; None: the hook's (its pattern_steps),
     # fewer when the budget cannot hold that (program.py fits them)
     pattern_steps: int | None = None
     # the ids of this program's first error site and first print site: the programs of

@@ -118,9 +118,6 @@ class Builder:
                 a = self.copy(a)
         self.terminate(ir.Branch(cond, a, self.small(b), then_, else_))
 
-    def finish(self) -> ir.Function:
-        return ir.Function(self.blocks, self.slots, [])
-
 
 SWAPPED = {"eq": "eq", "ne": "ne", "gt": "lt", "lt": "gt", "ge": "le", "le": "ge",
            "sgt": "slt", "slt": "sgt", "sge": "sle", "sle": "sge", "set": "set"}

@@ -27,7 +27,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from luabpf.compiler import ir
-from luabpf.compiler.back import cost
 from luabpf.compiler.front import ast
 from luabpf.compiler.lib import maps, table
 from luabpf.compiler.lower.bindings import FuncDef, GlobalVar
@@ -372,11 +371,29 @@ class SubHook(Hook):
 
     def __init__(self, sub, caller):
         self.sub = sub
-        self.kind_of_costs = cost.hook_kind(caller)     # its loops' bounds are the program's
+        self.caller = caller
         self.entry = sub.fd.name
         self.results: list[Val] = []
         self.count = 0
         self.frame: ir.VReg | None = None
+
+    # Being called, not inlined, changes nothing: its loops' bounds and its pattern
+    # matches' steps are those of the program that calls it.
+    @property
+    def program_hook(self) -> Hook:
+        return self.caller.program_hook
+
+    @property
+    def loop_bound(self) -> int:
+        return self.program_hook.loop_bound
+
+    @property
+    def pattern_steps(self) -> int:
+        return self.program_hook.pattern_steps
+
+    @property
+    def budget(self) -> int:
+        return self.program_hook.budget
 
     def prologue(self, lw) -> list[Val]:
         b = lw.b

@@ -101,7 +101,7 @@ class ExprLowering:
         key = e.key.value.decode()
         if strconst.has(obj):                        # once per string it may be
             return (strconst.each_value(self, [obj], (id(e), "index"),
-                                        lambda o: [views.index_value(self, o, key, e)], e)
+                                        lambda o: [views.index_value(self, o, key, e)])
                     or [Val.nil()])[0]
         return views.index_value(self, obj, key, e)
 
@@ -131,7 +131,7 @@ class ExprLowering:
             if strconst.any_cstr([obj] + args):        # once per string the values may be
                 vals = strconst.each_value(
                     self, [obj] + args, (id(e), "method"),
-                    lambda o, *a: self.method_on_path(e, o, Values.like(args, a)), e)
+                    lambda o, *a: self.method_on_path(e, o, Values.like(args, a)))
             else:
                 vals = table.call_method(self, obj, e.method, args, e)
         else:
@@ -185,8 +185,8 @@ class ExprLowering:
         if op in ARITH:
             a = self.expr(e.left, scope)
             bv = self.expr(e.right, scope)
-            x = self.int_operand(a, e.left, arith_message(op, a))
-            y = self.int_operand(bv, e.right, arith_message(op, bv))
+            x = self.int_operand(a, e.left, arith_message(op))
+            y = self.int_operand(bv, e.right, arith_message(op))
             self.b.loc = e.span
             return Val.int_(self.int.binary(op, x, y, bv.range if bv.is_int else None))
         if op in COMPARE:
@@ -211,13 +211,13 @@ class ExprLowering:
             return self.materialize(e, scope, v)
         if e.op in ("-", "~"):
             v = self.expr(e.operand, scope)
-            x = self.int_operand(v, e.operand, arith_message(e.op, v))
+            x = self.int_operand(v, e.operand, arith_message(e.op))
             return Val.int_(self.int.neg(x) if e.op == "-" else self.int.bnot(x))
         if e.op == "#":
             v = self.expr(e.operand, scope)
             if strconst.has(v):                     # once per string it may be
                 return (strconst.each_value(self, [v], (id(e), "len"),
-                                            lambda alt: [self.length_of(alt, e, True)], e)
+                                            lambda alt: [self.length_of(alt, e, True)])
                         or [Val.nil()])[0]
             return self.length_of(v, e)
         self.error(e, f"the '{e.op}' operator is not available here in kernel Lua")
@@ -465,7 +465,7 @@ def falsy_part(a: Val) -> Val:
     return Val(a.tag, 0, falsy_kinds(a.kinds))
 
 
-def arith_message(op: str, v: Val):
+def arith_message(op: str):
     kind = "bitwise operation" if op in ("&", "|", "~", "<<", ">>") else "arithmetic"
     return lambda got: f"attempt to perform {kind} on a {got} value"
 

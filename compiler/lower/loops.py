@@ -23,7 +23,7 @@ class LoopLowering:
         """The bound of a loop without `--@bound`: `--max-loop`, else the hook's default."""
         if self.options.max_loop is not None:
             return self.options.max_loop
-        return cost.default_bound(self.hook)
+        return self.hook.loop_bound
 
     def declared_bound(self, st) -> int:
         return st.bound if st.bound is not None else self.default_loop_bound()
@@ -240,7 +240,7 @@ class LoopLowering:
         elif self.options.max_loop is not None:
             whose = f"the bound --max-loop {declared} gives"
         else:
-            whose = f"the default bound of {cost.hook_kind(self.hook) or 'program'} loops ({declared:,})"
+            whose = f"the default bound of {self.hook.program_hook.name or 'program'} loops ({declared:,})"
         self.error(st, f"this loop runs {trips:,} times, more than {whose}",
                    f"state its bound with '--@bound {trips}' on the line before the loop")
 

@@ -33,7 +33,7 @@ from luabpf.compiler.lower import calls
 from luabpf.compiler.lower.builder import Builder
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic, InternalError
 from luabpf.compiler.bpf.helpers import Helper
-from luabpf.compiler.lower.bindings import (ErrorSite, FuncDef, GlobalVar, InlinedDiagnostics,  # noqa: F401
+from luabpf.compiler.lower.bindings import (ErrorSite, FuncDef, GlobalVar, InlinedDiagnostics,
                                       Instance, Options, Restart, Scope)
 from luabpf.compiler.lower.intops import IntOps
 from luabpf.compiler.lower.expr import ExprLowering
@@ -47,7 +47,6 @@ from luabpf.compiler.lower.values import (FALSE, OBJ_CHOICE, OBJ_CHOICE_HINT, PA
 GLOBALS_MAP = "luabpf_globals"
 ERRORS_MAP = "luabpf_errors"
 ZERO_OFF = 0                 # word 0 of the globals map: always 0, unknown to the verifier
-ARITH = {"+", "-", "*", "/", "//", "%", "&", "|", "~", "<<", ">>"}
 MAX_INLINE_DEPTH = 200        # calls inlined within one another (Python's stack, set in program.py)
 
 
@@ -87,7 +86,6 @@ class Lowerer(ExprLowering, LoopLowering):
         self.err_block = ir.Block("error", cold=True)
         self.prologue = self.b.cur
         self._gptr: ir.VReg | None = None
-        self._zero_reads = False
         self.packet = None                      # the packet of a filter hook (views.Packet)
         self.maps: dict = {}                    # script name → maps.MapDecl
         self.prints: list = []                  # events.PrintSite
@@ -201,8 +199,7 @@ class Lowerer(ExprLowering, LoopLowering):
         self.b.loc = entry.node.span          # the hook's own code is the entry's first line
         self._finish_prologue(body)
         self._finish_error_path()
-        fn = ir.Function(self.b.blocks + self.site_blocks + [self.err_block], self.b.slots,
-                         [])
+        fn = ir.Function(self.b.blocks + self.site_blocks + [self.err_block], self.b.slots)
         counted = [s for s in self.sites if not s.fatal or self.hook.count_errors]
         return Lowered(fn, self.sites, self.globals, self._gptr is not None, bool(counted),
                        self.maps, self.prints, nresults=len(vals))

@@ -90,7 +90,7 @@ def branch_each(lw, vals: list[Val], body) -> None:
     go(0, [])
 
 
-def each_value(lw, vals: list[Val], key, fn, node) -> list[Val]:
+def each_value(lw, vals: list[Val], key, fn) -> list[Val]:
     """fn(*alts) -> list[Val] for each combination of the alternatives of vals, merged:
     the values of the operation, in variables. Where the alternatives give different
     numbers of values (`(""):byte(1)` gives none, `("a"):byte(1)` one), or one gives a

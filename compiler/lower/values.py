@@ -46,13 +46,9 @@ class Val:
         return Val(STR, 0, frozenset({"str"}), length=len(data), data=data)
 
     @staticmethod
-    def view(start, length, range=None) -> "Val":
+    def view(start, length) -> "Val":
         """A string that is bytes [start, start + length) of the packet."""
         return Val(STR, start, frozenset({"str"}), length=length)
-
-    @staticmethod
-    def layout_view(start, length, layout) -> "Val":
-        return Val(LVIEW, start, frozenset({"lview"}), length=length, obj=layout)
 
     @staticmethod
     def object(obj) -> "Val":

@@ -1,6 +1,6 @@
 """ELF object files, as libbpf, bpftool, ip and tc load clang's.
 
-Owns `write_object(programs, name) -> bytes`: the programs compiled from one script
+Owns `write_object(programs) -> bytes`: the programs compiled from one script
 as an ELF64 relocatable object for the BPF machine, laid out by libbpf's conventions:
 - one code section per program kind, named as libbpf names them (`SECTIONS`: `xdp`,
   `tc`, `tracepoint/CATEGORY/EVENT`, `perf_event`, `syscall`), each program a global
@@ -37,8 +37,8 @@ EM_BPF = 247
 ET_REL = 1
 SHT_PROGBITS, SHT_SYMTAB, SHT_STRTAB, SHT_REL = 1, 2, 3, 9
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR, SHF_INFO_LINK = 0x1, 0x2, 0x4, 0x40
-STB_LOCAL, STB_GLOBAL = 0, 1
-STT_NOTYPE, STT_OBJECT, STT_FUNC = 0, 1, 2
+STB_GLOBAL = 1
+STT_OBJECT, STT_FUNC = 1, 2
 R_BPF_64_64 = 1
 R_BPF_64_32 = 10                    # a call of a function in .text
 GLOBALS_MAP = "luabpf_globals"
@@ -74,7 +74,7 @@ class _Section:
         self.align, self.link, self.info, self.entsize = align, link, info, entsize
 
 
-def write_object(programs: list, source_text: str | None = None) -> bytes:
+def write_object(programs: list) -> bytes:
     """The object of a script's programs (compiled together, so they share maps)."""
     maps = merged_map_specs(programs)
     _check_names(programs, maps)
@@ -171,7 +171,7 @@ def write_object(programs: list, source_text: str | None = None) -> bytes:
     for sec in sections:
         strtab.add(sec.name)
     sections[strtab_index].data = bytes(strtab.data)
-    return _layout(sections, strtab, strtab_index)
+    return _place_sections(sections, strtab, strtab_index)
 
 
 class _Code:
@@ -246,7 +246,9 @@ def _license_btf(btf: Btf) -> None:
     btf.datasec("license", [(var, 0, 4)], 4)
 
 
-def _layout(sections: list[_Section], strtab: _Strtab, shstrndx: int) -> bytes:
+def _place_sections(sections: list[_Section], strtab: _Strtab, shstrndx: int) -> bytes:
+    """The file's bytes: the ELF header, each section's data at its aligned offset, then
+    the section headers."""
     out = bytearray(64)
     offsets = []
     for sec in sections:

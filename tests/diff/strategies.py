@@ -15,7 +15,7 @@ Owns two generators:
   `repeat` with a counter that guarantees the exit, `break`, early returns,
   several return values, nil/booleans mixed in variables, assert and error.
 
-Everything generated stays inside kernel Lua (DESIGN §2): no floats, no
+Everything generated stays inside kernel Lua (docs/language.md): no floats, no
 strings except assert/error messages, no tables, closures, goto, recursion,
 `^` or `..`. Every binary operation is parenthesised and negative literals are
 written `(-N)`, so text never depends on precedence and never contains `--`.

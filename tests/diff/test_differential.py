@@ -1,6 +1,6 @@
 """Differential tests: kernel Lua in the real kernel against Lua 5.4 (lupa).
 
-Properties (DESIGN §7: results equal Lua 5.4's on generated programs and on
+Properties (docs/language.md: results equal Lua 5.4's on generated programs and on
 integer cases in the style of Lua's own test suite):
 - generated integer expressions, parameters passed at run time (codegen);
 - the same expressions with the parameters written as literals (folding);

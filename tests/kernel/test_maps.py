@@ -182,7 +182,7 @@ def drops_of(loaded) -> dict[int, tuple[str, int]]:
 
 
 def drop_message(kind: str, name: str, n: int) -> str:
-    """The documented words of a dropped store (DESIGN/brief: 'store dropped: …')."""
+    """The documented words of a dropped store (docs/language.md, "Maps": 'store dropped: …')."""
     if kind in ("array", "percpu_array"):
         return f"store dropped: the key is outside array map '{name}' (keys 0 to {n - 1})"
     return f"store dropped: map '{name}' is full ({n} entries)"

@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 import pytest
 from hypothesis import given, settings, strategies as st
 
+import luabpf
 from luabpf.compiler import ir
 from luabpf.compiler.bpf.uapi import XDP_PASS, ProgType
 from luabpf.compiler.hooks.base import Hook
+from luabpf.compiler.hooks.packet import XdpHook
 from luabpf.compiler.lower.lowerer import Options
 from luabpf.compiler.lib.patterns import PatternError, parse_pattern, reference_find
 from luabpf.compiler.lib.patterns_codegen import emit_lua_init, emit_match
@@ -264,7 +266,6 @@ def _lua_string(pat: bytes) -> str:
 
 @pytest.mark.parametrize("pat", VERIFIER_CASES, ids=repr)
 def test_matchers_on_packet_views_pass_the_verifier(pat):
-    import luabpf
     src = (f"function filter(hdr, pld)\n"
            f"  local a = pld:match({_lua_string(pat)})\n"
            f"  local b = pld:find({_lua_string(pat)}, 3)\n"
@@ -277,7 +278,7 @@ def test_matchers_on_packet_views_pass_the_verifier(pat):
 # ---- the step cap: a match past it is a runtime error, below it Lua's result --------------
 
 def _frame(payload: bytes) -> bytes:
-    from scapy.all import IP, TCP, Ether, Raw
+    from scapy.all import IP, TCP, Ether, Raw   # scapy: heavy to import; only these frames need it
     return bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=22, dport=40000)
                  / Raw(payload))
 
@@ -300,10 +301,8 @@ def test_a_hostile_payload_stops_at_the_step_cap_with_a_counted_error():
     """("a*b") over 1,000 bytes of 'a' backtracks quadratically (about 500,000 steps in
     Lua's matcher): it stops at the hook's cap, with the runtime error at the match's
     line and the hook's default verdict, never a result of its own."""
-    import luabpf
-    from luabpf.compiler.back import cost
     prog = luabpf.compile(_capped("a*b", None), "m.lua", hook="xdp")
-    steps = cost.PATTERN_STEPS["xdp"]
+    steps = XdpHook.pattern_steps
     with prog.load() as p:
         out = p.maps["out"]
         out[0] = 7
@@ -323,7 +322,6 @@ def test_a_hostile_payload_stops_at_the_step_cap_with_a_counted_error():
 def test_below_the_cap_the_result_is_luas_and_at_it_a_refusal(pattern):
     """Whatever the cap, a run gives Lua's own result or the runtime error: never another
     result. Large enough caps give Lua's result on every payload."""
-    import luabpf
     payloads = [b"", b"b", b"aaab", b"a" * 40, b"aaaa" + b"b" * 3, b"SSH-2.0-x", b"SSH-" + b"q" * 50,
                 b"xxyyzzw", b"xyzq" * 10, b"aaaaab", b"aab"]
     for bound in [1, 2, 3, 7, 30, 200, 3000]:
@@ -357,7 +355,6 @@ LITERAL_RUNS = ["abcdefghij", "^abcdefghij", "SSH%-2%.0%-", "xy%d%dzw", "(abcd)(
 def test_literal_runs_on_packet_views_compare_as_lua(pattern):
     """A view gives the matcher windows (one bounds check, literals compared 8, 4, 2 bytes
     at a time): matches at every offset, cut short at the payload's end, agree with Lua."""
-    import luabpf
     with luabpf.compile(_capped(pattern, None), "m.lua", hook="xdp").load() as p:
         out = p.maps["out"]
         text = b"--abcdefghijk SSH-2.0-x xy12zw a.cdefgh.abcdefgh"

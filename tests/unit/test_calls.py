@@ -14,7 +14,7 @@ import pytest
 import luabpf
 from luabpf.compiler.front.diagnostics import CompileError
 from luabpf.api import compile_function
-from luabpf.compiler.back import cost
+from luabpf.compiler.hooks.packet import XdpHook
 from luabpf.compiler.lower import calls
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -38,7 +38,7 @@ def test_a_run_that_makes_too_many_calls_is_over_budget_naming_the_calls():
     with pytest.raises(CompileError) as e:
         luabpf.compile(doubling_tree(20), filename="tree.lua", hook="xdp")
     (d,) = e.value.diagnostics
-    assert f"over the budget of xdp programs ({cost.BUDGETS['xdp']:,}): most of it in calls, f" \
+    assert f"over the budget of xdp programs ({XdpHook.budget:,}): most of it in calls, f" \
         in d.message
     first = d.message.split("most of it in calls, ")[1].split(" ")[0]      # the costliest
     assert f"{first} (up to " in d.message and "instructions a call)" in d.message
@@ -177,4 +177,4 @@ def test_a_loop_has_its_programs_bound_whether_called_or_inlined(calls_, bpf_fun
     assert ("count" in functions_of(prog)) == bpf_function
     trip = 50                                 # instructions one trip of the loop takes, at most
     calls_made = 2 if bpf_function else 1
-    assert prog.compiled.worst_case < calls_made * (cost.DEFAULT_BOUNDS["xdp"] + 1) * trip + 2000
+    assert prog.compiled.worst_case < calls_made * (XdpHook.loop_bound + 1) * trip + 2000

@@ -12,7 +12,7 @@ from luabpf.compiler.bpf.encode import resolve
 from luabpf.compiler.bpf.opcode import JumpOp
 from luabpf.compiler.front.diagnostics import CompileError
 from luabpf.compiler.hooks.function import FunctionHook
-from luabpf.compiler.hooks.packet import filter_hook
+from luabpf.compiler.hooks.packet import XdpHook, filter_hook
 from luabpf.compiler.program import compile_program
 
 R0, R1, R2 = I.Register.R0, I.Register.R1, I.Register.R2
@@ -122,7 +122,7 @@ end"""
 def test_a_hundred_million_iterations_is_over_the_packet_budget_at_the_loop():
     (d,) = refusal(LONG_LOOP)
     assert (d.line, d.col) == (4, 3)
-    assert f"over the budget of xdp programs ({cost.BUDGETS['xdp']:,})" in d.message
+    assert f"over the budget of xdp programs ({XdpHook.budget:,})" in d.message
     assert "the while loop at line 4 (bound 100,000,000" in d.message
     assert "--budget" in d.hint
 
@@ -131,7 +131,7 @@ def test_budget_option_raises_or_lowers_the_limit():
     assert compile_(LONG_LOOP, budget=10**10).worst_case > 100_000_000
     small = "function filter(hdr, pld)\n  local n = 0\n  --@bound 100\n  while n < 100 do n = n + 1 end\n  return true\nend"
     prog = compile_(small)
-    assert prog.estimate.total < 100 * 20 and prog.budget == cost.BUDGETS["xdp"]
+    assert prog.estimate.total < 100 * 20 and prog.budget == XdpHook.budget
     (d,) = refusal(small, budget=50)
     assert "over --budget (50)" in d.message and d.line == 4
 
@@ -182,8 +182,8 @@ def test_default_bounds_differ_per_hook():
     loop = "  local n = 0\n  while n < 5000 do n = n + 1 end\n"
     filt = compile_("function filter(hdr, pld)\n" + loop + "  return true\nend")
     func = compile_("function f()\n" + loop + "  return n\nend", function_hook(nargs=0))
-    assert _source_loop(filt, 3).info.bound == cost.DEFAULT_BOUNDS["xdp"] == 1024
-    assert _source_loop(func, 3).info.bound == cost.DEFAULT_BOUNDS["function"]
+    assert _source_loop(filt, 3).info.bound == XdpHook.loop_bound == 1024
+    assert _source_loop(func, 3).info.bound == FunctionHook.loop_bound
     assert _source_loop(compile_("function filter(hdr, pld)\n" + loop + "  return true\nend",
                                  max_loop=7), 3).info.bound == 7
 
@@ -204,7 +204,7 @@ def test_pattern_matching_is_held_to_the_budget_by_its_step_cap():
     prog = compile_(src)
     est = prog.estimate
     loop = _match_loop(prog, 2)
-    steps = cost.PATTERN_STEPS["xdp"]
+    steps = XdpHook.pattern_steps
     assert loop.info.budgeted and loop.info.bound == steps and loop.info.runs == steps + 1
     assert loop.total == (steps + 1) * loop.trip and loop.trip < 60
     assert est.held == est.total < prog.budget      # nothing left outside the budget
@@ -223,7 +223,7 @@ end"""
 def test_a_pattern_over_the_longest_view_or_a_long_segment_is_within_budget(subject, anchor):
     prog = compile_(LONG_SUBJECT.replace("tostring(pld)", subject).replace('find("', f'find("{anchor}'))
     assert prog.estimate.total <= prog.budget
-    assert _match_loop(prog, 3).info.bound == cost.PATTERN_STEPS["xdp"]
+    assert _match_loop(prog, 3).info.bound == XdpHook.pattern_steps
 
 
 def test_side_by_side_loops_of_one_match_are_named_once():
@@ -403,12 +403,12 @@ def test_matches_without_a_cap_share_the_most_the_budget_holds():
     caps = _caps(prog)
     fitted = caps[3]
     assert caps == {3: fitted, 4: fitted}
-    assert cost.FITTED_FLOOR <= fitted < cost.PATTERN_STEPS["xdp"]
+    assert cost.FITTED_FLOOR <= fitted < XdpHook.pattern_steps
     assert prog.estimate.total <= prog.budget
     stated = TWO_MATCHES.replace("  local k", f"  --@bound {fitted + 1}\n  local k").replace(
         "  local v", f"  --@bound {fitted + 1}\n  local v")
     assert refusal(stated)                         # one step more each: over the budget
-    assert set(_caps(compile_(TWO_MATCHES, budget=10**7)).values()) == {cost.PATTERN_STEPS["xdp"]}
+    assert set(_caps(compile_(TWO_MATCHES, budget=10**7)).values()) == {XdpHook.pattern_steps}
 
 
 def test_a_stated_cap_is_kept_and_the_others_fit_around_it():
@@ -420,7 +420,7 @@ def test_a_stated_cap_is_kept_and_the_others_fit_around_it():
 def test_no_cap_at_the_floor_fits_is_the_budget_error():
     (d,) = refusal(TWO_MATCHES, budget=20_000)
     assert "over --budget (20,000)" in d.message
-    assert f"at most {cost.PATTERN_STEPS['xdp']:,} steps" in d.message
+    assert f"at most {XdpHook.pattern_steps:,} steps" in d.message
 
 
 @pytest.mark.parametrize("statement", ["if s:find('a*b') then return false end",

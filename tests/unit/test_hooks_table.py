@@ -88,6 +88,11 @@ def test_a_hook_the_script_has_no_entry_for_is_a_compile_error():
         luabpf.compile(SCRIPTS["function"][0], "s.lua", hook="cpufreq")
     assert e.value.diagnostics[0].message == ("a cpufreq program needs a function "
                                               "throttle(cpu, cur, max, min)")
+    for hook, article in (("xdp", "an"), ("tc", "a")):
+        with pytest.raises(luabpf.CompileError) as e:
+            luabpf.compile(SCRIPTS["function"][0], "s.lua", hook=hook)
+        assert e.value.diagnostics[0].message == (f"{article} {hook} program needs a function "
+                                                  "filter(hdr, pld)")
 
 
 def test_compile_finds_the_hook_by_the_entry_functions():

@@ -404,7 +404,7 @@ def _program(lines: int) -> str:
 def test_parse_speed():
     """A 300-line file parses in about 15-20 ms (best of 5, on a loaded machine).
 
-    Speed targets belong to benchmarks (DESIGN §6); this bound is loose on purpose
+    Speed targets belong to benchmarks (bench/); this bound is loose on purpose
     and only catches gross regressions (an Earley parser, a parse tree walked twice).
     """
     src = _program(300)

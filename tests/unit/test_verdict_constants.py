@@ -94,8 +94,8 @@ def test_other_hooks_take_the_constants_as_integers():
 def test_without_a_hook_a_tc_script_is_compiled_for_tc():
     src = "function filter(hdr, pld)\n  if #pld > 1 then return tc.SHOT end\n  return tc.OK\nend"
     [(name, prog)] = compile_file(src, "v.lua", loops="bounded")
-    assert name == "tc/filter" and prog.compiled.hook.kind == "tc"
-    assert compile_for(src, None).compiled.hook.kind == "tc"
+    assert name == "tc/filter" and prog.compiled.hook.name == "tc"
+    assert compile_for(src, None).compiled.hook.name == "tc"
     src_xdp = src.replace("tc.SHOT", "xdp.DROP").replace("tc.OK", "xdp.PASS")
     [(name, _)] = compile_file(src_xdp, "v.lua", loops="bounded")
     assert name == "xdp/filter"
@@ -122,4 +122,4 @@ def test_without_a_hook_a_script_of_both_hooks_is_refused_naming_both_lines():
 def test_a_local_named_tc_is_not_the_library():
     src = ("function filter(hdr, pld)\n  local tc = 3\n  if #pld > tc then return xdp.DROP end\n"
            "end")
-    assert compile_for(src, None).compiled.hook.kind == "xdp"
+    assert compile_for(src, None).compiled.hook.name == "xdp"
