@@ -72,7 +72,7 @@ class LoadedScript(StateViews):
 
     def __init__(self, programs: list[CompiledProgram]):
         problem = load_problem([c.hook.prog_type for c in programs])
-        if problem is not None:           # named before any map is made (DESIGN §7)
+        if problem is not None:           # named before any map is made (docs/running.md, "Privileges")
             raise problem
         self.programs = list(programs)
         self.map_fds: dict[str, int] = {}
