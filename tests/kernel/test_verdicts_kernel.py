@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -16,23 +14,11 @@ import luabpf
 from luabpf.compiler.hooks.packet import ACTIONS, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS
 from luabpf.runtime.packets import udp_frame
 
+from cli_runner import TC_SCRIPT, run_luabpf
+
 pytestmark = pytest.mark.kernel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FRAME = udp_frame("10.0.0.1", "10.0.0.2", 1234, 53, b"payload")
-TC_SCRIPT = """
-function filter(hdr, pld)
-  if hdr.udp and hdr.udp.dport == 53 then
-    return tc.SHOT
-  end
-  return tc.OK
-end
-"""
-
-
-def luabpf_cli(*args):
-    return subprocess.run([sys.executable, "-m", "luabpf.cli", *args], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
 
 
 def verdict_of(src: str, hook: str) -> int:
@@ -60,7 +46,7 @@ def test_true_false_nil_mean_pass_and_drop_on_both_hooks(hook, passes, drops):
 def test_check_without_hook_judges_a_tc_script_as_tc(tmp_path):
     path = tmp_path / "tc_only.lua"
     path.write_text(TC_SCRIPT)
-    r = luabpf_cli("check", str(path))
+    r = run_luabpf("check", str(path))
     assert r.returncode == 0, r.stderr
     assert "tc/filter: verified by the kernel" in r.stdout and "xdp" not in r.stdout
 
@@ -68,7 +54,7 @@ def test_check_without_hook_judges_a_tc_script_as_tc(tmp_path):
 def test_test_without_hook_runs_a_tc_script_as_tc(tmp_path):
     path = tmp_path / "tc_only.lua"
     path.write_text(TC_SCRIPT)
-    r = luabpf_cli("test", str(path), "--json", "--packet", FRAME.hex())
+    r = run_luabpf("test", str(path), "--json", "--packet", FRAME.hex())
     assert r.returncode == 0, r.stderr
     [row] = [json.loads(line) for line in r.stdout.splitlines()]
     assert row["verdict"] == "TC_ACT_SHOT" and row["action"] == TC_ACT_SHOT
@@ -88,7 +74,7 @@ def test_run_refuses_the_other_hooks_constants_before_attaching(tmp_path, flag, 
         text = text.replace(old, new)
     path = tmp_path / "filter.lua"
     path.write_text(text)
-    r = luabpf_cli("run", str(path), flag, "lo", "--duration", "1",
+    r = run_luabpf("run", str(path), flag, "lo", "--duration", "1",
                    "--name", f"verdicts-test-{os.getpid()}")
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"{path}:{message}" in r.stderr

@@ -3,42 +3,29 @@ errors, `compile --asm`, `--version`, `--json` on failure. A real process, its o
 exit code. (What needs the kernel is tests/kernel/test_cli.py.)"""
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cli_runner import ROOT, json_failure, run_luabpf, write_script
+
 EXAMPLE = os.path.join(ROOT, "examples", "intmath.lua")
-
-
-def luabpf(*args):
-    return subprocess.run([sys.executable, "-m", "luabpf.cli", *args], capture_output=True,
-                          text=True, timeout=120)
-
-
-def write(tmp_path, name: str, text: str) -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
 
 
 @pytest.mark.parametrize("args", [[], ["bogus"], ["compile"], ["call", "x.lua"]])
 def test_usage_errors_exit_2(args):
-    r = luabpf(*args)
+    r = run_luabpf(*args)
     assert r.returncode == 2
     assert "usage:" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_missing_file_is_a_usage_error(tmp_path):
-    r = luabpf("compile", str(tmp_path / "nope.lua"))
+    r = run_luabpf("compile", str(tmp_path / "nope.lua"))
     assert r.returncode == 2 and "no such file" in r.stderr
 
 
 def test_compile_asm_shows_assembly_with_lua_lines():
-    r = luabpf("compile", EXAMPLE, "--asm")
+    r = run_luabpf("compile", EXAMPLE, "--asm")
     assert r.returncode == 0, r.stderr
     assert "; program function/gcd" in r.stdout
     assert "; while b ~= 0 do  @ line 10" in r.stdout
@@ -53,8 +40,8 @@ def test_compile_asm_shows_assembly_with_lua_lines():
     ("print(1)\n", 1, 1, "top-level code"),
 ])
 def test_compile_errors_are_located_with_the_source_line_and_a_caret(tmp_path, text, line, col, fragment):
-    path = write(tmp_path, "bad.lua", text)
-    r = luabpf("compile", path)
+    path = write_script(tmp_path, text, "bad.lua")
+    r = run_luabpf("compile", path)
     assert r.returncode == 1
     assert r.stderr.startswith(f"{path}:{line}:{col}: error: "), r.stderr
     assert fragment in r.stderr
@@ -62,16 +49,18 @@ def test_compile_errors_are_located_with_the_source_line_and_a_caret(tmp_path, t
 
 
 def test_a_script_with_every_kind_of_error_reports_them_all(tmp_path):
-    path = write(tmp_path, "bad.lua", "function f(x)\n  local a = 1.5\n  goto out\n  return y\nend\n")
-    r = luabpf("compile", path)
+    path = write_script(tmp_path, "function f(x)\n  local a = 1.5\n  goto out\n  return y\nend\n",
+                        "bad.lua")
+    r = run_luabpf("compile", path)
     assert r.returncode == 1
     assert r.stderr.count("error:") == 3, r.stderr
 
 
 def test_errors_of_every_function_are_reported_in_one_run(tmp_path):
-    path = write(tmp_path, "two.lua", "function f(n)\n  while n > 0 do n = n - 1 end\n  return n\nend\n"
-                                      "function g(n)\n  while n > 1 do n = n // 2 end\n  return n\nend\n")
-    r = luabpf("compile", path, "--loops", "bounded")
+    path = write_script(tmp_path, "function f(n)\n  while n > 0 do n = n - 1 end\n  return n\nend\n"
+                                  "function g(n)\n  while n > 1 do n = n // 2 end\n  return n\nend\n",
+                        "two.lua")
+    r = run_luabpf("compile", path, "--loops", "bounded")
     assert r.returncode == 1
     assert [l.split(": error")[0] for l in r.stderr.splitlines() if ": error:" in l] == \
         [f"{path}:2:3", f"{path}:6:3"], r.stderr
@@ -79,7 +68,7 @@ def test_errors_of_every_function_are_reported_in_one_run(tmp_path):
 
 def test_version_prints_the_package_version():
     from importlib.metadata import version
-    r = luabpf("--version")
+    r = run_luabpf("--version")
     assert (r.returncode, r.stdout, r.stderr) == (0, f"luabpf {version('luabpf')}\n", "")
 
 
@@ -89,7 +78,7 @@ SUBCOMMANDS = {"compile": ["x.lua"], "check": ["x.lua"], "call": ["x.lua", "f"],
 
 @pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
 def test_a_subcommands_usage_errors_show_its_own_usage(command):
-    r = luabpf(command, *SUBCOMMANDS[command], "--bogus")
+    r = run_luabpf(command, *SUBCOMMANDS[command], "--bogus")
     assert r.returncode == 2
     assert r.stderr.startswith(f"usage: luabpf {command} "), r.stderr
     assert r.stderr.rstrip().endswith(f"luabpf {command}: error: unrecognized arguments: --bogus")
@@ -98,7 +87,7 @@ def test_a_subcommands_usage_errors_show_its_own_usage(command):
 
 @pytest.mark.parametrize("command", ["compile", "check", "call", "test", "run"])
 def test_a_bad_max_loop_shows_the_subcommands_usage(command):
-    r = luabpf(command, *SUBCOMMANDS[command], "--max-loop", "0")
+    r = run_luabpf(command, *SUBCOMMANDS[command], "--max-loop", "0")
     assert r.returncode == 2
     assert r.stderr.startswith(f"usage: luabpf {command} "), r.stderr
     assert r.stderr.rstrip().endswith(
@@ -106,39 +95,30 @@ def test_a_bad_max_loop_shows_the_subcommands_usage(command):
         "9223372036854775807 (2^63 - 1), not 0")
 
 
-def failure(r, code: int) -> list[dict]:
-    """The --json failure line: the last line of stdout."""
-    assert r.returncode == code, (r.stdout, r.stderr)
-    last = json.loads(r.stdout.splitlines()[-1])
-    assert last["event"] == "error" and last["exit"] == code, last
-    for d in last["diagnostics"]:
-        assert set(d) == {"file", "line", "column", "message", "hint", "severity"}
-    return last["diagnostics"]
-
-
 @pytest.mark.parametrize("command", ["check", "call", "test", "run", "ls"])
 def test_json_usage_errors_are_json_too(command):
-    [d] = failure(luabpf(command, *SUBCOMMANDS[command], "--json", "--bogus"), 2)
+    [d] = json_failure(run_luabpf(command, *SUBCOMMANDS[command], "--json", "--bogus"), 2)
     assert d["message"] == "unrecognized arguments: --bogus" and d["severity"] == "error"
     assert d["hint"].startswith(f"usage: luabpf {command} ")
 
 
 def test_json_only_for_commands_that_take_it():
-    r = luabpf("compile", "x.lua", "--json")
+    r = run_luabpf("compile", "x.lua", "--json")
     assert r.returncode == 2 and r.stdout == "" and "unrecognized arguments: --json" in r.stderr
 
 
 def test_json_compile_errors_are_located(tmp_path):
-    path = write(tmp_path, "bad.lua", "function f(x)\n  local a = 1.5\n  return y\nend\n")
-    ds = failure(luabpf("check", path, "--json"), 1)
+    path = write_script(tmp_path, "function f(x)\n  local a = 1.5\n  return y\nend\n", "bad.lua")
+    ds = json_failure(run_luabpf("check", path, "--json"), 1)
     assert [(d["file"], d["line"], d["column"], d["severity"]) for d in ds] == \
         [(path, 2, 13, "error"), (path, 3, 10, "error")]
     assert "floating-point" in ds[0]["message"] and "unknown name 'y'" in ds[1]["message"]
-    assert "error:" in luabpf("check", path, "--json").stderr      # the text stays on stderr
+    assert "error:" in run_luabpf("check", path, "--json").stderr      # the text stays on stderr
 
 
 def test_json_usage_error_of_a_command(tmp_path):
-    [d] = failure(luabpf("test", str(tmp_path / "nope.lua"), "--packet", "00", "--json"), 2)
+    [d] = json_failure(run_luabpf("test", str(tmp_path / "nope.lua"), "--packet", "00", "--json"),
+                       2)
     assert d["message"] == f"{tmp_path / 'nope.lua'}: no such file"
-    [d] = failure(luabpf("call", EXAMPLE, "gcd", "1.5", "--json"), 2)
+    [d] = json_failure(run_luabpf("call", EXAMPLE, "gcd", "1.5", "--json"), 2)
     assert "'1.5' is not an integer" in d["message"]

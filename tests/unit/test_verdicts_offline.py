@@ -3,31 +3,13 @@ the verdicts of both packet hooks, naming both lines. (What each constant does i
 kernel is tests/kernel/test_verdicts_kernel.py.)"""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-TC_SCRIPT = """
-function filter(hdr, pld)
-  if hdr.udp and hdr.udp.dport == 53 then
-    return tc.SHOT
-  end
-  return tc.OK
-end
-"""
-
-
-def luabpf_cli(*args):
-    return subprocess.run([sys.executable, "-m", "luabpf.cli", *args], capture_output=True,
-                          text=True, timeout=120, cwd=ROOT)
+from cli_runner import TC_SCRIPT, run_luabpf
 
 
 def test_check_refuses_a_script_of_both_hooks_naming_both_lines(tmp_path):
     path = tmp_path / "both.lua"
     path.write_text(TC_SCRIPT.replace("tc.OK", "xdp.PASS"))
-    r = luabpf_cli("check", str(path))
+    r = run_luabpf("check", str(path))
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert f"{path}:6:10: error: this script uses verdicts of both packet hooks" in r.stderr
     assert "xdp.PASS (xdp) at line 6" in r.stderr and "tc.SHOT (tc) at line 4" in r.stderr
