@@ -12,7 +12,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -24,9 +23,9 @@ from luabpf.runtime.attach import link as bpflink
 from luabpf.runtime.attach.tc import clsact_filters, has_clsact
 from luabpf.runtime.attach.xdp import xdp_prog_id
 
-pytestmark = pytest.mark.kernel
+from cli_runner import DROP_2222, LUABPF_COMMAND, ROOT, run_luabpf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.kernel
 
 # (data, data_end) offsets in the context, verdicts (drop, pass) per hook:
 # struct xdp_md {data, data_end}; struct __sk_buff {…, data @76, data_end @80}.
@@ -58,15 +57,6 @@ DROP_2222_WITH_DATA = """
 Lpass:
     r0 = {ok}
     exit
-"""
-
-LUA_FILTER = """
-function filter(hdr, pld)
-  if hdr.tcp and hdr.tcp.sport == 2222 and #pld > 0 then
-    return false
-  end
-  return true
-end
 """
 
 
@@ -178,17 +168,12 @@ def test_attached_program_drops_the_traffic_it_should(veth, banner_exchange, hoo
 
 # ---- `luabpf run` killed: link semantics ------------------------------------------------
 
-def run_cli(*argv) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "luabpf.cli", *argv], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60)
-
-
 def start_run(tmp_path, end, *target) -> tuple[subprocess.Popen, dict]:
     script = tmp_path / "drop2222.lua"
-    script.write_text(LUA_FILTER)
+    script.write_text(DROP_2222)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "luabpf.cli", "run", str(script), *target, "--netns", end.netns,
-         "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        [*LUABPF_COMMAND, "run", str(script), *target, "--netns", end.netns, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     line = proc.stdout.readline()
     if not line:
         proc.kill()
@@ -217,7 +202,7 @@ def test_sigkilled_run_leaves_nothing_attached(tmp_path, veth, hook):
     assert bpflink.links_gone([event["link_id"]])    # released as the killed process's fds close
     assert "prog/xdp" not in ip_link(end)
     # the pins outlive the process; `luabpf ls` calls them stale and the next run removes them
-    listed = [json.loads(l) for l in run_cli("ls", "--json").stdout.splitlines()]
+    listed = [json.loads(l) for l in run_luabpf("ls", "--json").stdout.splitlines()]
     assert [r["alive"] for r in listed if r["name"] == "drop2222"] == [False]
     assert event["prog_id"] in set(kernel.prog_ids())           # held by its pin only
     again, _ = start_run(tmp_path, end, *target)

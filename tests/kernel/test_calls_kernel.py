@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "bench"))
 from gen_calls import doubling_tree, rule_file  # noqa: E402
 
+from cli_runner import run_luabpf  # noqa: E402
 from tests.diff.oracle import run_lua  # noqa: E402
 
 pytestmark = pytest.mark.kernel
@@ -106,9 +107,7 @@ def test_an_object_with_bpf_functions_loads_with_bpftool(tmp_path, pin_dir):
     src = tmp_path / "tree.lua"
     src.write_text(doubling_tree(14))
     obj = str(tmp_path / "tree.o")
-    made = subprocess.run([sys.executable, "-m", "luabpf.cli", "compile", str(src), "-o", obj,
-                           "--budget", "1000000"],
-                          capture_output=True, text=True, timeout=120)
+    made = run_luabpf("compile", str(src), "-o", obj, "--budget", "1000000")
     assert made.returncode == 0, made.stderr
     loaded = subprocess.run(["bpftool", "prog", "loadall", obj, pin_dir],
                             capture_output=True, text=True, timeout=60)

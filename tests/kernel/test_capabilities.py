@@ -16,13 +16,14 @@ import tempfile
 
 import pytest
 
+from cli_runner import ROOT, run_luabpf
+
 pytestmark = [pytest.mark.kernel,
               pytest.mark.skipif(shutil.which("setpriv") is None,
                                  reason="setpriv (util-linux) is needed to change capabilities"),
               pytest.mark.skipif(os.geteuid() != 0, reason="only root can run as nobody with chosen "
                                                            "capabilities")]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FILTER = 'function filter(hdr, pld)\n  if hdr.tcp and hdr.tcp.dport == 22 then return false end\n' \
          '  return true\nend\n'
 FUNCTION = "function f(a)\n  return a * 2\nend\n"
@@ -90,9 +91,7 @@ def as_nobody(caps: str, *argv, timeout: float = 60) -> subprocess.CompletedProc
 
 def as_root_with(caps: str, *argv, timeout: float = 60) -> subprocess.CompletedProcess:
     """`luabpf ARGV…` as root whose capabilities are only `caps`."""
-    wrap = ["setpriv", f"--bounding-set=-all,{caps}", f"--inh-caps=-all,{caps}"]
-    return subprocess.run([*wrap, sys.executable, "-m", "luabpf.cli", *argv], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
+    return run_luabpf(*argv, capabilities=caps, timeout=timeout)
 
 
 def one_sentence(r) -> str:

@@ -5,31 +5,25 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
 import luabpf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cli_runner import ROOT, run_luabpf
+
 SSH = os.path.join(ROOT, "examples", "ssh_filter.lua")
-
-
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "luabpf.cli", *args], capture_output=True,
-                          text=True, timeout=120)
 
 
 # ---- in the kernel (what needs none is tests/unit/test_cost_cli_offline.py) -------------
 
 @pytest.mark.kernel
 def test_check_prints_the_worst_case_next_to_the_instruction_count():
-    r = cli("check", SSH)
+    r = run_luabpf("check", SSH)
     assert r.returncode == 0, r.stderr
     assert "instructions, worst case " in r.stdout
     assert "counting" not in r.stdout            # the match is held to the budget: one figure
-    r = cli("check", SSH, "--json")
+    r = run_luabpf("check", SSH, "--json")
     (row,) = json.loads(r.stdout)
     # the banner match, held by its step cap, is most of the worst case and within budget
     assert row["worst_case_budgeted"] == row["worst_case"] <= row["budget"] == 200_000
@@ -61,7 +55,7 @@ def test_check_names_the_unbudgeted_byte_loops_as_what_they_are(tmp_path):
     second figure says so (pattern matching, budgeted, no longer has one)."""
     path = tmp_path / "order.lua"
     path.write_text("function filter(hdr, pld)\n  return pld:segment(0, 10) < pld:segment(10, 10)\nend\n")
-    r = cli("check", str(path))
+    r = run_luabpf("check", str(path))
     assert r.returncode == 0, r.stderr
     assert "counting luabpf's loops over string bytes at their worst" in r.stdout
     assert "pattern" not in r.stdout

@@ -17,7 +17,6 @@ import os
 import queue
 import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -26,15 +25,11 @@ import pytest
 import luabpf
 from luabpf.runtime import pins
 
+from cli_runner import LUABPF_COMMAND, ROOT, run_luabpf
+
 pytestmark = pytest.mark.kernel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PORT = 9999
-
-
-def cli(*argv, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "luabpf.cli", *argv], capture_output=True,
-                          text=True, cwd=ROOT, timeout=60, **kw)
 
 
 class Run:
@@ -43,7 +38,7 @@ class Run:
     def __init__(self, example: str, end, name: str):
         self.name = name
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "luabpf.cli", "run", os.path.join(ROOT, "examples", example),
+            [*LUABPF_COMMAND, "run", os.path.join(ROOT, "examples", example),
              "--xdp", end.dev, "--netns", end.netns, "--json", "--name", name],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
         self.lines: queue.Queue = queue.Queue()
@@ -153,7 +148,7 @@ def test_rate_limiter_holds_a_flood_while_another_source_passes(veth):
     traffic = Traffic(veth)
     run = Run("rate_limit.lua", veth.b, name)
     try:
-        assert cli("set", name, "RATE=40").returncode == 0
+        assert run_luabpf("set", name, "RATE=40").returncode == 0
         polite_sender = veth.a.start(send, polite, veth.b.addr, 30, gap=0.01)
         flood_sent = veth.a.call(send, flooder, veth.b.addr, 3000)
         polite_sent = polite_sender.result(30)
@@ -191,13 +186,13 @@ def test_set_changes_a_running_filters_threshold_for_the_next_packets(veth):
         first = run.next(lambda e: e["event"] == "print")
         assert first is not None and first["values"][1] == 1000
 
-        listed = cli("ls", "--json")
+        listed = run_luabpf("ls", "--json")
         assert listed.returncode == 0, listed.stderr
         rows = [json.loads(l) for l in listed.stdout.splitlines()]
         mine = [r for r in rows if r["name"] == name]
         assert mine and mine[0]["alive"] and mine[0]["globals"] == {"MAX_LEN": 1000}
 
-        changed = cli("set", name, "MAX_LEN=100")
+        changed = run_luabpf("set", name, "MAX_LEN=100")
         assert changed.returncode == 0, changed.stderr
         assert "MAX_LEN = 100 (was 1000)" in changed.stdout
         veth.a.call(send, src, dst, 5, size=500, gap=0.01)
@@ -227,7 +222,7 @@ def test_set_refuses_unknown_targets_globals_and_wrong_types(veth):
             (("set", name, "MAX_LEN=ten"), 2, "is not an integer"),
         ]
         for argv, code, words in cases:
-            r = cli(*argv)
+            r = run_luabpf(*argv)
             assert r.returncode == code, (argv, r.stderr)
             assert words in r.stderr and "Traceback" not in r.stderr, (argv, r.stderr)
         with luabpf.open_running(name) as running:
@@ -248,9 +243,7 @@ def test_without_permission_to_the_pins_one_sentence_and_exit_1(veth):
     try:
         os.chown(path, 65534, 65534)
         for argv in (("ls",), ("set", name, "MAX_LEN=5")):
-            r = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all",
-                                sys.executable, "-m", "luabpf.cli", *argv],
-                               capture_output=True, text=True, cwd=ROOT, timeout=60)
+            r = run_luabpf(*argv, capabilities="")
             lines = [l for l in r.stderr.splitlines() if l.strip()]
             assert r.returncode == 1, (argv, r.stdout, r.stderr)
             assert len(lines) == 1 and "permission denied" in lines[0], (argv, r.stderr)
@@ -288,14 +281,15 @@ def test_a_name_already_running_is_refused(veth):
     name = f"dup-{veth.token}"
     run = Run("udp_threshold.lua", veth.b, name)
     try:
-        r = cli("run", os.path.join(ROOT, "examples", "udp_threshold.lua"), "--xdp", veth.a.dev,
-                "--netns", veth.a.netns, "--name", name, "--duration", "0.2")
+        r = run_luabpf("run", os.path.join(ROOT, "examples", "udp_threshold.lua"),
+                       "--xdp", veth.a.dev, "--netns", veth.a.netns, "--name", name,
+                       "--duration", "0.2")
         assert r.returncode == 1
         assert f"{name} is already running (pid {run.attached['pid']})" in r.stderr
         assert "Traceback" not in r.stderr
         assert "prog/xdp" not in veth.a.run(["ip", "link", "show", veth.a.dev]).stdout
-        bad = cli("run", os.path.join(ROOT, "examples", "udp_threshold.lua"), "--xdp", veth.a.dev,
-                  "--netns", veth.a.netns, "--name", "no/slashes")
+        bad = run_luabpf("run", os.path.join(ROOT, "examples", "udp_threshold.lua"),
+                         "--xdp", veth.a.dev, "--netns", veth.a.netns, "--name", "no/slashes")
         assert bad.returncode == 2 and "--name" in bad.stderr
     finally:
         run.stop()
@@ -327,7 +321,7 @@ def test_verdicts_are_counted_when_asked_and_runtime_errors_count_as_the_default
 def test_a_tracepoint_script_runs_with_no_flag_and_a_sigkill_detaches_it(tmp_path):
     from luabpf.runtime.attach import link as bpflink
     proc = subprocess.Popen(
-        [sys.executable, "-m", "luabpf.cli", "run", os.path.join(ROOT, "examples", "idle_count.lua"),
+        [*LUABPF_COMMAND, "run", os.path.join(ROOT, "examples", "idle_count.lua"),
          "--json", "--name", f"tp-{os.getpid()}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
@@ -347,7 +341,7 @@ def test_a_tracepoint_script_runs_with_no_flag_and_a_sigkill_detaches_it(tmp_pat
             proc.kill()
         proc.communicate(timeout=10)
     assert bpflink.links_gone(link["link_ids"])
-    listed = [json.loads(l) for l in cli("ls", "--json").stdout.splitlines()]
+    listed = [json.loads(l) for l in run_luabpf("ls", "--json").stdout.splitlines()]
     mine = [r for r in listed if r["name"] == f"tp-{os.getpid()}"]
     assert [r["alive"] for r in mine] == [False]
     pins.clean_stale(f"tp-{os.getpid()}")

@@ -13,22 +13,20 @@ import ctypes.util
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
 from luabpf.runtime import features, kernel
 
+from cli_runner import ROOT, run_luabpf
+
 pytestmark = pytest.mark.kernel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EXAMPLES = sorted(f for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".lua"))
 
 
 def compile_object(example: str, out: str, *extra) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "luabpf.cli", "compile",
-                           os.path.join(ROOT, "examples", example), "-o", out, *extra],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return run_luabpf("compile", os.path.join(ROOT, "examples", example), "-o", out, *extra)
 
 
 @pytest.fixture

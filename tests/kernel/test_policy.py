@@ -22,20 +22,16 @@ from luabpf.runtime.attach.perf import attach_tracepoint, online_cpus
 from luabpf.runtime.cpufreq import SysfsTree, make_simulated
 from luabpf.runtime.load import LoadedScript
 
+from cli_runner import LUABPF_COMMAND, ROOT, run_luabpf
+
 pytestmark = pytest.mark.kernel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FREQS = (800000, 1200000, 1600000, 2000000, 2400000)
 LOW, HIGH = FREQS[0], FREQS[-1]
 
 
 def example(name: str) -> str:
     return os.path.join(ROOT, "examples", name)
-
-
-def cli(*argv, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "luabpf.cli", *argv], capture_output=True,
-                          text=True, cwd=ROOT, timeout=timeout)
 
 
 def tree(tmp_path, start: int, temp: int = 40) -> SysfsTree:
@@ -69,8 +65,7 @@ def run_policy(script: str, t: SysfsTree, until, *extra, during=None, limit: flo
     work can make a CPU briefly busy), then SIGTERM; its JSON lines. `during`, if given,
     is called once the policy is attached."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "luabpf.cli", "run", script, "--cpufreq", "--sysfs-root", t.root,
-         "--json", *extra],
+        [*LUABPF_COMMAND, "run", script, "--cpufreq", "--sysfs-root", t.root, "--json", *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         first = proc.stdout.readline()
@@ -155,7 +150,7 @@ def test_luabpf_set_retunes_a_running_policy(tmp_path):
         while time.monotonic() < deadline and final_freqs(t) != {HIGH}:
             time.sleep(0.05)
         seen["before"] = final_freqs(t)
-        r = cli("set", "overheat", "overheated=50")
+        r = run_luabpf("set", "overheat", "overheated=50")
         assert r.returncode == 0, r.stderr
 
     with Spinners():
@@ -203,8 +198,8 @@ def test_tracepoint_args_are_decoded_from_real_events():
 
 
 def test_a_missing_tree_is_one_sentence(tmp_path):
-    r = cli("run", example("ondemand.lua"), "--cpufreq", "--sysfs-root", str(tmp_path / "nope"),
-            "--duration", "0.5")
+    r = run_luabpf("run", example("ondemand.lua"), "--cpufreq",
+                   "--sysfs-root", str(tmp_path / "nope"), "--duration", "0.5")
     lines = [l for l in r.stderr.splitlines() if l.strip()]
     assert r.returncode == 1 and len(lines) == 1, r.stderr
     assert str(tmp_path / "nope") in lines[0] and "Traceback" not in r.stderr
@@ -214,8 +209,8 @@ def test_a_killed_policy_detaches_and_the_next_run_puts_its_governors_back(tmp_p
     from luabpf.runtime.attach import link as bpflink
     t = tree(tmp_path, HIGH)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "luabpf.cli", "run", example("ondemand.lua"), "--cpufreq",
-         "--sysfs-root", t.root, "--json"],
+        [*LUABPF_COMMAND, "run", example("ondemand.lua"), "--cpufreq", "--sysfs-root", t.root,
+         "--json"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         attached = json.loads(proc.stdout.readline())

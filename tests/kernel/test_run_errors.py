@@ -14,30 +14,25 @@ import json
 import os
 import secrets
 import subprocess
-import sys
 import time
 
 import pytest
 
 from luabpf.runtime import pins
 
+from cli_runner import LUABPF_COMMAND, ROOT, run_luabpf
+
 pytestmark = pytest.mark.kernel
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FILTER = os.path.join(ROOT, "examples", "udp_threshold.lua")
 TRACEPOINTS = os.path.join(ROOT, "examples", "idle_count.lua")
-
-
-def cli(*argv, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "luabpf.cli", *argv], capture_output=True,
-                          text=True, cwd=ROOT, timeout=timeout)
 
 
 class Background:
     """`luabpf run … --json` in the background, its "attached" line read."""
 
     def __init__(self, *argv):
-        self.proc = subprocess.Popen([sys.executable, "-m", "luabpf.cli", "run", *argv, "--json"],
+        self.proc = subprocess.Popen([*LUABPF_COMMAND, "run", *argv, "--json"],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      cwd=ROOT)
         line = self.proc.stdout.readline()
@@ -75,8 +70,8 @@ def test_a_device_another_run_holds_names_that_run(veth):
     name = f"hold-{veth.token}"
     first = Background(FILTER, "--xdp", veth.b.dev, "--netns", veth.b.netns, "--name", name)
     try:
-        r = cli("run", FILTER, "--xdp", veth.b.dev, "--netns", veth.b.netns,
-                "--name", f"second-{veth.token}", "--duration", "0.2")
+        r = run_luabpf("run", FILTER, "--xdp", veth.b.dev, "--netns", veth.b.netns,
+                       "--name", f"second-{veth.token}", "--duration", "0.2")
         line = one_line(r)
         assert line == (f"luabpf: {veth.b.dev} (network namespace {veth.b.netns}) already has an "
                         f"XDP program: attached by luabpf run '{name}', pid {first.proc.pid} (see "
@@ -93,8 +88,8 @@ def test_a_device_another_process_holds_says_what_removes_it(veth, use_link):
     prog = luabpf.compile("function filter(hdr, pld)\n  return true\nend\n", "p.lua", "xdp")
     with prog.load() as loaded, attach(loaded.fd, Target("xdp", veth.a.dev), netns=veth.a.netns,
                                        use_link=use_link) as link:
-        r = cli("run", FILTER, "--xdp", veth.a.dev, "--netns", veth.a.netns,
-                "--name", f"other-{veth.token}", "--duration", "0.2")
+        r = run_luabpf("run", FILTER, "--xdp", veth.a.dev, "--netns", veth.a.netns,
+                       "--name", f"other-{veth.token}", "--duration", "0.2")
         line = one_line(r)
         head = (f"luabpf: {veth.a.dev} (network namespace {veth.a.netns}) already has an XDP "
                 f"program (id {link.prog_id})")
@@ -110,12 +105,13 @@ def test_a_device_another_process_holds_says_what_removes_it(veth, use_link):
 # ---- which namespace has the device -------------------------------------------------------
 
 def test_a_device_in_another_named_namespace_says_which(veth):
-    r = cli("run", FILTER, "--xdp", veth.a.dev, "--duration", "0.2", "--name", f"ns-{veth.token}")
+    r = run_luabpf("run", FILTER, "--xdp", veth.a.dev, "--duration", "0.2",
+                   "--name", f"ns-{veth.token}")
     assert one_line(r) == (f"luabpf: {veth.a.dev}: no such network interface in this network "
                            f"namespace; network namespace '{veth.a.netns}' has one (--netns "
                            f"{veth.a.netns})")
-    r = cli("run", FILTER, "--tc", veth.a.dev, "--netns", veth.b.netns, "--duration", "0.2",
-            "--name", f"ns-{veth.token}")
+    r = run_luabpf("run", FILTER, "--tc", veth.a.dev, "--netns", veth.b.netns, "--duration", "0.2",
+                   "--name", f"ns-{veth.token}")
     assert one_line(r) == (f"luabpf: {veth.a.dev}: no such network interface in network namespace "
                            f"{veth.b.netns}; network namespace '{veth.a.netns}' has one (--netns "
                            f"{veth.a.netns})")
@@ -125,8 +121,8 @@ def test_a_device_of_this_namespace_asked_in_another_says_leave_out_netns(veth):
     dev = f"lbr{veth.token}"
     subprocess.run(["ip", "link", "add", dev, "type", "veth", "peer", "name", dev + "p"], check=True)
     try:
-        r = cli("run", FILTER, "--xdp", dev, "--netns", veth.b.netns, "--duration", "0.2",
-                "--name", f"own-{veth.token}")
+        r = run_luabpf("run", FILTER, "--xdp", dev, "--netns", veth.b.netns, "--duration", "0.2",
+                       "--name", f"own-{veth.token}")
         assert one_line(r) == (f"luabpf: {dev}: no such network interface in network namespace "
                                f"{veth.b.netns}; this process's own namespace has one (leave out "
                                f"--netns)")
@@ -146,11 +142,12 @@ def test_a_device_in_a_process_namespace_says_which_and_the_hint_works():
         subprocess.run(["nsenter", "-t", str(holder.pid), "-n", "ip", "link", "add", dev, "type",
                         "veth", "peer", "name", dev + "p"], check=True)
         name = f"pns-{dev}"
-        r = cli("run", FILTER, "--xdp", dev, "--duration", "0.2", "--name", name)
+        r = run_luabpf("run", FILTER, "--xdp", dev, "--duration", "0.2", "--name", name)
         assert one_line(r) == (f"luabpf: {dev}: no such network interface in this network "
                                f"namespace; the namespace of pid {holder.pid} (sleep) has one "
                                f"(--netns {ns})")
-        ok = cli("run", FILTER, "--xdp", dev, "--netns", ns, "--duration", "0.2", "--name", name)
+        ok = run_luabpf("run", FILTER, "--xdp", dev, "--netns", ns, "--duration", "0.2",
+                        "--name", name)
         assert ok.returncode == 0, ok.stderr
         assert f"xdp on {dev} in netns {ns}" in ok.stderr
     finally:
@@ -159,7 +156,7 @@ def test_a_device_in_a_process_namespace_says_which_and_the_hint_works():
 
 
 def test_no_such_device_anywhere_says_only_that():
-    r = cli("run", FILTER, "--xdp", "nosuchdev9", "--duration", "0.2")
+    r = run_luabpf("run", FILTER, "--xdp", "nosuchdev9", "--duration", "0.2")
     assert one_line(r) == "luabpf: nosuchdev9: no such network interface in this network namespace"
 
 
@@ -177,20 +174,20 @@ def test_run_removes_its_own_stale_pins_only_and_ls_prune_the_others():
     try:
         stale(mine)
         stale(other)
-        r = cli("run", TRACEPOINTS, "--name", mine, "--duration", "0.2")
+        r = run_luabpf("run", TRACEPOINTS, "--name", mine, "--duration", "0.2")
         assert r.returncode == 0, r.stderr
         assert "luabpf: removed the pins of " + mine in r.stderr
         assert os.path.isdir(os.path.join(pins.root(), other))         # not its to remove
         note = next(l for l in r.stderr.splitlines() if "stale pins of" in l)
         assert other in note and note.endswith("remain (their runs are gone); `luabpf ls --prune` "
                                                "removes them")
-        rows = [json.loads(l) for l in cli("ls", "--json").stdout.splitlines()]
+        rows = [json.loads(l) for l in run_luabpf("ls", "--json").stdout.splitlines()]
         assert [r["alive"] for r in rows if r["name"] == other] == [False]
-        listed = cli("ls")
+        listed = run_luabpf("ls")
         assert listed.returncode == 0
         assert "stale run" in listed.stdout and "(the process is gone): `luabpf ls --prune` " \
             "removes their pins" in listed.stdout
-        pruned = cli("ls", "--prune", "--json")
+        pruned = run_luabpf("ls", "--prune", "--json")
         assert pruned.returncode == 0, pruned.stderr
         events = [json.loads(l) for l in pruned.stdout.splitlines()]
         assert {"event": "pruned", "name": other, "path": os.path.join(pins.root(), other),
@@ -225,20 +222,20 @@ def test_a_killed_policys_pins_go_with_the_next_policy_on_its_tree_or_ls_prune(t
         Background(policy, "--cpufreq", "--sysfs-root", trees[1].root, "--name", second).kill()
         assert governors(trees[0]) == governors(trees[1]) == {"userspace"}
         # a tracepoint run leaves both alone
-        r = cli("run", TRACEPOINTS, "--name", f"tp-{token}", "--duration", "0.2")
+        r = run_luabpf("run", TRACEPOINTS, "--name", f"tp-{token}", "--duration", "0.2")
         assert r.returncode == 0, r.stderr
         assert all(os.path.isdir(os.path.join(pins.root(), n)) for n in (first, second))
         assert governors(trees[0]) == {"userspace"}
         # a policy on tree 0 (another NAME) takes over the first's CPUs: restores, removes
-        r = cli("run", policy, "--cpufreq", "--sysfs-root", trees[0].root, "--name",
-                f"pol3-{token}", "--duration", "0.3")
+        r = run_luabpf("run", policy, "--cpufreq", "--sysfs-root", trees[0].root, "--name",
+                       f"pol3-{token}", "--duration", "0.3")
         assert r.returncode == 0, r.stderr
         assert f"luabpf: removed the pins of {first} (pid " in r.stderr
         assert not os.path.exists(os.path.join(pins.root(), first))
         assert governors(trees[0]) == {"schedutil"}
         assert os.path.isdir(os.path.join(pins.root(), second))     # another tree's
         assert governors(trees[1]) == {"userspace"}
-        pruned = cli("ls", "--prune")
+        pruned = run_luabpf("ls", "--prune")
         assert f"removed the pins of {second} (pid " in pruned.stdout, pruned.stderr
         assert governors(trees[1]) == {"schedutil"}
     finally:

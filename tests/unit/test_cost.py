@@ -15,6 +15,8 @@ from luabpf.compiler.hooks.function import FunctionHook
 from luabpf.compiler.hooks.packet import XdpHook, filter_hook
 from luabpf.compiler.program import compile_program
 
+from cli_runner import LONG_LOOP
+
 R0, R1, R2 = I.Register.R0, I.Register.R1, I.Register.R2
 
 
@@ -107,16 +109,6 @@ def refusal(src: str, hook="xdp", **options):
 
 def function_hook(name="f", nargs=1):
     return FunctionHook(entry=name, arg_kinds=("int",) * nargs)
-
-
-LONG_LOOP = """function filter(hdr, pld)
-  local n = 0
-  --@bound 100000000
-  while n < 100000000 do
-    n = n + 1
-  end
-  return true
-end"""
 
 
 def test_a_hundred_million_iterations_is_over_the_packet_budget_at_the_loop():

@@ -4,12 +4,10 @@ are tests/kernel/test_objects.py.)"""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from cli_runner import ROOT, run_luabpf
 
 
 @pytest.mark.parametrize("source,words", [
@@ -23,15 +21,12 @@ def test_a_map_whose_symbol_clashes_is_a_clear_error(tmp_path, source, words):
     script = tmp_path / "clash.lua"
     script.write_text(source)
     out = tmp_path / "clash.o"
-    r = subprocess.run([sys.executable, "-m", "luabpf.cli", "compile", str(script), "-o", str(out)],
-                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    r = run_luabpf("compile", str(script), "-o", str(out))
     assert r.returncode == 1 and words in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not out.exists()
 
 
 def test_an_unwritable_output_is_a_usage_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "luabpf.cli", "compile",
-                        os.path.join(ROOT, "examples", "icmp_guard.lua"), "-o",
-                        str(tmp_path / "no" / "such" / "dir.o")],
-                       capture_output=True, text=True, cwd=ROOT, timeout=60)
+    r = run_luabpf("compile", os.path.join(ROOT, "examples", "icmp_guard.lua"), "-o",
+                   str(tmp_path / "no" / "such" / "dir.o"))
     assert r.returncode == 2 and "cannot write it" in r.stderr
