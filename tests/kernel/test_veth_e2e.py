@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import pytest
 
@@ -23,9 +22,9 @@ from luabpf.runtime import kernel
 from luabpf.runtime.attach import Target, attach
 from luabpf.runtime.attach import link as bpflink
 
-pytestmark = pytest.mark.kernel
+from cli_runner import LUABPF_COMMAND, ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+pytestmark = pytest.mark.kernel
 
 # The paper's Figure 2 as examples/ssh_filter.lua has it (see the note there on [^-%G]).
 with open(os.path.join(ROOT, "examples", "ssh_filter.lua"), encoding="utf-8") as _f:
@@ -71,8 +70,8 @@ def test_ssh_filter_with_luabpf_run(tmp_path, veth, banner_exchange, where):
     script.write_text(SSH_FILTER)
     flag = ["--tc", f"{end.dev}:egress"] if hook == "tc" else ["--xdp", end.dev]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "luabpf.cli", "run", str(script), *flag, "--netns", end.netns,
-         "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        [*LUABPF_COMMAND, "run", str(script), *flag, "--netns", end.netns, "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     try:
         line = proc.stdout.readline()
         assert line, proc.communicate(timeout=10)[1]
