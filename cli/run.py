@@ -18,11 +18,16 @@ as it comes, "stats" each second, "detached". It detaches and unpins on Ctrl-C,
 SIGTERM or SIGHUP, after `--duration S`, or when the device goes away; a SIGKILL
 detaches too (the link dies with the process) and the next `run` removes the pins.
 
-`luabpf set` and `luabpf ls`, which work on what `run` pinned, are `pins`'s.
+`--map NAME=@FILE` fills a map from a map file (runtime/mapdata.py reads and checks it
+against the map's types after compiling, before anything is loaded) once the program is
+loaded and before it is attached.
+
+`luabpf set` and `luabpf ls`, which work on what `run` pinned, are `pins`'s; `luabpf map`
+is `maps`'s.
 
 Exit codes: 0; 1 when the program failed to compile, verify or attach, raised
-runtime errors while running, or `set` named an unknown program, global or a
-value of the wrong type; 2 for malformed arguments.
+runtime errors while running, a --map file is wrong or names no map of the script;
+2 for malformed arguments (a --map file that cannot be read too).
 """
 from __future__ import annotations
 
@@ -174,6 +179,9 @@ def cmd_run(args) -> int:
                 err.print(f"luabpf: run-time statistics are off ({e.strerror})", markup=False)
             for map_name, path, entries in seeds:       # filled before anything runs
                 loaded.maps[map_name].store_entries(entries, path)
+                if not args.json:
+                    err.print(f"luabpf: map {map_name}: {len(entries)} entr"
+                              f"{'y' if len(entries) == 1 else 'ies'} from {path}", markup=False)
             session = _Session(kind)
             try:               # a failure (AttachError, PinError…) is cli.report's to show
                 session.attach(args, loaded)

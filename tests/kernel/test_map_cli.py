@@ -22,6 +22,7 @@ import time
 import pytest
 
 import luabpf
+from luabpf.compiler.bpf.uapi import XDP_DROP, XDP_PASS
 from luabpf.runtime import kernel, pins
 from luabpf.runtime.mapdata import MapFileError
 from luabpf.runtime.packets import udp_frame
@@ -50,7 +51,6 @@ function filter(hdr, pld)
   return true
 end
 """
-XDP_DROP, XDP_PASS = 1, 2
 
 
 class Run:
@@ -346,6 +346,21 @@ def test_a_bad_map_file_attaches_nothing(veth, blocklist, tmp_path, flag, file_t
     if code == 1 and flag != "counts":
         assert (d["file"], d["line"]) == (file, int(message.split(":")[1]))
     assert "prog/xdp" not in veth.b.run(["ip", "link", "show", veth.b.dev]).stdout
+    assert not os.path.exists(os.path.join(pins.root(), name))
+
+
+def test_the_text_view_says_what_each_file_filled(veth, blocklist, tmp_path):
+    ports = write_script(tmp_path, "53\n", "ports.txt")
+    limits = write_script(tmp_path, "0 10\n1 10\n", "limits.txt")
+    name = f"txt-{veth.token}"
+    r = run_luabpf("run", blocklist, "--xdp", veth.b.dev, "--netns", veth.b.netns, "--name",
+                   name, "--map", f"blocked=@{ports}", "--map", f"limits=@{limits}",
+                   "--duration", "0.3")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    assert lines[:2] == [f"luabpf: map blocked: 1 entry from {ports}",
+                         f"luabpf: map limits: 2 entries from {limits}"]
+    assert "map blocked" in r.stdout and "53: 1" in r.stdout      # the final view's maps
     assert not os.path.exists(os.path.join(pins.root(), name))
 
 
