@@ -1,7 +1,8 @@
 """The `luabpf` command: its argument parser and `main`.
 
 Owns the subcommand table and running a subcommand: `build` (compile, check, call,
-inspect, demo), `packets` (test), `run` (run) and `pins` (set, ls) each add their own.
+inspect, demo), `packets` (test), `run` (run), `pins` (set, ls) and `maps` (map) each
+add their own.
 A usage error shows the usage of the subcommand it concerns.
 """
 from __future__ import annotations
@@ -11,9 +12,10 @@ import os
 import sys
 
 from luabpf import __version__
-from luabpf.cli import help, packets, pins, run
+from luabpf.cli import help, maps, packets, pins, run
 from luabpf.cli.build import cmd_call, cmd_check, cmd_compile, cmd_demo, cmd_inspect
 from luabpf.compiler.hooks.table import HOOK_NAMES
+from luabpf.runtime.mapdata import MapDataError
 from luabpf.cli.common import (EXIT_ERROR, EXIT_OK, EXIT_USAGE, ArgumentError, Parser, UsageError,
                                add_cost_flags, diagnostic, emit_failure, err, report, usage_failed)
 
@@ -78,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     packets.add_commands(sub)
     run.add_commands(sub)
     pins.add_commands(sub)
+    maps.add_commands(sub)
     help.add_commands(sub)
     return p
 
@@ -114,7 +117,7 @@ def run_command(args) -> int:
     except KeyboardInterrupt:
         return EXIT_ERROR
     except Exception as e:  # every failure a user can cause becomes one message
-        if isinstance(e, UsageError):
+        if isinstance(e, UsageError) or isinstance(e, MapDataError) and e.usage:
             return usage_failed(args, e)
         if isinstance(e, BrokenPipeError):      # `luabpf test … | head`: the reader left
             devnull = os.open(os.devnull, os.O_WRONLY)

@@ -21,6 +21,7 @@ from luabpf.runtime.attach import AttachError
 from luabpf.runtime.cpufreq import CpufreqError
 from luabpf.runtime.errors import BpfError, PermissionProblem
 from luabpf.runtime.load import LoadError
+from luabpf.runtime.mapdata import MapDataError, MapFileError, parse_integer
 from luabpf.runtime.pins import PinError
 from luabpf.runtime.tracefs import TracefsError
 
@@ -100,13 +101,11 @@ def parse_value(text: str):
     if lowered == "nil":
         return None
     try:
-        value = int(text, 0)
-    except ValueError:
-        raise UsageError(f"{text!r} is not an integer, true, false or nil") from None
-    if lowered.lstrip("+-").startswith("0x"):            # hex wraps around, as Lua's literals do
-        return (value + (1 << 63)) % (1 << 64) - (1 << 63)
-    if not -(1 << 63) <= value < (1 << 63):
-        raise UsageError(f"{text} does not fit a 64-bit integer (decimal numbers do not wrap)")
+        value = parse_integer(text)                      # hex wraps around, as Lua's literals do
+    except OverflowError:
+        raise UsageError(f"{text} does not fit a 64-bit integer (decimal numbers do not wrap)") from None
+    if value is None:
+        raise UsageError(f"{text!r} is not an integer, true, false or nil")
     return value
 
 
@@ -172,6 +171,8 @@ def diagnostics_of(e: Exception, file: str | None) -> list[dict]:
                            e.line)]
     if isinstance(e, LuaRuntimeError):
         return [diagnostic(e.message, e.file, e.line)]
+    if isinstance(e, MapFileError):
+        return [diagnostic(e.reason, e.file, e.line)]
     return [diagnostic(_message(e), file)]
 
 
@@ -206,4 +207,4 @@ def _text(e: Exception) -> str:
 
 def _one_sentence(e: Exception) -> bool:
     """The runtime's errors whose text is one sentence for the user."""
-    return isinstance(e, (AttachError, CpufreqError, PinError, TracefsError))
+    return isinstance(e, (AttachError, CpufreqError, MapDataError, PinError, TracefsError))

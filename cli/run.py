@@ -18,11 +18,16 @@ as it comes, "stats" each second, "detached". It detaches and unpins on Ctrl-C,
 SIGTERM or SIGHUP, after `--duration S`, or when the device goes away; a SIGKILL
 detaches too (the link dies with the process) and the next `run` removes the pins.
 
-`luabpf set` and `luabpf ls`, which work on what `run` pinned, are `pins`'s.
+`--map NAME=@FILE` fills a map from a map file (runtime/mapdata.py reads and checks it
+against the map's types after compiling, before anything is loaded) once the program is
+loaded and before it is attached.
+
+`luabpf set` and `luabpf ls`, which work on what `run` pinned, are `pins`'s; `luabpf map`
+is `maps`'s.
 
 Exit codes: 0; 1 when the program failed to compile, verify or attach, raised
-runtime errors while running, or `set` named an unknown program, global or a
-value of the wrong type; 2 for malformed arguments.
+runtime errors while running, a --map file is wrong or names no map of the script;
+2 for malformed arguments (a --map file that cannot be read too).
 """
 from __future__ import annotations
 
@@ -35,7 +40,9 @@ import time
 from luabpf import api
 from luabpf.cli.common import (EXIT_ERROR, EXIT_OK, UsageError, add_cost_flags, emit_json, err,
                                lua_repr, out, read_source)
+from luabpf.compiler.program import script_manifest
 from luabpf.runtime import kernel, pins
+from luabpf.runtime.mapdata import MapDataError, MapTypes, read_map_file
 from luabpf.runtime.errors import run_problem
 from luabpf.runtime.hooks import RUNTIME_HOOKS, Attached, BadPlace, Place, detach
 
@@ -66,6 +73,9 @@ def add_commands(sub) -> None:
                    help="pin as /sys/fs/bpf/luabpf/NAME (default: the file's name without .lua)")
     r.add_argument("--duration", type=float, default=None, metavar="S",
                    help="detach and exit after S seconds")
+    r.add_argument("--map", action="append", default=[], metavar="NAME=@FILE", dest="map_files",
+                   help="fill the script's map NAME from a map file before attaching "
+                        "(one entry a line: KEY VALUE, or KEY alone for 1); repeatable")
     add_cost_flags(r)
     r.add_argument("--json", action="store_true",
                    help="JSON lines: attached, each print event, stats each second, detached")
@@ -102,6 +112,11 @@ def _check_flags(args) -> None:
                                   ("--dry-run", args.dry_run)) if v not in (None, False)]
     if policy_only and not args.cpufreq:
         raise UsageError(f"{', '.join(policy_only)}: only with --cpufreq")
+    args.map_files = [_map_flag(text) for text in args.map_files]
+    names = [name for name, _ in args.map_files]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise UsageError(f"--map {twice[0]}: given twice; one file fills a map")
     if args.netns is not None and not (args.xdp or args.tc):
         raise UsageError("--netns: only with --xdp or --tc (the device's namespace)")
     if args.cpufreq:
@@ -111,6 +126,29 @@ def _check_flags(args) -> None:
             raise UsageError("--interval is in milliseconds, from 1 to 60000")
 
 
+def _map_flag(text: str) -> tuple[str, str]:
+    """--map NAME=@FILE: (NAME, FILE)."""
+    name, eq, file = text.partition("=")
+    if not eq or not name.strip() or not file.startswith("@") or len(file) == 1:
+        raise UsageError(f"--map {text!r}: write NAME=@FILE (the map's name, then @ and the "
+                         "path of a map file)")
+    return name.strip(), file[1:]
+
+
+def _read_map_files(args, prog) -> list[tuple[str, str, list]]:
+    """(map, file, entries) of each --map, every file read and checked against its map
+    before anything is loaded (MapDataError: an unknown map; MapFileError: a bad file)."""
+    maps = script_manifest(prog.compiled_programs)["maps"]
+    seeds = []
+    for name, path in args.map_files:
+        if name not in maps:
+            known = ", ".join(sorted(maps)) or "none"
+            raise MapDataError(f"--map {name}: {args.file} has no map '{name}' (its maps: "
+                               f"{known})")
+        seeds.append((name, path, read_map_file(path, MapTypes.of(name, maps[name]))))
+    return seeds
+
+
 def cmd_run(args) -> int:
     _check_flags(args)
     name = args.name or pins.default_name(args.file)
@@ -118,6 +156,7 @@ def cmd_run(args) -> int:
         raise UsageError(f"--name {name!r}: letters, digits, '_' and '-' only, at most 64")
     text = read_source(args.file)
     kind, prog = _compile(args, text)
+    seeds = _read_map_files(args, prog)
     # before attaching: NAME's stale pins, and a killed policy's governors on this tree
     for run in pins.clean_stale(name, policies_on=args.sysfs_root if args.cpufreq else None):
         err.print(f"luabpf: removed the pins of {run.name} (pid {run.pid} is gone)",
@@ -138,6 +177,11 @@ def cmd_run(args) -> int:
             except kernel.BpfError as e:
                 stats = None
                 err.print(f"luabpf: run-time statistics are off ({e.strerror})", markup=False)
+            for map_name, path, entries in seeds:       # filled before anything runs
+                loaded.maps[map_name].store_entries(entries, path)
+                if not args.json:
+                    err.print(f"luabpf: map {map_name}: {len(entries)} entr"
+                              f"{'y' if len(entries) == 1 else 'ies'} from {path}", markup=False)
             session = _Session(kind)
             try:               # a failure (AttachError, PinError…) is cli.report's to show
                 session.attach(args, loaded)

@@ -1,7 +1,8 @@
 """A running program's maps and globals, seen from user space as Python mappings.
 
 Owns `MapView` (a script's `map.*` map: integer keys to integer values; per-CPU maps
-read as the sum over CPUs, `per_cpu(k)` gives each CPU's value) and `GlobalsView`
+read as the sum over CPUs, `per_cpu(k)` gives each CPU's value; `load(FILE)` fills it
+from a map file, `clear()` empties it) and `GlobalsView`
 (the script's top-level globals by name, typed as the script declared them).
 
 Globals live in one array map created mmap-able: a read or a write is one aligned
@@ -19,18 +20,21 @@ from collections.abc import MutableMapping
 
 from luabpf.runtime import kernel
 from luabpf.runtime.errors import BpfError
+from luabpf.runtime.mapdata import (ARRAY_KINDS, Entry, MapFileError, MapTypes, lua_sum,
+                                    read_map_file)
 
-ARRAY_KINDS = ("array", "percpu_array")
 WORD = struct.Struct("<q")
 
 
 class MapView(MutableMapping):
     """m[k] -> int (KeyError when absent), m[k] = v, del m[k], iteration over keys.
 
-    Storing a new key in a full hash map raises `BpfError` (errno E2BIG) naming the map."""
+    Storing a new key in a full hash map raises `BpfError` (errno E2BIG) naming the map.
+    `.types` (runtime.mapdata.MapTypes) reads and writes its keys and values as text."""
 
     def __init__(self, fd: int, name: str, kind: str, max_entries: int):
         self.fd, self.name, self.kind, self.max_entries = fd, name, kind, max_entries
+        self.types = MapTypes(name, kind, max_entries)
         self.per_cpu_map = kind.startswith("percpu")
         self._key = struct.Struct("<I" if kind in ARRAY_KINDS else "<q")
         self._value_size = kernel.percpu_value_size(8) if self.per_cpu_map else 8
@@ -38,9 +42,7 @@ class MapView(MutableMapping):
     def _check_key(self, k) -> bytes:
         if isinstance(k, bool) or not isinstance(k, int):
             raise TypeError(f"map '{self.name}' has integer keys, not {type(k).__name__}")
-        if self.kind in ARRAY_KINDS and not 0 <= k < self.max_entries:
-            raise KeyError(k)
-        if not -(1 << 63) <= k < (1 << 63):
+        if self.types.key_problem(k) is not None:
             raise KeyError(k)
         return self._key.pack(k)
 
@@ -54,8 +56,7 @@ class MapView(MutableMapping):
         return [WORD.unpack(v)[0] for v in kernel.split_percpu(raw, 8)]
 
     def __getitem__(self, k: int) -> int:
-        total = sum(self.per_cpu(k))
-        return (total + (1 << 63)) % (1 << 64) - (1 << 63)       # the sum wraps as Lua's does
+        return lua_sum(self.per_cpu(k))       # the sum wraps as Lua's does
 
     def __setitem__(self, k: int, v: int) -> None:
         """Store v; on a per-CPU map, CPU 0 holds v and every other CPU 0, so the sum is v."""
@@ -73,9 +74,7 @@ class MapView(MutableMapping):
             if e.errno != errno.E2BIG:
                 raise
             # the kernel's own words ("Argument list too long") do not say what happened
-            raise BpfError(e.errno, e.cmd, detail=f"map '{self.name}' is full: it holds "
-                                                  f"{self.max_entries} entries; key {k} was not "
-                                                  "stored") from None
+            raise BpfError(e.errno, e.cmd, detail=self.types.full(k)) from None
 
     def __delitem__(self, k: int) -> None:
         if self.kind in ARRAY_KINDS:
@@ -94,14 +93,72 @@ class MapView(MutableMapping):
     def entries(self) -> list[tuple[int, int]]:
         """Every (key, value) now (per-CPU values summed, wrapping as Lua's sum does), read
         in batches."""
+        return [(k, lua_sum(values)) for k, values in self.per_cpu_entries()]
+
+    def per_cpu_entries(self) -> list[tuple[int, list[int]]]:
+        """Every (key, [each CPU's value]) now, read in batches (one value for maps that
+        are not per-CPU)."""
         keys, values, n = kernel.map_lookup_batch(self.fd, self._key.size, self._value_size)
         ks = [k for (k,) in self._key.iter_unpack(keys)]
         words = [w for (w,) in WORD.iter_unpack(values)]
-        if self.per_cpu_map:
-            cpus = len(words) // n if n else 1
-            words = [(sum(words[i * cpus:(i + 1) * cpus]) + (1 << 63)) % (1 << 64) - (1 << 63)
-                     for i in range(n)]
-        return list(zip(ks, words))
+        cpus = len(words) // n if n else 1
+        return [(k, words[i * cpus:(i + 1) * cpus]) for i, k in enumerate(ks)]
+
+    def clear(self) -> int:
+        """Delete every entry; how many were deleted. An array map's entries cannot be
+        deleted: each that is not 0 is set to 0 (what it held before any store), and the
+        count is of those."""
+        if self.kind in ARRAY_KINDS:
+            held = [k for k, values in self.per_cpu_entries() if any(values)]
+            for k in held:
+                self[k] = 0
+            return len(held)
+        deleted = 0
+        for raw in list(kernel.map_keys(self.fd, self._key.size)):
+            deleted += kernel.map_delete(self.fd, raw)     # False: the program deleted it first
+        return deleted
+
+    def load(self, path: str) -> int:
+        """Store the entries of the map file at `path` (docs/running.md, "Map files"); how
+        many. The whole file is read and checked first (MapFileError at its first wrong
+        line, nothing stored); see `store_entries` for a map that cannot take them all."""
+        entries = read_map_file(path, self.types)
+        self.store_entries(entries, path)
+        return len(entries)
+
+    def store_entries(self, entries: list[Entry], file: str) -> None:
+        """Store entries read from `file` (runtime.mapdata.read_map_file). A hash map with
+        too little room for the new keys is refused before anything is stored (MapFileError
+        at the first entry that does not fit); one that fills up meanwhile (the program
+        stores too) stops at the entry refused. An LRU map makes room by evicting: when it
+        evicted any of the file's own entries, MapFileError says how many."""
+        if not self.types.is_array and not self.types.evicts:
+            present = set(self)
+            new = [e for e in entries if e.key not in present]
+            room = self.max_entries - len(present)
+            if len(new) > room:
+                raise MapFileError(file, new[room].line,
+                                   f"map '{self.name}' is full at this entry: it holds "
+                                   f"{self.max_entries} entries at most, {len(present)} before "
+                                   f"loading, and the file has {len(new)} new keys; nothing "
+                                   "was stored")
+        for stored, e in enumerate(entries):
+            try:
+                self[e.key] = e.value
+            except BpfError as err:
+                if err.errno != errno.E2BIG:
+                    raise
+                raise MapFileError(file, e.line, f"{self.types.full(e.key)}; the {stored} "
+                                                 "entries before it were stored") from None
+        if self.types.evicts:
+            lost = [e for e in entries
+                    if kernel.map_lookup(self.fd, self._check_key(e.key), self._value_size) is None]
+            if lost:
+                raise MapFileError(file, lost[0].line,
+                                   f"LRU map '{self.name}' evicted {len(lost)} of the file's "
+                                   f"{len(entries)} entries (this one first) to make room "
+                                   f"while they were stored; give it more than "
+                                   f"{self.max_entries} entries")
 
     def busiest(self, n: int) -> list[tuple[int, int]]:
         """The n entries with the largest values, largest first (what `luabpf run` shows)."""

@@ -2,7 +2,7 @@
 
 Owns the pinned layout of a running program and its life: `pin_running` (what
 `luabpf run` calls once its program is attached), `list_running` (`luabpf ls`),
-`open_running` (`luabpf set`, and any process that wants to read a running
+`open_running` (`luabpf set`, `luabpf map`, and any process that wants to read a running
 program's maps, globals and error counts) and `clean_stale` (a run's own NAME, or
 every stale run for `luabpf ls --prune`).
 
@@ -13,7 +13,8 @@ Layout of /sys/fs/bpf/luabpf/NAME/:
 
 Decisions:
 - NAME is the script's file name without `.lua` unless `luabpf run --name` says
-  otherwise; a TARGET for `luabpf set` is that NAME or the path of such a directory.
+  otherwise; a TARGET for `luabpf set` and `luabpf map` is that NAME or the path of
+  such a directory.
 - The attachment itself (a BPF link) is never pinned: it lives exactly as long as
   the `luabpf run` process, so a SIGKILL detaches the program. The pins outlive a
   SIGKILL; the owner recorded in `meta` (pid and start time, so a reused pid is not

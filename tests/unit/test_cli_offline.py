@@ -73,7 +73,8 @@ def test_version_prints_the_package_version():
 
 
 SUBCOMMANDS = {"compile": ["x.lua"], "check": ["x.lua"], "call": ["x.lua", "f"], "test": ["x.lua", "--packet", "00"],
-               "run": ["x.lua"], "set": ["n", "A=1"], "ls": [], "inspect": ["x.o"], "demo": []}
+               "run": ["x.lua"], "set": ["n", "A=1"], "ls": [], "map": ["n", "m", "dump"],
+               "inspect": ["x.o"], "demo": []}
 
 
 @pytest.mark.parametrize("command", sorted(SUBCOMMANDS))
@@ -95,7 +96,7 @@ def test_a_bad_max_loop_shows_the_subcommands_usage(command):
         "9223372036854775807 (2^63 - 1), not 0")
 
 
-@pytest.mark.parametrize("command", ["check", "call", "test", "run", "ls"])
+@pytest.mark.parametrize("command", ["check", "call", "test", "run", "ls", "map"])
 def test_json_usage_errors_are_json_too(command):
     [d] = json_failure(run_luabpf(command, *SUBCOMMANDS[command], "--json", "--bogus"), 2)
     assert d["message"] == "unrecognized arguments: --bogus" and d["severity"] == "error"
