@@ -499,11 +499,11 @@ class Lowerer(ExprLowering, LoopLowering):
         if len(vals) > len(inst.results):
             self.kinds[(inst.func.key, "nres")] = len(vals)
             raise Restart(inst.id)
+        if count is None:
+            count = len(vals)
         vals = self.returned_functions(inst, vals, span)
         for i, r in enumerate(inst.results):
             self.assign(r, vals[i] if i < len(vals) else Val.nil())
-        if count is None:
-            count = len(vals)
         mark = count if isinstance(count, int) else "at run time"
         if mark not in inst.counts:
             inst.counts.add(mark)

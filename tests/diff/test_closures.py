@@ -231,6 +231,124 @@ function f(a, b)
   return four(a) + four(b)
 end
 """,
+    "closure_passed_to_a_large_function": """
+function big(g, x)
+  local s = 0
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  s = s + x * 3 + 1
+  return g(s)
+end
+function big2(x)
+  local s = 0
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  s = s * 3 + x
+  return s
+end
+function f(a, b)
+  return big(function(v) return v + b end, a) + big(function(v) return v end, b) + big2(a) + big2(b)
+end
+""",
+    "parameter_shadows_captured": """
+function f(a, b)
+  local x = a
+  local function g(x) x = x + 1; return x end
+  return g(b), x
+end
+""",
+    "closure_in_a_branch": """
+function f(a, b)
+  local r = 0
+  if a > 0 then
+    local function add(v) r = r + v end
+    add(a); add(b)
+  else
+    local function sub(v) r = r - v end
+    sub(b)
+  end
+  return r
+end
+""",
+    "captured_constant_string": """
+function f(a, b)
+  local s = "abc"
+  local function set() s = "hello" end
+  if a > 0 then set() end
+  return #s, s:byte(1)
+end
+""",
+    "return_inside_closure_in_loop": """
+function f(a, b)
+  for i = 1, 6 do
+    local function hit() if i == a then return i * 10 end return nil end
+    local r = hit()
+    if r then return r + b end
+  end
+  return 0
+end
+""",
+    "top_level_alias": """
+local function sq(x) return x * x end
+local square = sq
+function f(a, b)
+  return square(a) + sq(b)
+end
+""",
 }
 
 ARGS = [(3, 4), (0, 0), (-7, 2), (100, 101), (5, 0), (2, -9)]
