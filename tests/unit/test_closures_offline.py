@@ -52,6 +52,10 @@ REFUSED = [
      "function f(a)\n  local g = function() return 1 end\n  if a > 0 then g = function() return 2 end end\n"
      "  return g()\nend",
      2, 3, ESCAPES + "it is stored in 'g', a variable that is assigned more than once"),
+    ("a name assigned in a nested function (the check is by name)",
+     "function f(a)\n  local g = function() return 1 end\n"
+     "  local function h() local g = 1; g = 2; return g end\n  return g() + h()\nend",
+     2, 3, ESCAPES + "it is stored in 'g', a variable that is assigned more than once"),
     ("assigned to an existing local",
      "function f(a)\n  local n = 0\n  n = function() return 1 end\n  return 0\nend",
      3, 3, ESCAPES + "it is assigned to 'n', which is not a fresh local"),
