@@ -1,9 +1,9 @@
 """Checker: what of Lua 5.4 kernel Lua leaves out (docs/language.md), at its line and column.
 
 Owns the rules of the subset that can be decided on the syntax tree alone:
-no floats, `^`, `..`, varargs, goto/labels, metatables, coroutines, closures
-(nested functions, or functions using a mutable local of an enclosing scope),
-generic `for`, `<close>`, table constructors (except as the argument of a
+no floats, `^`, `..`, varargs, goto/labels, metatables, coroutines, functions
+using a reassigned top-level local (nested functions and closures over the
+locals of enclosing functions are allowed: lowering inlines them), generic `for`, `<close>`, table constructors (except as the argument of a
 dotted stdlib call such as `data.layout{...}`), recursion (the cycle is named);
 top-level code must be definitions; names must be known (the script's own, or
 the library table's global names: `lib/table.global_names`); `<const>` locals are
@@ -25,7 +25,6 @@ METATABLE_FUNCS = frozenset({"setmetatable", "getmetatable", "rawget", "rawset",
 
 TOP_LEVEL_MSG = ("top-level code runs once at load: only definitions of functions, "
                  "constants, maps and globals may stand here")
-CLOSURE_HINT = "define the function at top level and pass what it needs as arguments"
 SHARED_HINT = "to share a value between functions make it a global: declare it at top level without 'local'"
 
 
@@ -150,10 +149,6 @@ class Checker:
         self.scopes.pop()
 
     def function(self, func: ast.Function, name: str, key: str | None) -> None:
-        if self.depth >= 1:
-            what = f"function '{name}'" if func.name else "an anonymous function"
-            self.error(func, f"closures are not available in kernel Lua: {what} is defined "
-                       f"inside function '{self.func_name}'", CLOSURE_HINT)
         if func.is_vararg:
             self.error(func, "vararg functions ('...') are not available in kernel Lua",
                        "give the function named parameters")
@@ -172,12 +167,8 @@ class Checker:
         name = node.name
         var = self.lookup(name)
         if var is not None:
-            if var.level < self.depth:
-                if var.level == 0:
-                    var.outer_reads.append((node.span, self.func_name))
-                else:
-                    self.error(node, f"closures are not available in kernel Lua: '{name}' is a "
-                               "local of an enclosing function", CLOSURE_HINT)
+            if var.level == 0 and self.depth > 0:
+                var.outer_reads.append((node.span, self.func_name))
             return
         if name in self.globals or name in self.known:
             return
@@ -198,12 +189,11 @@ class Checker:
             if var.const:
                 self.error(node, f"attempt to assign to const variable '{name}'")
             var.reassigned = True
-            if var.level < self.depth:
+            if var.level == 0 and self.depth > 0:      # a closure over a function's local is fine
                 var.outer_writers.add(self.func_name)
-                where = "a top-level local" if var.level == 0 else "a local of an enclosing function"
-                self.error(node, f"function '{self.func_name}' cannot assign to '{name}', {where} "
-                           "(closures over mutable locals are not available in kernel Lua)",
-                           SHARED_HINT if var.level == 0 else CLOSURE_HINT)
+                self.error(node, f"function '{self.func_name}' cannot assign to '{name}', a "
+                           "top-level local (closures over mutable locals are not available in kernel Lua)",
+                           SHARED_HINT)
             return
         if self.depth == 0 or name in self.globals:
             return

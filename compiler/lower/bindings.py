@@ -1,7 +1,8 @@
 """What lowering keeps track of: scopes and what a name is bound to.
 
 Owns the small records shared by the lowering mixins: `Scope` (names → a
-`values.Var`, a constant `Val`, a `GlobalVar` or a `FuncDef`), `Instance` (one
+`values.Var`, a constant `Val`, a `GlobalVar` or a `FuncDef`), `Closure` (a function
+value: a function and the scope it closes over), `Instance` (one
 inlined call: its result variables, return count and enclosing loops),
 `ErrorSite` (a runtime error's line and Lua message), `Options`,
 `Restart` (raised when a variable's kinds widen) and `InlinedDiagnostics` (one
@@ -65,6 +66,23 @@ class GlobalVar:
 class FuncDef:
     name: str
     node: ast.Function
+    nested: bool = False     # defined inside a function (or an anonymous function value)
+
+    @property
+    def key(self):
+        """What lowering's learnt facts about the function are keyed by: its name at top level,
+        its syntax node inside a function (two nested functions may share a name)."""
+        return id(self.node) if self.nested else self.name
+
+
+@dataclass(eq=False)
+class Closure:
+    """A function value, known at compile time: the function and the scope it was defined
+    in. Its upvalues are that scope's bindings themselves (the same `Var`s), so a captured
+    local is shared by reference, as in Lua; calls inline the body in a scope below `env`."""
+    fd: FuncDef
+    env: "Scope"
+    lua_type = "function"    # what Lua's errors call it (values.static_type)
 
 
 @dataclass
@@ -78,12 +96,22 @@ class Instance:
     counts: set = field(default_factory=set)
     loops: list = field(default_factory=list)
     site: object = None                      # the Span of the call
+    env: object = None                       # the Scope its body sees beyond its own
+    funcs: dict = field(default_factory=dict)     # result index → the Closure returned there
+    not_funcs: dict = field(default_factory=dict)  # result index → Span of a non-function return
 
 
 class Scope:
     def __init__(self, parent: "Scope | None" = None):
         self.parent = parent
         self.names: dict[str, object] = {}
+
+    def snapshot(self) -> "Scope":
+        """This scope as it is now: a function defined here sees the names declared so far,
+        not those declared after it (the bindings are shared, not copied)."""
+        s = Scope(self.parent)
+        s.names = dict(self.names)
+        return s
 
     def lookup(self, name: str):
         s = self

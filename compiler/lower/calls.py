@@ -159,7 +159,9 @@ def _examine(fd: FuncDef, top: dict, functions: dict) -> FuncInfo:
             break
         if isinstance(n, ast.String) and id(n) not in allowed_strings:
             info.why_not = "it uses a string"
-        elif isinstance(n, (ast.MethodCall, ast.Table, ast.Function, ast.Vararg, ast.Float)):
+        elif isinstance(n, ast.Function):
+            info.why_not = "it defines a function (function values are inlined)"
+        elif isinstance(n, (ast.MethodCall, ast.Table, ast.Vararg, ast.Float)):
             info.why_not = "it uses strings, tables or methods"
         elif isinstance(n, ast.Name) and n.name not in declared:
             b = top.get(n.name)

@@ -12,7 +12,7 @@ from luabpf.compiler.front import ast, luaint
 from luabpf.compiler.lib import maps, table, views
 from luabpf.compiler.lower import strconst
 from luabpf.compiler.lower.intops import COMPARE
-from luabpf.compiler.lower.bindings import FuncDef, GlobalVar, Scope
+from luabpf.compiler.lower.bindings import Closure, FuncDef, GlobalVar, Scope
 from luabpf.compiler.lower.values import (CSTR, FALSE, INT, KINDS, LVIEW, NIL, OBJ, OBJ_CHOICE,
                                           OBJ_CHOICE_HINT, STR, TRUE, Val, Values, Var, falsy_kinds,
                                           lua_type, static_type)
@@ -81,9 +81,8 @@ class ExprLowering:
             v = self.b.vreg(e.name)
             self.b.emit(ir.Load(8, v, self.gptr(), binding.offset))
             return Val.int_(v) if binding.kind == "int" else Val.bool_(v)
-        if isinstance(binding, FuncDef):
-            self.error(e, f"function '{e.name}' is not a value in kernel Lua: call it")
-            return Val.nil()
+        if isinstance(binding, FuncDef):           # a top-level function as a value
+            return Val.object(Closure(binding, self.top))
         self.error(e, f"unknown name '{e.name}'")
         return Val.nil()
 
@@ -105,6 +104,11 @@ class ExprLowering:
                     or [Val.nil()])[0]
         return views.index_value(self, obj, key, e)
 
+    def expr_Function(self, e: ast.Function, scope):
+        """A function value: the function and the names it sees now (Closure)."""
+        fd = FuncDef(e.name or "anonymous function", e, nested=True)
+        return Val.object(Closure(fd, scope.snapshot()))
+
     def expr_String(self, e: ast.String, scope):
         return Val.string(e.value)
 
@@ -115,13 +119,14 @@ class ExprLowering:
     expr_MethodCall = expr_Call
 
     def call(self, e, scope: Scope) -> list[Val]:
-        if isinstance(e, ast.Call) and isinstance(e.func, ast.Name):
-            binding = scope.lookup(e.func.name)
-            if isinstance(binding, FuncDef):
-                args = self.explist(e.args, scope, None)
-                vals, count = self.inline_call(binding, args, e.span)
-                self.last_call_count = (len(vals), count)
-                return vals
+        target = self.call_target(e, scope)
+        if target is not None:
+            fd, env = target
+            args = self.explist(e.args, scope, None)
+            self.b.loc = e.span
+            vals, count = self.inline_call(fd, args, e.span, env)
+            self.last_call_count = (len(vals), count)
+            return vals
         if isinstance(e, ast.MethodCall):
             obj = self.expr(e.obj, scope)
             args, count = self.explist_count(e.args, scope)
@@ -135,14 +140,52 @@ class ExprLowering:
             else:
                 vals = table.call_method(self, obj, e.method, args, e)
         else:
-            vals = table.call(self, e, scope)
-        if vals is None:
+            vals = table.call(self, e, scope) if self.library_arguments(e, scope) else []
+        if vals is None and isinstance(e, ast.Call) and isinstance(e.func, ast.Name) \
+                and isinstance(scope.lookup(e.func.name), Var):
+            self.error(e, f"'{e.func.name}' is a variable, not a function known at compile time: "
+                          "kernel Lua inlines every call, so the function a call reaches must be "
+                          "known when it compiles")
+            vals = []
+        elif vals is None:
             self.error(e, f"{describe(e.func) if isinstance(e, ast.Call) else 'this method'} "
                           "cannot be called in kernel Lua")
             vals = []
         # a library call's own count (never a count left by a call among its arguments)
         self.last_call_count = (len(vals), vals.count) if isinstance(vals, Values) else None
         return vals
+
+    def library_arguments(self, e: ast.Call, scope: Scope) -> bool:
+        """False, and the error, where a function value is named or written as an argument
+        of a library call: it escapes (print, math.max, a map: none can call it back)."""
+        ok = True
+        for arg in e.args:
+            bound = scope.lookup(arg.name) if isinstance(arg, ast.Name) else None
+            if isinstance(arg, ast.Function) or isinstance(bound, FuncDef) or \
+                    isinstance(bound, Val) and isinstance(bound.obj, Closure):
+                self.escape(f"it is passed to '{dotted_name(e.func)}', a library function",
+                            arg.span)
+                ok = False
+        return ok
+
+    def call_target(self, e, scope: Scope):
+        """(FuncDef, the Scope it sees) of a call of a function of the script, or None (a
+        library call, a method). The callee is a name, or an expression whose value is a
+        function known at compile time: `make()()`, `(function() ... end)()`."""
+        if not isinstance(e, ast.Call):
+            return None
+        if isinstance(e.func, ast.Name):
+            binding = scope.lookup(e.func.name)
+            if isinstance(binding, FuncDef):
+                return binding, None
+            if isinstance(binding, Val) and isinstance(binding.obj, Closure):
+                return binding.obj.fd, binding.obj.env
+            return None
+        if isinstance(e.func, (ast.Call, ast.Paren, ast.Function)):
+            v = self.expr(e.func, scope)
+            if isinstance(v.obj, Closure):
+                return v.obj.fd, v.obj.env
+        return None
 
     def int_operand(self, v: Val, node, message):
         """The integer payload of v; a runtime error where v is not an integer. `message` is
@@ -172,7 +215,8 @@ class ExprLowering:
             b.start(this)
             self.runtime_error(node.span, say(lua_type(k)))
             b.start(rest)
-        self.runtime_error(node.span, say(lua_type(others[-1]) if others else "no value"))
+        self.runtime_error(node.span, say(("function" if isinstance(v.obj, Closure) else
+                                           lua_type(others[-1])) if others else "no value"))
         if kind in v.kinds:
             b.start(ok)
             return Val(KIND_TAG[kind], v.payload, frozenset({kind}), v.range, v.length, v.data, v.obj)
@@ -280,8 +324,11 @@ class ExprLowering:
         reached = b.reachable
         rhs = self.expr(e.right, scope)
         kinds = strconst.stored_kinds(kept) | (strconst.stored_kinds(rhs) if reached else frozenset())
-        if "obj" in kinds:
+        if isinstance(kept.obj, Closure) or reached and isinstance(rhs.obj, Closure):
+            self.escape(f"'{e.op}' chooses it at run time", e.span)
+        elif "obj" in kinds:
             self.error(e, OBJ_CHOICE, OBJ_CHOICE_HINT)
+        if "obj" in kinds:
             b.jump(join)
             b.start(keep)
             b.jump(join)
@@ -418,6 +465,10 @@ class ExprLowering:
         b = self.b
         if strconst.any_cstr([a, c]):
             return strconst.branch_each(self, [a, c], lambda x, y: self.equality(x, y, yes, no))
+        if isinstance(a.obj, Closure) or isinstance(c.obj, Closure):
+            self.escape("it is compared (functions are not values kernel Lua can compare)")
+            b.jump(no)
+            return
         if "lview" in a.kinds and "lview" in c.kinds or "obj" in a.kinds | c.kinds:
             self.error_at_loc("comparing layouts or library values is not available in kernel Lua")
             b.jump(no)
@@ -479,6 +530,15 @@ def compare_message(op: str, a: Val, c: Val, failing_left: bool):
         return f"attempt to compare two {left} values" if left == right else \
             f"attempt to compare {left} with {right}"
     return say
+
+
+def dotted_name(e) -> str:
+    """'string.format' for a chain of dotted names; 'this function' for anything else."""
+    parts = []
+    while isinstance(e, ast.Index) and e.dot and isinstance(e.key, ast.String):
+        parts.append(e.key.value.decode())
+        e = e.obj
+    return ".".join([e.name] + parts[::-1]) if isinstance(e, ast.Name) else "this function"
 
 
 def describe(e) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from luabpf.compiler import ir
 from luabpf.compiler.back import cost
 from luabpf.compiler.front import ast, luaint
-from luabpf.compiler.lower.bindings import Scope
+from luabpf.compiler.lower.bindings import Closure, Scope
 from luabpf.compiler.front.source import Span
 from luabpf.compiler.lower.values import Val, Var
 
@@ -82,14 +82,24 @@ class LoopLowering:
         return self.loop_head(self.budget_block(self.b.loc), info)
 
     def assigned_outer_vars(self, body: ast.Block, scope: Scope) -> list[Var]:
+        """The variables of `scope` the loop body assigns, itself or through the function
+        values it names (a closure called in the loop assigns what it captured)."""
         found: dict[int, Var] = {}
-        for node in ast.walk(body):
-            if isinstance(node, ast.Assign):
-                for t in node.targets:
-                    if isinstance(t, ast.Name):
-                        v = scope.lookup(t.name)
-                        if isinstance(v, Var):
-                            found[id(v)] = v
+        todo, seen = [(body, scope)], set()
+        while todo:
+            block, where = todo.pop()
+            for node in ast.walk(block):
+                names = node.targets if isinstance(node, ast.Assign) else \
+                    [node] if isinstance(node, ast.Name) else []
+                for t in names:
+                    if not isinstance(t, ast.Name):
+                        continue
+                    v = where.lookup(t.name)
+                    if isinstance(v, Var) and node is not t:
+                        found[id(v)] = v
+                    elif isinstance(v, Val) and isinstance(v.obj, Closure) and id(v.obj) not in seen:
+                        seen.add(id(v.obj))
+                        todo.append((v.obj.fd.node.body, v.obj.env))
         return list(found.values())
 
     def loop_head(self, exit_budget: ir.Block | None, info: cost.LoopInfo) -> ir.Block:

@@ -33,8 +33,8 @@ from luabpf.compiler.lower import calls
 from luabpf.compiler.lower.builder import Builder
 from luabpf.compiler.front.diagnostics import CompileError, Diagnostic, InternalError
 from luabpf.compiler.bpf.helpers import Helper
-from luabpf.compiler.lower.bindings import (ErrorSite, FuncDef, GlobalVar, InlinedDiagnostics,
-                                      Instance, Options, Restart, Scope)
+from luabpf.compiler.lower.bindings import (Closure, ErrorSite, FuncDef, GlobalVar,
+                                            InlinedDiagnostics, Instance, Options, Restart, Scope)
 from luabpf.compiler.lower.intops import IntOps
 from luabpf.compiler.lower.expr import ExprLowering
 from luabpf.compiler.lower.loops import LoopLowering
@@ -43,6 +43,11 @@ from luabpf.compiler.hooks import function as hooks
 from luabpf.compiler.lower import strconst
 from luabpf.compiler.lower.values import (FALSE, OBJ_CHOICE, OBJ_CHOICE_HINT, PAYLOAD_KINDS, TRUE,
                                           VIEW_KINDS, Val, Var, type_name)
+
+# a function value that lowering cannot follow (docs/language.md, "Nested functions and closures")
+ESCAPE = ("a function value escapes here: {where}; kernel Lua inlines every call, so the "
+          "function a call reaches must be known at compile time")
+ESCAPE_HINT = "call the function where it is defined, or pass it as an argument to a function that calls it"
 
 GLOBALS_MAP = "luabpf_globals"
 ERRORS_MAP = "luabpf_errors"
@@ -347,6 +352,9 @@ class Lowerer(ExprLowering, LoopLowering):
             self.kinds[(var.key, "strs")] = var.strs | strconst.possible(self, v)
             raise Restart(var.key[0])
         var.range = None
+        if isinstance(v.obj, Closure):
+            self.escape(f"it is stored in '{var.name}', a variable that is assigned more than once")
+            return
         if "obj" in v.kinds:
             self.error_at_loc(OBJ_CHOICE, OBJ_CHOICE_HINT)
             return
@@ -366,14 +374,27 @@ class Lowerer(ExprLowering, LoopLowering):
         if var.length is not None:
             self.b.mov(var.length, v.length if v.kinds & VIEW_KINDS else 0)
 
-    def inline_call(self, fd: FuncDef, args: list[Val], span: Span) -> tuple[list[Val], object]:
+    def escape(self, where: str, span: Span | None = None) -> None:
+        """The located error of a function value going where lowering cannot follow it."""
+        self.diags.error(span or self.b.loc, ESCAPE.format(where=where), ESCAPE_HINT)
+
+    def inline_call(self, fd: FuncDef, args: list[Val], span: Span,
+                    env: Scope | None = None) -> tuple[list[Val], object]:
         """Inline one call. A fact that widens inside it (`Restart` owned by this call or
         one nested in it) starts this call over, not the program: the code emitted since
         it began is dropped and the call lowered again with what was learnt, so each call
         is lowered a few times at most, whatever else the program holds."""
-        if self.calls is not None and fd.name in self.calls.plan.subs and fd is not self.own \
-                and calls.scalar_args(args[:len(fd.node.params)]):
+        if self.calls is not None and not fd.nested and fd.name in self.calls.plan.subs \
+                and fd is not self.own and calls.scalar_args(args[:len(fd.node.params)]):
             return self.sub_call(fd, args, span)
+        env = env or self.top
+        again = next((k for k, i in enumerate(self.instances)     # the same function value
+                      if i.func.node is fd.node and i.env is env), None)
+        if again is not None:
+            chain = [i.func.name for i in self.instances[again:]] + [fd.name]
+            self.diags.error(span, f"recursion is not available in kernel Lua: {' → '.join(chain)}",
+                             "rewrite it as a loop")
+            return [], 0
         if len(self.instances) >= MAX_INLINE_DEPTH:
             chain = [i.func.name for i in self.instances[:3]] + ["…", fd.name]
             raise CompileError([Diagnostic(
@@ -384,7 +405,7 @@ class Lowerer(ExprLowering, LoopLowering):
         mark = self._mark()
         while True:
             try:
-                return self._inline(fd, args, span)
+                return self._inline(fd, args, span, env)
             except Restart as r:
                 if r.owner <= mark["ids"]:
                     raise
@@ -422,13 +443,14 @@ class Lowerer(ExprLowering, LoopLowering):
         self._instance_ids = m["ids"]
         self._copied = m["copied"]
 
-    def _inline(self, fd: FuncDef, args: list[Val], span: Span) -> tuple[list[Val], object]:
-        if self.calls is not None and fd.name in self.calls.plan.infos:
+    def _inline(self, fd: FuncDef, args: list[Val], span: Span,
+                env: Scope) -> tuple[list[Val], object]:
+        if self.calls is not None and not fd.nested and fd.name in self.calls.plan.infos:
             self._copied += self.calls.plan.infos[fd.name].size
             self.calls.plan.inlining(fd.name, self._copied)
         self._instance_ids += 1
-        inst = Instance(self._instance_ids, fd, self.b.block("ret"), site=span)
-        scope = Scope(self.top)
+        inst = Instance(self._instance_ids, fd, self.b.block("ret"), site=span, env=env)
+        scope = Scope(env)
         for i, p in enumerate(fd.node.params):
             v = args[i] if i < len(args) else Val.nil()
             if v.data is not None or "obj" in v.kinds:       # constants are bound, not stored
@@ -437,7 +459,7 @@ class Lowerer(ExprLowering, LoopLowering):
             var = self.new_var((inst.id, "param", i), p, v.kinds)
             self.assign(var, v)
             scope.names[p] = var
-        nres = self.kinds.get((fd.name, "nres"), 0)
+        nres = self.kinds.get((fd.key, "nres"), 0)
         inst.results = [self.new_var((inst.id, "ret", i), f"{fd.name}.ret{i}", frozenset())
                         for i in range(nres)]
         inst.counts = self.kinds.setdefault((inst.id, "counts"), set())
@@ -452,6 +474,13 @@ class Lowerer(ExprLowering, LoopLowering):
             self.instances.pop()
         self.b.start(inst.ret_block)
         vals = [r.read() for r in inst.results]
+        for i, closure in inst.funcs.items():    # a function value returned: known here
+            if i in inst.not_funcs:
+                self.escape(f"'{fd.name}' returns a function as value #{i + 1} here and "
+                            f"something else at line {inst.not_funcs[i].line}, chosen at run time",
+                            closure.fd.node.span if closure.fd.nested else span)
+            else:
+                vals[i] = Val.object(closure)
         if inst.nret is None:
             return vals, next(iter(inst.counts), 0)
         return vals, inst.nret.read().payload
@@ -462,14 +491,19 @@ class Lowerer(ExprLowering, LoopLowering):
         if not self.b.reachable:
             return
         if len(self.instances) == 1:          # the entry function: what its hook takes
+            for v in vals:
+                if isinstance(v.obj, Closure):
+                    self.escape("the entry function returns it to the kernel", span)
+            vals = [Val.nil() if isinstance(v.obj, Closure) else v for v in vals]
             vals = hooks.entry_results(self, vals, span)
         if len(vals) > len(inst.results):
-            self.kinds[(inst.func.name, "nres")] = len(vals)
+            self.kinds[(inst.func.key, "nres")] = len(vals)
             raise Restart(inst.id)
-        for i, r in enumerate(inst.results):
-            self.assign(r, vals[i] if i < len(vals) else Val.nil())
         if count is None:
             count = len(vals)
+        vals = self.returned_functions(inst, vals, span)
+        for i, r in enumerate(inst.results):
+            self.assign(r, vals[i] if i < len(vals) else Val.nil())
         mark = count if isinstance(count, int) else "at run time"
         if mark not in inst.counts:
             inst.counts.add(mark)
@@ -479,6 +513,25 @@ class Lowerer(ExprLowering, LoopLowering):
             self.assign(inst.nret, Val.int_(count))
         self.b.jump(inst.ret_block)
 
+
+    def returned_functions(self, inst: Instance, vals: list[Val], span: Span) -> list[Val]:
+        """vals with the function values a return gives taken out (nil in their place): the
+        call's result there is that function, known at compile time, when every return of
+        the call gives the same one (`_inline`); two different ones are the error here."""
+        out = []
+        for i in range(len(inst.results)):
+            v = vals[i] if i < len(vals) else Val.nil()
+            if not isinstance(v.obj, Closure):
+                inst.not_funcs.setdefault(i, span)
+                out.append(v)
+                continue
+            prev = inst.funcs.setdefault(i, v.obj)
+            if prev is not v.obj:
+                self.escape(f"'{inst.func.name}' returns two different functions as value "
+                            f"#{i + 1} (here and at line {prev.fd.node.span.line}), chosen at run time",
+                            span)
+            out.append(Val.nil())
+        return out
 
     # ---- BPF functions (compiler/lower/calls.py decides which) ------------------------
 
@@ -571,10 +624,21 @@ class Lowerer(ExprLowering, LoopLowering):
         self.diags.error(self.b.loc, message, hint)
 
     def stmt_LocalFunction(self, st: ast.LocalFunction, scope: Scope) -> None:
-        self.error(st, "closures are not available in kernel Lua: define functions at top level")
+        """`local function f` inside a function: f is bound to its function value, in its
+        own body too (a call of f there is recursion, refused when inlined)."""
+        env = scope.snapshot()
+        v = Val.object(Closure(FuncDef(st.name, st.func, nested=True), env))
+        env.names[st.name] = scope.names[st.name] = v
 
     def stmt_FunctionDecl(self, st: ast.FunctionDecl, scope: Scope) -> None:
-        self.error(st, "closures are not available in kernel Lua: define functions at top level")
+        """`function name()` inside a function assigns a variable (Lua: a global): the
+        function value would escape there."""
+        v = Val.object(Closure(FuncDef(st.func.name or st.path[-1], st.func, nested=True),
+                               scope.snapshot()))
+        if len(st.path) == 1 and st.method is None:
+            self.store(ast.Name(st.span, st.path[0]), v, scope)
+        else:
+            self.escape("it is stored in a table field", st.span)
 
     def stmt_Assign(self, st: ast.Assign, scope: Scope) -> None:
         vals = self.explist(st.values, scope, len(st.targets))
@@ -597,8 +661,21 @@ class Lowerer(ExprLowering, LoopLowering):
         return Val(tag, payload, v.kinds, v.range, length, v.data, v.obj, v.strs)
 
     def store(self, target, v: Val, scope: Scope) -> None:
+        if isinstance(v.obj, Closure):
+            binding = scope.lookup(target.name) if isinstance(target, ast.Name) else None
+            where = ("it is stored in a map or a table" if not isinstance(target, ast.Name) else
+                     f"it is stored in global '{target.name}'" if isinstance(binding, GlobalVar)
+                     or binding is None else
+                     f"it is assigned to '{target.name}', which is not a fresh local")
+            self.escape(where, target.span)
+            return
         if isinstance(target, ast.Name):
             binding = scope.lookup(target.name)
+            if isinstance(binding, Val) and isinstance(binding.obj, Closure):
+                self.error(target, f"'{target.name}' is a function: kernel Lua cannot assign to "
+                                   "it, since the function a call reaches must be known at "
+                                   "compile time", "use another local for the new value")
+                return
             if isinstance(binding, Var):
                 self.assign(binding, v)
                 return

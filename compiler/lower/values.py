@@ -138,6 +138,8 @@ def lua_type(kind: str) -> str:
 def static_type(v: "Val") -> str:
     """Lua's type name of v when it has one kind (else 'number': the other side of a failure)."""
     kinds = [k for k in KINDS if k in v.kinds]
+    if kinds == ["obj"] and getattr(v.obj, "lua_type", None):     # a function value (Closure)
+        return v.obj.lua_type
     return lua_type(kinds[0]) if len(kinds) == 1 else "number"
 
 

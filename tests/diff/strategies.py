@@ -13,10 +13,12 @@ Owns two generators:
   locals, if/elseif/else, numeric `for` (small, parameter-dependent and
   integer-limit bounds, negative and huge steps, step 0), `while` and
   `repeat` with a counter that guarantees the exit, `break`, early returns,
-  several return values, nil/booleans mixed in variables, assert and error.
+  several return values, nil/booleans mixed in variables, assert and error,
+  nested functions (`local function n5(q6)` / `local n5 = function(q6)`) that read
+  and assign the enclosing locals (closures, by reference) and are called later.
 
 Everything generated stays inside kernel Lua (docs/language.md): no floats, no
-strings except assert/error messages, no tables, closures, goto, recursion,
+strings except assert/error messages, no tables, goto, recursion,
 `^` or `..`. Every binary operation is parenthesised and negative literals are
 written `(-N)`, so text never depends on precedence and never contains `--`.
 Every expression sits on one line, so a runtime error has one Lua line.
@@ -318,6 +320,8 @@ class _ProgramGen:
         kinds += ["return", "error", "multi"]
         if scope.helpers:
             kinds += ["call"]
+        if not deep:
+            kinds += ["closure"]
         if "g" in assignable:
             kinds += ["global"]
         if scope.anys:
@@ -439,6 +443,8 @@ class _ProgramGen:
                     (scope.ints if i < len(vals) else scope.opts).append(v)
                     if i < len(vals):
                         assignable.append(v)
+        elif kind == "closure":
+            scope.helpers.append(self.nested_helper(scope, assignable))
         elif kind == "reany":
             w.line(f"{d(st.sampled_from(scope.anys))} = {self.ae(scope)}")
         elif kind == "global":
@@ -505,6 +511,29 @@ class _ProgramGen:
         # straight-line helpers: a helper's loop inlined into a caller's loop nests them
         # past the verifier's path budget (docs/language.md, "Known limit")
         self.block(inner, list(params) + globals_, 3, 0, nrets, max_stmts=2)
+        w.line(f"return {self.returns(inner, nrets)}")
+        w.indent -= 1
+        w.line("end")
+        return name, nparams, nrets
+
+    def nested_helper(self, scope: Scope, assignable: list[str]) -> tuple[str, int, int]:
+        """A function defined where it stands (`local function` or `local x = function`),
+        a closure over the locals in scope: its body reads them and assigns them (by
+        reference, so the caller sees it), and calls the helpers defined before it."""
+        d, w = self.draw, self.w
+        name = self.fresh("n")
+        nparams = d(st.integers(1, 2))
+        nrets = d(st.integers(1, 2))
+        params = [self.fresh("q") for _ in range(nparams)]
+        if d(st.booleans()):
+            w.line(f"local function {name}({', '.join(params)})")
+        else:
+            w.line(f"local {name} = function({', '.join(params)})")
+        w.indent += 1
+        inner = Scope(ints=params + scope.ints, opts=list(scope.opts), anys=list(scope.anys),
+                      helpers=list(scope.helpers))
+        # straight-line, as top-level helpers are: called in a loop, their loops would nest
+        self.block(inner, list(params) + list(assignable), 3, 0, nrets, max_stmts=2)
         w.line(f"return {self.returns(inner, nrets)}")
         w.indent -= 1
         w.line("end")
