@@ -159,6 +159,8 @@ def _examine(fd: FuncDef, top: dict, functions: dict) -> FuncInfo:
             break
         if isinstance(n, ast.String) and id(n) not in allowed_strings:
             info.why_not = "it uses a string"
+        elif isinstance(n, ast.BinOp) and n.op == "..":
+            info.why_not = "it builds text with '..'"
         elif isinstance(n, (ast.MethodCall, ast.Table, ast.Function, ast.Vararg, ast.Float)):
             info.why_not = "it uses strings, tables or methods"
         elif isinstance(n, ast.Name) and n.name not in declared:
