@@ -114,6 +114,17 @@ def test_concatenation_of_numbers_and_strings_prints_as_lua():
         agree(src, x, y)
 
 
+def test_constant_strings_chosen_at_run_time_print_as_lua():
+    src = ("function f(x)\n"
+           "  local name = x > 0 and 'pos' or 'neg\\n'\n"
+           "  print('x is ' .. name, string.format('%s|%q', name, name), tostring(name))\n"
+           "  local v = x > 5 and x or nil\n"
+           "  print('v=' .. tostring(v))\n"
+           "  return x\nend")
+    for x in (3, 7, -1):
+        agree(src, x)
+
+
 INT_PIECES = st.sampled_from(["%d", "%i", "%u", "%x", "%X", "%o", "%c", "%s", "%q", "%%", " ",
                               "ab", "%5d", "%-8x", "%+d", "% i", "%#o", "%#X", "%010d", "%.3d",
                               "%.0d", "%5.3u", "%-5c", "%.2s", "%20s", "%#5x", "%-#12o"])
