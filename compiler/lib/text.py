@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from luabpf.compiler import ir
 from luabpf.compiler.front import ast, luaint
 from luabpf.compiler.lower.values import Val, type_name
 
@@ -340,14 +341,22 @@ def _piece(lw, v: Val, form: bytes, node, say) -> Text | bytes | Part | None:
         return t if form == b"%s" else _not_form(lw, node, form)
     if v.is_const:
         return convert(form, v.python())
-    if v.kinds <= {"nil", "bool", "int"} or v.kinds == frozenset({"str"}):
-        return Part(form, v)
-    if v.kinds == frozenset({"cstr"}) and v.strs is not None:
-        return Part(form, v)
+    if v.kinds <= {"nil", "bool", "int"} or v.kinds == frozenset({"str"}) \
+            or v.kinds == frozenset({"cstr"}) and v.strs is not None:
+        return Part(form, _snapshot(lw, v))
     lw.error(node, f"a {type_name(v.kinds)} value known only at run time cannot be turned into "
                    "text in kernel Lua (integers, booleans, nil, constant strings and packet "
                    "strings can)")
     return None
+
+
+def _snapshot(lw, v: Val) -> Val:
+    """v as it is now (a later argument may change the variable it was read from)."""
+    if not lw.b.reachable:
+        return v
+    keep = lambda x: lw.b.copy(x, "text") if isinstance(x, ir.VReg) else x
+    return Val(keep(v.tag), keep(v.payload), v.kinds, v.range, keep(v.length), v.data, v.obj,
+               v.strs)
 
 
 def _not_form(lw, node, form):
@@ -376,16 +385,12 @@ def _operand(lw, v: Val, e) -> Text | bytes | Part | None:
     number (checked in the kernel where the kind is known only at run time)."""
     say = lambda got: f"attempt to concatenate a {got} value"
     if text_of(v) is None and v.kinds & {"nil", "bool"}:
-        if not v.kinds & {"int", "str", "cstr"}:
-            lw.runtime_error(e.span, say("nil" if v.kinds == frozenset({"nil"}) else
-                                         "boolean" if v.kinds == frozenset({"bool"}) else
-                                         type_name(v.kinds)))
+        rest = v.kinds - {"nil", "bool"}
+        if rest not in (frozenset(), frozenset({"int"}), frozenset({"str"})):
+            lw.error(e, f"'..' of a {type_name(v.kinds)} value known only at run time is not "
+                        "available in kernel Lua: test it first")
             return None
-        if not v.kinds <= {"nil", "bool", "int"}:
-            lw.error(e, "'..' of a value that may be a string or nil/false is not available in "
-                        "kernel Lua: test it first")
-            return None
-        v = lw.require_kind(v, "int", e, say)
+        v = lw.require_kind(v, "str" if rest == {"str"} else "int", e, say)
         if not lw.b.reachable:
             return None
     return _piece(lw, v, b"%s", e, say)
@@ -477,7 +482,7 @@ def _conversion(lw, spec: Spec, v: Val, node):
         v = lw.require_kind(v, "int", node, say)
         if spec.bad and lw.b.reachable:
             lw.runtime_error(node.span, spec.bad)
-        return Part(spec.form, v) if lw.b.reachable else None
+        return Part(spec.form, _snapshot(lw, v)) if lw.b.reachable else None
     if spec.bad:                                    # %c, %s, %q: the spec is checked first
         lw.runtime_error(node.span, spec.bad)
         return None

@@ -203,3 +203,32 @@ def test_text_of_packet_strings_prints_as_lua(hook, payload):
         events = L.events().poll(0)
     assert [e.values for e in events] == [lua_packet(payload)]
     assert len(payload) <= cevents.MAX_BYTES
+
+
+PACKET_CAPTURE = """function filter(hdr, pld)
+  local word = pld:match("^(%a+)")
+  print(string.format("%d:", #pld) .. word)
+  return true
+end
+"""
+
+
+@pytest.mark.parametrize("payload", [b"hello world", b"123", b"x"])
+def test_a_capture_that_may_be_nil_in_text_is_checked_as_lua_checks_it(payload):
+    from scapy.layers.inet import IP, TCP    # scapy is heavy: only where frames are built
+    from scapy.layers.l2 import Ether
+    TALLY["test_text"] += 1
+    lua = lua54.LuaRuntime(encoding=None)
+    show = lua.eval(b'function(pld) local ok, r = pcall(function() '
+                    b'return string.format("%d:", #pld) .. pld:match("^(%a+)") end) '
+                    b'return ok, r end')
+    ok, want = show(payload)
+    with luabpf.compile(PACKET_CAPTURE, FILE, hook="xdp").load() as L:
+        L.run(bytes(Ether() / IP() / TCP() / payload))
+        events = L.events().poll(0)
+        errors = L.describe_errors()
+    if ok:
+        assert [e.values for e in events] == [(want.decode(),)] and errors == []
+    else:
+        assert events == [] and [e.split(": ", 1)[1] for e in errors] == \
+            [want.decode().split(": ", 1)[1] + " (1 time)"]
