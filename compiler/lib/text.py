@@ -333,7 +333,7 @@ def _result(lw, node, text: Text | None, what: str) -> Val:
     return Val.object(text)
 
 
-def _piece(lw, v: Val, form: bytes, node, say) -> Text | bytes | Part | None:
+def _piece(lw, v: Val, form: bytes, node) -> Text | bytes | Part | None:
     """v as text under a %s-like conversion (`..`, tostring, %s, %q); None after a
     located error, or where the path ended in Lua's runtime error."""
     t = text_of(v)
@@ -393,7 +393,7 @@ def _operand(lw, v: Val, e) -> Text | bytes | Part | None:
         v = lw.require_kind(v, "str" if rest == {"str"} else "int", e, say)
         if not lw.b.reachable:
             return None
-    return _piece(lw, v, b"%s", e, say)
+    return _piece(lw, v, b"%s", e)
 
 
 def lower_tostring(lw, arg_nodes, node, scope) -> list[Val]:
@@ -417,7 +417,7 @@ def lower_tostring(lw, arg_nodes, node, scope) -> list[Val]:
     v = args[0]
     if v.kinds <= {"str", "cstr"} and text_of(v) is None:
         return [v]
-    piece = _piece(lw, v, b"%s", node, None)
+    piece = _piece(lw, v, b"%s", node)
     if piece is None:
         return [Val.nil()]
     return [_result(lw, node, _join(piece), "tostring")]
@@ -492,7 +492,7 @@ def _conversion(lw, spec: Spec, v: Val, node):
         return None
     if conv == "q" and text_of(v) is not None:
         return _not_form(lw, node, spec.form)
-    return _piece(lw, v, spec.form, node, None)
+    return _piece(lw, v, spec.form, node)
 
 
 # ---- the manifest's form of a text, and its rendering in user space -------------------
