@@ -110,6 +110,8 @@ def cmd_call(args) -> int:
         finally:
             stream = loaded.events()
             for event in stream.poll(0) if stream is not None else []:
+                if event.error_site is not None:    # its message is the error reported below
+                    continue
                 if args.json:
                     print(json.dumps(event.as_json()))
                 else:

@@ -149,7 +149,8 @@ def script_manifest(programs: list[CompiledProgram]) -> dict:
         "maps": maps,
         "sites": [{"line": s.line, "message": s.message, "fatal": s.fatal, "file": s.file}
                   for p in programs for s in p.sites],
-        "prints": [{"line": s.line, "file": s.file, "values": [list(v) for v in s.values]}
+        "prints": [{"line": s.line, "file": s.file, "values": [list(v) for v in s.values],
+                    **({"error_site": s.error_site} if s.error_site is not None else {})}
                    for p in programs for s in p.prints],
         "verdicts": verdicts[0] if verdicts else [],
     }

@@ -70,7 +70,12 @@ def call(loaded, args: tuple):
     status, nret = PAIR.unpack_from(out, STATUS_OFF)
     if status > 0:
         site = compiled.site(status - 1)
-        raise LuaRuntimeError(compiled.source.filename, site.line, site.message)
+        message = site.message
+        if any(p.error_site == status - 1 for p in compiled.prints):
+            stream = loaded.events()          # the message's values came as an event
+            message = (stream.error_message(status - 1) if stream is not None else None) \
+                or message
+        raise LuaRuntimeError(compiled.source.filename, site.line, message)
     if status < 0:
         raise RuntimeError("the kernel program did not run to its end (no status written)")
     first = results_off(len(args))

@@ -342,9 +342,6 @@ class Checker:
         if node.op == "^":
             self.error(node, "exponentiation '^' is not available in kernel Lua (integers only)",
                        "multiply in a loop, or use '<<' for powers of two")
-        elif node.op == "..":
-            self.error(node, "string concatenation '..' is not available in kernel Lua",
-                       "strings are constants or views of packet bytes: compare them with ==")
         self.visit(node.left)
         self.visit(node.right)
 

@@ -8,7 +8,9 @@ sites. A record is
         (u64 STR, u64 n, MAX_BYTES bytes)             a packet string: its first n bytes
 
 Values known at compile time (constant strings, literals) stay in the `PrintSite`
-and cost nothing in the record. "Values absent" counts the last values of the site
+and cost nothing in the record. A text (`..`, `string.format`, `tostring` of values
+known only at run time: `compiler/lib/text.py`) is its template in the site and a
+slot per value of it in the record; user space renders it. "Values absent" counts the last values of the site
 that this print did not get: a final `s:byte(i, j)` on a packet view gives only the
 bytes there are (Lua prints that many), 0 otherwise. Every record is written with one
 `bpf_ringbuf_output`; when the ring buffer is full the kernel refuses it, the
@@ -20,7 +22,8 @@ from dataclasses import dataclass, field
 
 from luabpf.compiler import ir
 from luabpf.compiler.bpf.helpers import Helper
-from luabpf.compiler.lib import maps
+from luabpf.compiler.lib import maps, text
+from luabpf.compiler.lower import strconst
 from luabpf.compiler.lower.values import Val, Values, type_name
 
 EVENTS_MAP = "luabpf_events"
@@ -37,12 +40,29 @@ class PrintSite:
     line: int
     col: int
     file: str = ""
+    error_site: int | None = None   # the runtime error whose message this record carries
     values: list = field(default_factory=list)   # per argument: ('const', value) | ('run',)
+    #                                              | ('bytes',) | ('text', template)
 
     @property
     def record_size(self) -> int:
-        return HEADER + sum(SLOT if v[0] == "run" else SLOT + MAX_BYTES
-                            for v in self.values if v[0] != "const")
+        return HEADER + sum(_slot_size(kind) for kind in _slots(self.values))
+
+
+def _slots(values: list) -> list[str]:
+    """The record's slots, in order: 'run' (tag, payload) or 'bytes' (a packet string),
+    a text's run parts among them."""
+    out = []
+    for v in values:
+        if v[0] == "text":
+            out += ["bytes" if p[0] == "bytes" else "run" for p in v[1] if p[0] != "lit"]
+        elif v[0] != "const":
+            out.append(v[0])
+    return out
+
+
+def _slot_size(kind: str) -> int:
+    return SLOT + MAX_BYTES if kind == "bytes" else SLOT
 
 
 def lua_text(value) -> str:
@@ -66,7 +86,16 @@ def lower_print(lw, args: list[Val], node, scope):
     site = PrintSite(node.span.line, node.span.col, node.span.file)
     dynamic = []
     for i, v in enumerate(args):
-        if v.is_const:
+        t = text.text_of(v)
+        if t is not None:
+            parts = [p.value for p in t.parts if isinstance(p, text.Part)]
+            if any(p.kinds == frozenset({"str"}) for p in parts) and (
+                    lw.packet is None or lw.hook.load_bytes is None):
+                lw.error(node, "print cannot send a string known only at run time here")
+                return []
+            site.values.append(("text", text.template(lw, t, lw.kinds.get(strconst.TABLE, []))))
+            dynamic += parts
+        elif v.is_const:
             site.values.append(("const", const_value(v.python())))
         elif v.kinds <= {"nil", "bool", "int"}:
             site.values.append(("run",))
@@ -90,6 +119,31 @@ def lower_print(lw, args: list[Val], node, scope):
         return []
     if not lw.b.reachable:
         return []
+    _send(lw, site, args, dynamic, node)
+    return []
+
+
+def send_error_text(lw, node, t: text.Text) -> bool:
+    """Before the runtime error at the next site: one record with the values of its
+    message (a text), which user space renders as the error's message. False after a
+    located error."""
+    site = PrintSite(node.span.line, node.span.col, node.span.file)
+    site.values.append(("text", text.template(lw, t, lw.kinds.get(strconst.TABLE, []))))
+    dynamic = [p.value for p in t.parts if isinstance(p, text.Part)]
+    if any(v.kinds == frozenset({"str"}) for v in dynamic) and (
+            lw.packet is None or lw.hook.load_bytes is None):
+        lw.error(node, "error cannot send a string known only at run time here")
+        return False
+    if len(dynamic) > MAX_VALUES or site.record_size > MAX_RECORD:
+        lw.error(node, f"an error message sends at most {MAX_VALUES} values known only at run "
+                       f"time, and at most {MAX_RECORD} bytes")
+        return False
+    _send(lw, site, [], dynamic, node)
+    site.error_site = lw.options.first_site + len(lw.sites)     # the caller's, next
+    return True
+
+
+def _send(lw, site: PrintSite, args, dynamic: list, node) -> None:
     b = lw.b
     sid = lw.options.first_print + len(lw.prints)
     lw.prints.append(site)
@@ -100,8 +154,8 @@ def lower_print(lw, args: list[Val], node, scope):
         b.emit(ir.Bin("sub", absent, absent, args.count))
         b.emit(ir.Store(4, record, 4, absent))
     off = HEADER
-    for spec, v in zip((x for x in site.values if x[0] != "const"), dynamic):
-        if spec[0] == "bytes":
+    for spec, v in zip(_slots(site.values), dynamic):
+        if spec == "bytes":
             _packet_bytes(lw, record, off, v)
             off += SLOT + MAX_BYTES
         else:
@@ -115,10 +169,10 @@ def lower_print(lw, args: list[Val], node, scope):
     dropped, ok = b.block("print_dropped", cold=True), b.block("printed")
     b.branch("ne", r, 0, dropped, ok)
     b.start(dropped)
-    lw.count_at(node.span, "print dropped: the ring buffer was full")
+    lw.count_at(node.span, "print dropped: the ring buffer was full" if site.error_site is None
+                else "an error's message dropped: the ring buffer was full")
     b.jump(ok)
     b.start(ok)
-    return []
 
 
 def _packet_bytes(lw, record, off: int, v: Val) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from luabpf.compiler import ir
 from luabpf.compiler.front import ast, luaint
+from luabpf.compiler.lib import events, text
 from luabpf.compiler.lib.layout import LayoutError, layout_from_table
 from luabpf.compiler.lower.values import Val, static_type
 
@@ -18,12 +19,22 @@ MININTEGER = Val.int_(luaint.MININT)
 
 # ---- error and assert ---------------------------------------------------------
 
-def _message(lw, node) -> str | None:
-    """A constant message for error/assert (a string or an integer literal)."""
+def _message(lw, node, scope) -> str | text.Text | None:
+    """The message of error/assert: a constant (a string or an integer literal), or text
+    of values known only at run time ('..', string.format, tostring)."""
     if isinstance(node, ast.String):
         return node.value.decode("utf-8", "replace")
     if isinstance(node, ast.Paren):
-        return _message(lw, node.expr)
+        return _message(lw, node.expr, scope)
+    if _is_text(node):                  # '..', string.format, tostring of constants fold
+        text.allow(lw, node)
+        v = lw.expr(node, scope)
+        if v.data is not None:
+            return v.data.decode("utf-8", "replace")
+        if text.text_of(v) is not None:
+            return text.text_of(v)
+        if not lw.b.reachable:          # Lua's error while making the message
+            return None
     v = lw.expr(node, lw.top) if isinstance(node, (ast.Int, ast.Nil)) else None
     if v is not None and v.is_const:
         return "nil" if v.python() is None else str(v.python())
@@ -31,13 +42,37 @@ def _message(lw, node) -> str | None:
     return None
 
 
+def _is_text(node) -> bool:
+    if isinstance(node, ast.BinOp):
+        return node.op == ".."
+    return isinstance(node, ast.Call) and isinstance(node.func, ast.Index) \
+        and isinstance(node.func.obj, ast.Name) and node.func.obj.name == "string" \
+        and isinstance(node.func.key, ast.String) and node.func.key.value == b"format" \
+        or isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+        and node.func.name == "tostring"
+
+
 def lower_error(lw, arg_nodes, node, scope):
-    message = _message(lw, arg_nodes[0]) if arg_nodes else "nil"
+    message = _message(lw, arg_nodes[0], scope) if arg_nodes else "nil"
     for extra in arg_nodes[1:]:
         lw.expr(extra, scope)          # error's level argument: evaluated, not used
-    if message is not None:
+    if isinstance(message, text.Text):
+        _error_with_text(lw, message, arg_nodes[0], node)
+    elif message is not None:
         lw.runtime_error(node.span, message)
     return []
+
+
+def _error_with_text(lw, message: text.Text, arg, node) -> None:
+    """A runtime error whose message is known only at run time: its values go to user
+    space in a record just before (compiler/lib/events.py), the error site keeps the
+    message's template (what a report shows when the record was dropped)."""
+    if lw.own is not None:              # a BPF function reports no values (calls.py)
+        lw.error(arg, "an error message of values known only at run time is not available "
+                      "in a function compiled as a BPF function")
+        return
+    if events.send_error_text(lw, arg, message):
+        lw.runtime_error(node.span, text.placeholder(message))
 
 
 def lower_assert(lw, arg_nodes, node, scope):
@@ -45,7 +80,7 @@ def lower_assert(lw, arg_nodes, node, scope):
         lw.error(node, "bad argument #1 to 'assert' (value expected)")
         return []
     arg = arg_nodes[0]
-    message = _message(lw, arg_nodes[1]) if len(arg_nodes) > 1 else "assertion failed!"
+    message = _message(lw, arg_nodes[1], scope) if len(arg_nodes) > 1 else "assertion failed!"
     b = lw.b
     ok, bad = b.block("assert_ok"), b.block("assert_fail")
     if _is_boolean(arg):                # a comparison that passed is `true`: branch on it
@@ -57,7 +92,10 @@ def lower_assert(lw, arg_nodes, node, scope):
     if message is None:
         message = "assertion failed!"
     b.start(bad)
-    lw.runtime_error(node.span, message)
+    if isinstance(message, text.Text):
+        _error_with_text(lw, message, arg_nodes[1], node)
+    else:
+        lw.runtime_error(node.span, message)
     b.start(ok)
     return [v]
 
@@ -143,23 +181,6 @@ math_max = _extreme("max", "sgt", max)
 
 
 # ---- strings and layouts ----------------------------------------------------------------
-
-def lower_tostring(lw, args, node, scope):
-    """tostring(view) is the view (kernel Lua's strings are views); constants convert."""
-    if not args:
-        lw.error(node, "bad argument #1 to 'tostring' (value expected)")
-        return [Val.nil()]
-    v = args[0]
-    if v.kinds == frozenset({"str"}):
-        return [v]
-    if v.is_const:
-        p = v.python()
-        return [Val.string(b"nil" if p is None else (b"true" if p is True else b"false" if p is False
-                                                         else str(p).encode()))]
-    lw.error(node, "tostring of a number known only at run time is not available in kernel Lua "
-                   "(there is no string building)")
-    return [Val.nil()]
-
 
 def data_layout(lw, arg_nodes, node, scope):
     if len(arg_nodes) != 1 or not isinstance(arg_nodes[0], ast.Table):

@@ -18,7 +18,7 @@ from typing import Callable
 from luabpf.compiler.front import ast
 from luabpf.compiler.hooks import cpufreq, packet
 from luabpf.compiler.hooks.table import HOOK_NAMES
-from luabpf.compiler.lib import events, intrinsics, maps, matching, system, views
+from luabpf.compiler.lib import events, intrinsics, maps, matching, system, text, views
 from luabpf.compiler.lower import strconst
 from luabpf.compiler.lower.values import Val, Values, type_name
 
@@ -50,6 +50,7 @@ class Builtin:
     refuse: Callable | None = None
     refused: tuple = ()         # what a refused call gives (so one mistake is one error)
     in_bpf_function: bool = False   # a BPF function may use it (compiler/lower/calls.py)
+    text_args: bool = False     # its arguments may be text ('..', string.format: lib/text.py)
     public: bool = True         # False: luabpf's own Lua only (stdlib/), never a user's name
 
     @property
@@ -100,18 +101,25 @@ _MAP_KIND_DOCS = {
 BUILTINS: tuple[Builtin, ...] = (
     # ---- base
     Builtin("error", "error(message [, level])", ALL,
-            "stop with a runtime error (the message is a constant string or integer)", "Base",
+            "stop with a runtime error (the message is a constant string or integer, or "
+            "text made by '..', string.format or tostring)", "Base",
             lower=intrinsics.lower_error, raw=True, in_bpf_function=True),
     Builtin("assert", "assert(v [, message]) -> v", ALL,
             "a runtime error (default 'assertion failed!') where v is false or nil, else v",
             "Base", lower=intrinsics.lower_assert, raw=True, in_bpf_function=True),
     Builtin("print", "print(...)", ALL,
             "send the values to user space as one event (integers, booleans, nil, constant "
-            "strings; packet strings in filters)", "Base", lower=events.lower_print,
-            tail="count"),
+            "strings; packet strings in filters; text made by '..', string.format or "
+            "tostring, formatted in user space)", "Base", lower=events.lower_print,
+            tail="count", text_args=True),
     Builtin("tostring", "tostring(v) -> string", ALL,
-            "a string as itself (a view stays a view); a constant as its text", "Base",
-            lower=intrinsics.lower_tostring),
+            "a string as itself (a view stays a view); a constant as its text; a value known "
+            "only at run time as text for print and error", "Base",
+            lower=text.lower_tostring, raw=True),
+    Builtin("a .. b", "a .. b -> string", ALL,
+            "Lua's concatenation of strings and integers: a constant string when both are "
+            "constants, else text for print and error", "Base", kind="operator",
+            lower=text.concat),
     # ---- math
     Builtin("math.abs", "math.abs(x) -> integer", ALL, "the absolute value of x (wraps at "
             "math.mininteger, as Lua's)", "Math", lower=intrinsics.math_abs, in_bpf_function=True),
@@ -146,6 +154,10 @@ BUILTINS: tuple[Builtin, ...] = (
     Builtin("s:find", "s:find(pattern [, init [, plain]]) -> start, end, captures", ALL,
             "Lua's string.find; the pattern and plain are constants", "Strings",
             kind="method", lower=matching.method_find),
+    Builtin("string.format", "string.format(fmt, ...) -> string", ALL,
+            "Lua 5.4's format (%d %i %u %c %x %X %o %s %q %%, flags, width, precision) with a "
+            "constant fmt: a constant string when every argument is a constant, else text "
+            "for print and error", "Strings", lower=text.string_format, raw=True),
     *(Builtin(f"string.{m}", f"string.{m}(s{rest})", ALL, f"s:{m}({rest.lstrip(', ')})",
               "Strings", lower=_string_function(m), tail="count")
       for m, rest in (("byte", " [, i [, j]]"), ("sub", ", i [, j]"), ("len", ""),
@@ -265,6 +277,9 @@ def call(lw, e, scope) -> list[Val] | None:
     if found.raw:
         return found.lower(lw, e.args, e, scope) if _allowed(lw, found, path, e) \
             else list(found.refused)
+    if found.text_args:
+        for a in e.args:
+            text.allow(lw, a)
     args, count = lw.explist_count(e.args, scope)
     if not _allowed(lw, found, path, e):
         return list(found.refused)

@@ -161,6 +161,8 @@ def _examine(fd: FuncDef, top: dict, functions: dict) -> FuncInfo:
             info.why_not = "it uses a string"
         elif isinstance(n, ast.Function):
             info.why_not = "it defines a function (function values are inlined)"
+        elif isinstance(n, ast.BinOp) and n.op == "..":
+            info.why_not = "it builds text with '..'"
         elif isinstance(n, (ast.MethodCall, ast.Table, ast.Vararg, ast.Float)):
             info.why_not = "it uses strings, tables or methods"
         elif isinstance(n, ast.Name) and n.name not in declared:

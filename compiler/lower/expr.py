@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from luabpf.compiler import ir
 from luabpf.compiler.front import ast, luaint
-from luabpf.compiler.lib import maps, table, views
+from luabpf.compiler.lib import maps, table, text, views
 from luabpf.compiler.lower import strconst
 from luabpf.compiler.lower.intops import COMPARE
 from luabpf.compiler.lower.bindings import Closure, FuncDef, GlobalVar, Scope
@@ -226,6 +226,8 @@ class ExprLowering:
         op = e.op
         if op in ("and", "or"):
             return self.logical(e, scope)
+        if op == "..":
+            return text.concat(self, e, scope)
         if op in ARITH:
             a = self.expr(e.left, scope)
             bv = self.expr(e.right, scope)

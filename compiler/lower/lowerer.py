@@ -102,6 +102,7 @@ class Lowerer(ExprLowering, LoopLowering):
         self.forwards_errors = False            # a callee's error goes out through err_block
         self._dropped: list[ir.Block] = []      # blocks of rewound calls (see inline_call)
         self._copied = 0                        # syntax nodes inlining has copied
+        self.text_nodes: dict = {}              # id → node that may be a text (lib/text.py)
 
     # ---- diagnostics and runtime errors --------------------------------------
 

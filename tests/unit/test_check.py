@@ -27,7 +27,6 @@ def diagnostics(src: str, known=DEFAULT_GLOBALS):
     ("function f()\n  return 1.5\nend", 2, 10, "floating-point numbers are not available in kernel Lua"),
     ("x = 1e3", 1, 5, "floating-point numbers are not available"),
     ("function f(a)\n  return a ^ 2\nend", 2, 10, "exponentiation '^' is not available"),
-    ("function f(a)\n  return 'a' .. a\nend", 2, 10, "concatenation '..' is not available"),
     # varargs
     ("function f(...)\nend", 1, 1, "vararg functions ('...') are not available"),
     ("function f(a, ...)\n  return a\nend", 1, 1, "vararg functions"),

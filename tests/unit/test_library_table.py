@@ -30,6 +30,8 @@ USES = {
     "assert": ("", "assert(n >= 0, 'negative')"),
     "print": ("", "print(n, 'n')"),
     "tostring": ("", "if tostring(s) == 'ab' then return end"),
+    "a .. b": ("", "print('n=' .. n)"),
+    "string.format": ("", "print(string.format('%5d|%-4x|%q', n, n, n))"),
     "math.abs": ("", "local x = math.abs(n - 5)"),
     "math.min": ("", "local x = math.min(n, 5)"),
     "math.max": ("", "local x = math.max(n, 5)"),
