@@ -39,6 +39,22 @@ def run_luabpf(*args: str, cwd=ROOT, timeout: float = 120,
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
+def stop_run(proc: subprocess.Popen) -> str:
+    """Stop a background `luabpf run` as Ctrl-C would (SIGTERM; SIGKILL after 15 s) and
+    return what it wrote on stderr (the process must have been started with stderr=PIPE)."""
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    errs = proc.stderr.read()
+    proc.stderr.close()
+    return errs
+
+
 def write_script(tmp_path, text: str, name: str = "filter.lua") -> str:
     """`text` written to `tmp_path/name`; its path."""
     path = tmp_path / name

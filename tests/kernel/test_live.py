@@ -25,7 +25,7 @@ import pytest
 import luabpf
 from luabpf.runtime import pins
 
-from cli_runner import LUABPF_COMMAND, ROOT, run_luabpf
+from cli_runner import LUABPF_COMMAND, ROOT, run_luabpf, stop_run
 
 pytestmark = pytest.mark.kernel
 
@@ -64,17 +64,7 @@ class Run:
         return None
 
     def stop(self) -> str:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
-        errs = self.proc.stderr.read()
-        self.proc.stderr.close()
-        return errs
+        return stop_run(self.proc)
 
 
 def receiver(end, stop: threading.Event, counts: dict, ready: threading.Event) -> None:

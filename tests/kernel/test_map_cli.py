@@ -27,7 +27,7 @@ from luabpf.runtime import kernel, pins
 from luabpf.runtime.mapdata import MapFileError
 from luabpf.runtime.packets import udp_frame
 
-from cli_runner import LUABPF_COMMAND, ROOT, json_failure, run_luabpf, write_script
+from cli_runner import LUABPF_COMMAND, ROOT, json_failure, run_luabpf, stop_run, write_script
 
 pytestmark = pytest.mark.kernel
 
@@ -88,16 +88,7 @@ class Run:
         if getattr(self, "_prog", None) is not None:
             self._prog.close()
             self._prog = None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        finally:
-            if self.proc.poll() is None:
-                self.proc.kill()
-                self.proc.wait(10)
-        errs = self.proc.stderr.read()
-        self.proc.stderr.close()
+        errs = stop_run(self.proc)
         assert not os.path.exists(os.path.join(pins.root(), self.name)), "pins left behind"
         return errs
 
