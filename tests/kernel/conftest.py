@@ -13,11 +13,15 @@ two namespaces.
 """
 from __future__ import annotations
 
+import os
+import shutil
 import socket
 import subprocess
 import threading
 
 import pytest
+
+from luabpf.runtime import features
 
 
 @pytest.fixture
@@ -79,3 +83,14 @@ def _exchange(net, banner: bytes, port: int = 22, timeout: float = 2.0) -> bytes
 @pytest.fixture
 def banner_exchange():
     return _exchange
+
+
+@pytest.fixture
+def pin_dir():
+    """A directory of this test's own in bpffs for `bpftool … pinmaps`/`loadall`; removed,
+    with everything pinned in it, after the test."""
+    path = os.path.join(features.ensure_bpffs(), f"luabpf-test-{os.getpid()}")
+    os.makedirs(path, exist_ok=True)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+    assert not os.path.exists(path)

@@ -8,14 +8,12 @@ are counted at their Lua line; an object with BPF functions loads with bpftool.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
 import pytest
 
 import luabpf
-from luabpf.runtime import features
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__)))), "bench"))
@@ -94,13 +92,6 @@ def test_errors_raised_in_bpf_functions_are_counted_at_their_line():
         assert p.run(udp_frame(53, b"z" * 21)).name == "PASS"    # x // 1 > 1000? no
         assert p.describe_errors() == ["calls.lua:2: attempt to divide by zero (1 time)"]
 
-
-@pytest.fixture
-def pin_dir():
-    path = os.path.join(features.ensure_bpffs(), f"luabpf-calls-{os.getpid()}")
-    os.makedirs(path, exist_ok=True)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_an_object_with_bpf_functions_loads_with_bpftool(tmp_path, pin_dir):

@@ -11,12 +11,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-import shutil
 import subprocess
 
 import pytest
 
-from luabpf.runtime import features, kernel
+from luabpf.runtime import kernel
 
 from cli_runner import ROOT, run_luabpf
 
@@ -28,14 +27,6 @@ EXAMPLES = sorted(f for f in os.listdir(os.path.join(ROOT, "examples")) if f.end
 def compile_object(example: str, out: str, *extra) -> subprocess.CompletedProcess:
     return run_luabpf("compile", os.path.join(ROOT, "examples", example), "-o", out, *extra)
 
-
-@pytest.fixture
-def pin_dir():
-    path = os.path.join(features.ensure_bpffs(), f"luabpf-test-{os.getpid()}")
-    os.makedirs(path, exist_ok=True)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-    assert not os.path.exists(path)
 
 
 def bpftool(*argv) -> subprocess.CompletedProcess:
