@@ -93,7 +93,6 @@ def test_errors_raised_in_bpf_functions_are_counted_at_their_line():
         assert p.describe_errors() == ["calls.lua:2: attempt to divide by zero (1 time)"]
 
 
-
 def test_an_object_with_bpf_functions_loads_with_bpftool(tmp_path, pin_dir):
     src = tmp_path / "tree.lua"
     src.write_text(doubling_tree(14))

@@ -28,7 +28,6 @@ def compile_object(example: str, out: str, *extra) -> subprocess.CompletedProces
     return run_luabpf("compile", os.path.join(ROOT, "examples", example), "-o", out, *extra)
 
 
-
 def bpftool(*argv) -> subprocess.CompletedProcess:
     return subprocess.run(["bpftool", *argv], capture_output=True, text=True, timeout=60)
 
